@@ -1,0 +1,125 @@
+"""Checkpoints on disk: atomic save, safe load, and the formats we read.
+
+A checkpoint holds plain types and tensors only, so it loads with `torch.load(weights_only=True)`:
+a file that carries a pickled Python object is refused and its code never runs.
+
+Formats read:
+- ours: {"format": "lenet5", "model": state_dict, "config": dict, "normalize": {...}, ...}
+- a plain state_dict as the seed's `torch.save(model.state_dict(), 'mnist_lenet5.pth')` writes it
+  (also with a "module." prefix, as DistributedDataParallel's state_dict has).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError
+from .model import LeNet5
+
+FORMAT = "lenet5"
+VERSION = 1
+
+
+def save(obj, path: str | os.PathLike) -> None:
+    """Write `obj` with torch.save to a temporary file beside `path`, then move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Load a checkpoint file safely (weights_only); never runs code stored in it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        raise CheckpointError(
+            f"{path}: refused: it holds pickled Python objects, not just weights ({first[:120]}); "
+            "only load checkpoints you trust, and re-save them as a plain state_dict"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({msg[:160]})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a checkpoint or state_dict")
+    return obj
+
+
+def model_state(obj: dict, path: str | os.PathLike = "checkpoint") -> dict:
+    """The LeNet5 state_dict inside a loaded checkpoint of any supported format."""
+    state = obj.get("model") if obj.get("format") == FORMAT else obj
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: has no model weights")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    if state and all(k.startswith("_orig_mod.") for k in state):  # saved from a torch.compile'd model
+        state = {k[len("_orig_mod."):]: v for k, v in state.items()}
+    expected = LeNet5().state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        detail = f"missing {', '.join(missing[:4])}" if missing else f"unexpected {', '.join(extra[:4])}"
+        raise CheckpointError(f"{path}: not a LeNet5 checkpoint ({detail})")
+    for key, ref in expected.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor) or value.shape != ref.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(f"{path}: {key} has shape {shape}, LeNet5 needs {tuple(ref.shape)}")
+    return {k: state[k].float() for k in expected}
+
+
+def normalization(obj: dict) -> tuple[float, float]:
+    """The (mean, std) the model was trained with; the seed's files carry none and used MNIST's."""
+    from .data import MEAN, STD
+
+    norm = obj.get("normalize") if obj.get("format") == FORMAT else None
+    if isinstance(norm, dict):
+        return float(norm["mean"]), float(norm["std"])
+    return MEAN, STD
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[LeNet5, dict]:
+    """A ready LeNet5 (eval mode) and the loaded checkpoint dict."""
+    obj = load(path)
+    model = LeNet5()
+    model.load_state_dict(model_state(obj, path))
+    return model.to(device).eval(), obj
+
+
+def resolve(path: str | os.PathLike | None, out_dir: str = "runs", which: str = "best.pt") -> Path:
+    """A checkpoint path from what the user gave: a file, a run folder, or nothing (newest run)."""
+    if path:
+        p = Path(path)
+        if p.is_dir():
+            for name in (which, "best.pt", "last.pt", "mnist_lenet5.pth"):
+                if (p / name).is_file():
+                    return p / name
+            raise CheckpointError(f"{p}/: holds no checkpoint ({which}, last.pt or mnist_lenet5.pth)")
+        if not p.exists():
+            raise CheckpointError(f"{p}: no such checkpoint file")
+        return p
+    runs = sorted(Path(out_dir).glob(f"*/{which}"), key=lambda f: f.stat().st_mtime)
+    if not runs:
+        raise CheckpointError(
+            f"no checkpoint given and none found in {out_dir}/*/{which}; "
+            "train one with `lenet5 train` or pass a checkpoint path"
+        )
+    return runs[-1]

@@ -1,0 +1,251 @@
+"""The `lenet5` command: argument parsing and printing. The work is done by the modules it calls."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import re
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from . import __version__
+from .config import RECIPES, Config, flag, from_dict, from_recipe
+from .errors import ConfigError, Lenet5Error
+
+# Flags that may change when a run is resumed; everything else comes from the checkpoint.
+RESUMABLE = {"device", "threads", "progress", "data_dir", "wandb", "wandb_project", "wandb_name",
+             "wandb_tags"}
+
+
+def _field_comments() -> dict[str, str]:
+    """The comment beside each Config default, used as its --help text (one source of truth)."""
+    comments = {}
+    for line in inspect.getsource(Config).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)$", line)
+        if m:
+            comments[m.group(1)] = m.group(2)
+    return comments
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    comments = _field_comments()
+    defaults = Config()
+    for f in fields(Config):
+        if f.name == "recipe":
+            continue
+        default = getattr(defaults, f.name)
+        help_text = comments.get(f.name, "")
+        shown = default if not isinstance(default, str) or default else "''"
+        help_text = f"{help_text} (default: {shown})" if help_text else f"(default: {shown})"
+        name = f"--{flag(f.name)}"
+        if isinstance(default, bool):
+            parser.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        elif isinstance(default, list):
+            parser.add_argument(name, dest=f.name, nargs="*", default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(name, dest=f.name, type=type(default), default=argparse.SUPPRESS,
+                                help=help_text, metavar=f.name.upper())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lenet5", description="LeNet-5 for MNIST: train, evaluate, predict, look inside.")
+    parser.add_argument("--version", action="version", version=f"lenet5 {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model (then score it on the test set)",
+                       description="Train LeNet-5. A recipe sets the defaults; any flag overrides it.")
+    p.add_argument("--recipe", default="default", choices=list(RECIPES),
+                   help="seed: the seed's exact recipe (~98%%); default: >= 99.3%%; fast: time to 99%% "
+                        "(default: default)")
+    p.add_argument("--resume", metavar="RUN", help="continue a run exactly: its folder or last.pt")
+    p.add_argument("--overwrite", action="store_true", help="reuse an existing run folder --name")
+    p.add_argument("--no-test", dest="test", action="store_false",
+                   help="skip scoring the best checkpoint on the test set at the end")
+    _add_config_flags(p)
+
+    p = sub.add_parser("evaluate", help="test loss, accuracy, per-class accuracy, confusion matrix")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
+    p.add_argument("--data-dir", default="data", help="MNIST root (default: data)")
+    p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    p.add_argument("--batch-size", type=int, default=4096, help="images per batch (default: 4096)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    p = sub.add_parser("predict", help="classify MNIST test images by --index")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
+    p.add_argument("--index", type=int, nargs="+", required=True, metavar="N",
+                   help="test-set image number(s), 0-9999")
+    p.add_argument("--data-dir", default="data", help="MNIST root (default: data)")
+    p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    p = sub.add_parser("show", help="save a test image as PNG, titled with its label (the seed's view)")
+    p.add_argument("--index", type=int, default=0, metavar="N", help="test-set image number (default: 0)")
+    p.add_argument("--out", default=None, help="PNG to write (default: digit-<N>.png)")
+    p.add_argument("--data-dir", default="data", help="MNIST root (default: data)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except Lenet5Error as e:
+        print(f"lenet5: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        path = getattr(e, "path", None)
+        where = f"; progress saved, continue with: lenet5 train --resume {path.parent}" if path else ""
+        print(f"lenet5: interrupted{where}", file=sys.stderr)
+        return 130
+
+
+def _config_overrides(args: argparse.Namespace) -> dict:
+    names = {f.name for f in fields(Config)} - {"recipe"}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import checkpoint
+    from .train import fit
+
+    overrides = _config_overrides(args)
+    resume = None
+    if args.resume:
+        resume = checkpoint.resolve(args.resume, which="last.pt")
+        if resume.name != "last.pt":
+            resume = resume.parent / "last.pt"
+        state = checkpoint.load(resume)
+        if state.get("format") != checkpoint.FORMAT or "optimizer" not in state:
+            raise ConfigError(f"--resume {args.resume}: {resume} is not a lenet5 training checkpoint")
+        fixed = sorted(set(overrides) - RESUMABLE)
+        if fixed:
+            raise ConfigError(f"--{flag(fixed[0])} cannot change when resuming: the run continues "
+                              f"with the config saved in {resume}")
+        cfg = from_dict({**state["config"], **overrides})
+        if int(state["epoch"]) >= cfg.epochs:
+            print(f"{resume.parent}: already trained all {cfg.epochs} epochs; nothing to resume")
+            return 0
+    else:
+        cfg = from_recipe(args.recipe, **overrides)
+        if args.overwrite:
+            _clear_run(Path(cfg.out_dir) / cfg.name if cfg.name else None)
+
+    def on_epoch(row: dict) -> None:
+        val = (f"val_loss {row['val_loss']:.4f}  val_acc {100 * row['val_acc']:.2f}%  "
+               if row["val_loss"] == row["val_loss"] else "")
+        print(f"epoch {row['epoch']:>2}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  "
+              f"train_acc {100 * row['train_acc']:.2f}%  {val}lr {row['lr']:.2e}  "
+              f"{row['seconds']:.1f}s", flush=True)
+
+    result = fit(cfg, resume=resume, on_epoch=on_epoch)
+    if not result["primary"]:
+        return 0
+    run = Path(result["run_dir"])
+    note = " (stopped early)" if result["stopped_early"] else ""
+    print(f"run folder {run}{note}; best epoch {result['best'].get('epoch', '-')}")
+    if args.test and not cfg.dry_run:
+        from .checkpoint import load_model, normalization
+        from .config import choose_device
+        from .data import load_mnist
+        from .evaluate import evaluate, format_report
+
+        device = choose_device(cfg.device)
+        model, obj = load_model(run / "best.pt", device)
+        data = load_mnist(cfg.data_dir)
+        metrics = evaluate(model, data.test_images, data.test_labels, *normalization(obj),
+                           device=device)
+        (run / "test_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"test accuracy {100 * metrics['accuracy']:.2f}%  test loss {metrics['loss']:.4f}  "
+              f"(best.pt, 10,000 MNIST test images)")
+    return 0
+
+
+def _clear_run(path: Path | None) -> None:
+    if path is None:
+        raise ConfigError("--overwrite needs --name: the run folder to reuse")
+    for name in ("last.pt", "best.pt", "mnist_lenet5.pth", "metrics.csv", "config.json",
+                 "test_metrics.json"):
+        (path / name).unlink(missing_ok=True)
+
+
+def _load_for_inference(args: argparse.Namespace):
+    from .checkpoint import load_model, normalization, resolve
+    from .config import choose_device
+
+    device = choose_device(args.device)
+    path = resolve(args.checkpoint, args.out_dir)
+    model, obj = load_model(path, device)
+    return path, model, normalization(obj), device
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import load_mnist
+    from .evaluate import evaluate, format_report
+
+    if args.batch_size <= 0:
+        raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    path, model, (mean, std), device = _load_for_inference(args)
+    data = load_mnist(args.data_dir)
+    metrics = evaluate(model, data.test_images, data.test_labels, mean, std, args.batch_size, device)
+    if args.json:
+        print(json.dumps({"checkpoint": str(path), **metrics}))
+    else:
+        print(format_report(metrics, f"{path} on the MNIST test set (normalised with {mean}, {std})"))
+    return 0
+
+
+def _check_indices(indices: list[int], count: int) -> None:
+    for i in indices:
+        if not 0 <= i < count:
+            raise ConfigError(f"--index {i}: the test set has images 0 to {count - 1}")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load_mnist
+    from .predict import classify, top_k
+
+    path, model, (mean, std), device = _load_for_inference(args)
+    data = load_mnist(args.data_dir)
+    _check_indices(args.index, len(data.test_images))
+    idx = torch.tensor(args.index)
+    probs = classify(model, data.test_images[idx], mean, std, device)
+    results = []
+    for i, p, best in zip(args.index, probs, top_k(probs)):
+        label = int(data.test_labels[i])
+        results.append({"index": i, "label": label, "prediction": best[0][0],
+                        "probability": best[0][1], "top3": best})
+    if args.json:
+        print(json.dumps({"checkpoint": str(path), "results": results}))
+        return 0
+    for r in results:
+        mark = "" if r["label"] == r["prediction"] else "   <- wrong"
+        print(f"test image {r['index']}: true label {r['label']}, prediction {r['prediction']} "
+              f"({100 * r['probability']:.2f}%){mark}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .data import load_mnist
+    from .plots import show_digit
+
+    data = load_mnist(args.data_dir)
+    _check_indices([args.index], len(data.test_images))
+    out = show_digit(data.test_images[args.index], f"true label: {int(data.test_labels[args.index])}",
+                     args.out or f"digit-{args.index}.png")
+    print(f"saved {out}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "show": cmd_show}

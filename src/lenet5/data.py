@@ -1,0 +1,262 @@
+"""MNIST on disk and in memory: find, download, verify and parse the IDX files; cut batches.
+
+The whole data set lives in memory as uint8 tensors (47 MB for the training images). Batches are
+cut by index on the training device and normalised there, so no per-sample Python code runs on the
+hot path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+MEAN, STD = 0.1307, 0.3081  # statistics of the MNIST training images, as in the seed
+
+# name -> (IDX magic, shape, MD5 of the uncompressed file)
+FILES = {
+    "train-images-idx3-ubyte": (2051, (60000, 28, 28), "6bbc9ace898e44ae57da46a324031adb"),
+    "train-labels-idx1-ubyte": (2049, (60000,), "a25bea736e30d166cdddb491f175f624"),
+    "t10k-images-idx3-ubyte": (2051, (10000, 28, 28), "2646ac647ad5339dbf082846283269ea"),
+    "t10k-labels-idx1-ubyte": (2049, (10000,), "27ae3e4e09519cfbb04c329615203637"),
+}
+
+# Tried in order; the first is the one torchvision uses.
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+Fetcher = Callable[[str, Path, Callable[[int, int], None]], None]
+
+
+@dataclass
+class MNIST:
+    """The four arrays as tensors: images uint8 (N, 28, 28), labels int64 (N,)."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+
+def parse_idx(raw: bytes, name: str, expect_magic: int, expect_shape: tuple[int, ...]) -> np.ndarray:
+    """Parse one uncompressed IDX file, checking magic number, dimensions and length."""
+    if len(raw) < 8:
+        raise DataError(f"{name}: file is truncated ({len(raw)} bytes); delete it and download again")
+    magic = struct.unpack(">I", raw[:4])[0]
+    if magic != expect_magic:
+        raise DataError(
+            f"{name}: wrong magic number {magic:#010x} (expected {expect_magic:#010x}); "
+            "this is not an MNIST IDX file of that kind"
+        )
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{name}: file is truncated inside its header; delete it and download again")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    if tuple(shape) != tuple(expect_shape):
+        raise DataError(f"{name}: dimensions {tuple(shape)} do not match MNIST's {tuple(expect_shape)}")
+    count = int(np.prod(shape))
+    if len(raw) != header + count:
+        what = "truncated" if len(raw) < header + count else "longer than its header says"
+        raise DataError(
+            f"{name}: file is {what} ({len(raw) - header} bytes of data, expected {count}); "
+            "delete it and download again"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def read_raw(path: Path) -> bytes:
+    """The uncompressed content of an IDX file, gzipped or not."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head == b"\x1f\x8b":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: cannot be read ({e}); delete it and download again") from None
+
+
+def verify(path: Path, name: str) -> np.ndarray:
+    """Read, check and return one MNIST file as a uint8 array."""
+    magic, shape, md5 = FILES[name]
+    raw = read_raw(path)
+    array = parse_idx(raw, str(path), magic, shape)
+    digest = hashlib.md5(raw).hexdigest()
+    if digest != md5:
+        raise DataError(
+            f"{path}: MD5 {digest} does not match the canonical MNIST file ({md5}); "
+            "the file is damaged or altered: delete it and download again"
+        )
+    return array
+
+
+def find_file(root: Path, name: str) -> Path | None:
+    """Look for `name` (gzipped or not) in the torchvision layout and in the plain folder."""
+    for folder in (root / "MNIST" / "raw", root):
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _urllib_fetch(url: str, dest: Path, progress: Callable[[int, int], None]) -> None:
+    with urllib.request.urlopen(url, timeout=30) as response, open(dest, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0)
+        while chunk := response.read(1 << 16):
+            out.write(chunk)
+            progress(len(chunk), total)
+
+
+def download(
+    root: Path,
+    names: list[str] | None = None,
+    mirrors: tuple[str, ...] = MIRRORS,
+    fetch: Fetcher = _urllib_fetch,
+    retries: int = 3,
+    show_progress: bool = True,
+) -> None:
+    """Fetch the missing files into `<root>/MNIST/raw/`, each verified before it is moved into place."""
+    from tqdm import tqdm
+
+    raw_dir = root / "MNIST" / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    for name in names or list(FILES):
+        dest = raw_dir / f"{name}.gz"
+        errors = []
+        for mirror in mirrors:
+            url = f"{mirror}{name}.gz"
+            for attempt in range(retries):
+                fd, tmp = tempfile.mkstemp(dir=raw_dir, prefix=f".{name}.", suffix=".part")
+                os.close(fd)
+                try:
+                    with tqdm(desc=f"{name}.gz", unit="B", unit_scale=True, disable=not show_progress,
+                              leave=False) as bar:
+                        def progress(n: int, total: int) -> None:
+                            bar.total = total or None
+                            bar.update(n)
+                        fetch(url, Path(tmp), progress)
+                    verify(Path(tmp), name)
+                    os.replace(tmp, dest)
+                    break
+                except DataError as e:  # a bad file will not get better by retrying this mirror
+                    errors.append(f"{url}: {e}")
+                    break
+                except Exception as e:  # network trouble: wait a little and retry
+                    errors.append(f"{url}: {e}")
+                    if attempt + 1 < retries:
+                        time.sleep(min(2**attempt, 4))
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+            if dest.exists():
+                break
+        if not dest.exists():
+            raise DataError(
+                f"could not download {name}.gz ({errors[-1] if errors else 'no mirror'}); "
+                f"if this machine is offline, copy the four MNIST *-ubyte.gz files into {raw_dir}/"
+            )
+
+
+def load_mnist(root: str | os.PathLike = "data", download_missing: bool = True,
+               fetch: Fetcher = _urllib_fetch, mirrors: tuple[str, ...] = MIRRORS) -> MNIST:
+    """Find (or download) and verify the four files; return them as tensors."""
+    root = Path(root)
+    missing = [n for n in FILES if find_file(root, n) is None]
+    if missing:
+        if not download_missing:
+            raise DataError(
+                f"MNIST files not found under {root}/ (missing {', '.join(missing)}); "
+                f"put the four *-ubyte.gz files in {root}/MNIST/raw/ or allow downloading"
+            )
+        download(root, missing, mirrors=mirrors, fetch=fetch)
+    arrays = {n: verify(find_file(root, n), n) for n in FILES}
+    as_tensor = lambda a, dtype: torch.from_numpy(a.copy()).to(dtype)  # noqa: E731 (copy: owned, writable)
+    return MNIST(
+        train_images=as_tensor(arrays["train-images-idx3-ubyte"], torch.uint8),
+        train_labels=as_tensor(arrays["train-labels-idx1-ubyte"], torch.int64),
+        test_images=as_tensor(arrays["t10k-images-idx3-ubyte"], torch.uint8),
+        test_labels=as_tensor(arrays["t10k-labels-idx1-ubyte"], torch.int64),
+    )
+
+
+def split_validation(images: torch.Tensor, labels: torch.Tensor, size: int, seed: int):
+    """A fixed, seeded split of the training set: ((train_x, train_y), (val_x, val_y))."""
+    if size <= 0:
+        return (images, labels), (images[:0], labels[:0])
+    if size >= len(images):
+        raise DataError(f"--val-size {size} leaves no training images (the set has {len(images)})")
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    val, train = perm[:size], perm[size:]
+    return (images[train], labels[train]), (images[val], labels[val])
+
+
+def normalize(images: torch.Tensor, mean: float = MEAN, std: float = STD) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> float (B, 1, 28, 28), scaled to [0, 1] then standardised."""
+    return ((images.float() / 255.0 - mean) / std).unsqueeze(1)
+
+
+def shift(images: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tensor:
+    """Translate each image by its own (dy, dx) in [-pad, pad], filling with background (0).
+
+    images: uint8 (B, H, W); offsets: int (B, 2). One gather for the whole batch.
+    """
+    b, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))  # (B, H+2p, W+2p)
+    rows = torch.arange(h, device=images.device) + (pad - offsets[:, :1])  # (B, H)
+    cols = torch.arange(w, device=images.device) + (pad - offsets[:, 1:])  # (B, W)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    return padded[batch, rows[:, :, None], cols[:, None, :]]
+
+
+class EpochPlan:
+    """One epoch's order and augmentation, drawn up front from a generator.
+
+    Drawing everything at the epoch's start means a run stopped at any step resumes exactly: the
+    generator state saved at the epoch's start redraws the same plan.
+    """
+
+    def __init__(self, n: int, batch_size: int, shift_px: int, generator: torch.Generator,
+                 device: torch.device):
+        self.batch_size = batch_size
+        self.shift_px = shift_px
+        self.order = torch.randperm(n, generator=generator, device=generator.device).to(device)
+        self.offsets = None
+        if shift_px > 0:
+            self.offsets = torch.randint(-shift_px, shift_px + 1, (n, 2), generator=generator,
+                                         device=generator.device).to(device)
+        self.steps = (n + batch_size - 1) // batch_size
+
+    def indices(self, step: int) -> torch.Tensor:
+        return self.order[step * self.batch_size:(step + 1) * self.batch_size]
+
+    def batch(self, step: int, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float,
+              rank: int = 0, world: int = 1):
+        """The (x, y) of one step; under data parallelism each rank takes every world-th sample."""
+        sl = slice(step * self.batch_size + rank, (step + 1) * self.batch_size, world)
+        idx = self.order[sl]
+        x = images[idx]
+        if self.offsets is not None:
+            x = shift(x, self.offsets[sl], self.shift_px)
+        return normalize(x, mean, std), labels[idx]
+
+
+def iterate(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Sequential (uint8 images, labels) batches, for evaluation."""
+    for i in range(0, len(images), batch_size):
+        yield images[i:i + batch_size], labels[i:i + batch_size]

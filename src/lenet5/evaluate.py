@@ -1,0 +1,73 @@
+"""evaluate(): loss, accuracy, per-class accuracy and the confusion matrix of a model on a set."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .data import normalize
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, mean: float, std: float,
+                   batch_size: int = 2048, device: torch.device | str = "cpu",
+                   channels_last: bool = False) -> torch.Tensor:
+    """Logits for uint8 images (N, 28, 28), computed in batches on `device`; returned on `device`."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = normalize(images[i:i + batch_size].to(device, non_blocking=True), mean, std)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out.append(model(x).float())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 10, device=device)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: float,
+             std: float, batch_size: int = 2048, device: torch.device | str = "cpu",
+             channels_last: bool = False) -> dict:
+    """Metrics as plain Python values: loss, accuracy, per_class accuracy, confusion[true][pred]."""
+    logits = predict_logits(model, images, mean, std, batch_size, device, channels_last)
+    labels = labels.to(logits.device)
+    return metrics_from_logits(logits, labels)
+
+
+def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    n = len(labels)
+    if n == 0:
+        return {"loss": float("nan"), "accuracy": float("nan"), "count": 0,
+                "per_class": [float("nan")] * 10, "confusion": [[0] * 10 for _ in range(10)]}
+    loss = F.cross_entropy(logits, labels, reduction="sum")
+    pred = logits.argmax(1)
+    confusion = torch.bincount(labels * 10 + pred, minlength=100).reshape(10, 10).cpu()
+    per_class_total = confusion.sum(1)
+    correct = confusion.diagonal()
+    per_class = [(c / t).item() if t else float("nan") for c, t in zip(correct, per_class_total)]
+    return {
+        "loss": loss.item() / n,
+        "accuracy": correct.sum().item() / n,
+        "count": n,
+        "per_class": per_class,
+        "confusion": confusion.tolist(),
+    }
+
+
+def format_report(m: dict, title: str = "") -> str:
+    """The metrics as a readable block of text."""
+    lines = []
+    if title:
+        lines.append(title)
+    lines.append(f"test loss {m['loss']:.4f}   accuracy {100 * m['accuracy']:.2f}%  "
+                 f"({round(m['accuracy'] * m['count'])}/{m['count']})")
+    lines.append("")
+    lines.append("per class  " + "  ".join(f"{d:>6}" for d in range(10)))
+    lines.append("accuracy   " + "  ".join(f"{100 * a:5.1f}%" for a in m["per_class"]))
+    lines.append("")
+    lines.append("confusion (rows: true digit, columns: predicted)")
+    lines.append("      " + "".join(f"{d:>6}" for d in range(10)))
+    for d, row in enumerate(m["confusion"]):
+        lines.append(f"  {d:>2}  " + "".join(f"{v:>6}" for v in row))
+    return "\n".join(lines)

@@ -1,0 +1,344 @@
+"""fit(): the epoch loop, learning-rate schedule, early stopping, checkpoints and resume.
+
+Reads top to bottom. Under torchrun each process trains on its own slice of every global batch
+(DistributedDataParallel all-reduces the gradients); only the primary process prints and writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint
+from .config import Config, choose_device, to_dict
+from .data import MNIST, EpochPlan, load_mnist, split_validation
+from .errors import ConfigError, TrainingError
+from .evaluate import evaluate
+from .model import LeNet5
+from .tracking import RunDir
+
+
+@dataclass
+class Dist:
+    """Where this process stands in a (possibly single-process) job."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def primary(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(cfg: Config, timeout_s: float = 300.0) -> tuple[Dist, torch.device]:
+    """Join the torchrun job if there is one (nccl on CUDA, gloo on CPU); choose the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), choose_device(cfg.device)
+    import torch.distributed as dist
+
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = choose_device(cfg.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {cfg.device}: distributed training runs on cuda or cpu")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return Dist(rank, world, local_rank), device
+
+
+def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """The schedule and whether it steps per batch (onecycle) or per epoch (StepLR, as the seed)."""
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+            pct_start=cfg.warmup, div_factor=25.0, final_div_factor=1e3), "step"
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), "epoch"
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), "epoch"
+
+
+class EarlyStopping:
+    """Tracks the monitored metric; says when it improved and when patience ran out."""
+
+    def __init__(self, monitor: str, patience: int):
+        self.monitor, self.patience = monitor, patience
+        self.sign = -1.0 if monitor == "val_acc" else 1.0  # lower is better, except accuracy
+        self.best = math.inf
+        self.bad_epochs = 0
+
+    def update(self, metrics: dict) -> bool:
+        """True when this epoch is the best so far."""
+        if self.monitor == "none":
+            return True
+        value = self.sign * metrics[self.monitor]
+        if value < self.best:
+            self.best, self.bad_epochs = value, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.monitor != "none" and self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.bad_epochs = float(state["best"]), int(state["bad_epochs"])
+
+
+def seed_everything(cfg: Config) -> None:
+    torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def run_name(cfg: Config) -> str:
+    return cfg.name or f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None = None,
+        on_epoch=None) -> dict:
+    """Train a LeNet5 as `cfg` says; return a summary (run folder, best metrics, history).
+
+    `resume` is a `last.pt` to continue exactly where it stopped. `on_epoch(row)` is called on the
+    primary process after each epoch (the CLI uses it to print the epoch line).
+    """
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dist_info, device = setup_distributed(cfg)
+    seed_everything(cfg)
+    primary = dist_info.primary
+
+    # Data: the whole set in memory, on the training device.
+    data = data or load_mnist(cfg.data_dir)
+    images, labels = data.train_images, data.train_labels
+    if cfg.limit:
+        images, labels = images[:cfg.limit], labels[:cfg.limit]
+    (train_x, train_y), (val_x, val_y) = split_validation(images, labels, cfg.val_size, cfg.seed)
+    train_x, train_y = train_x.to(device), train_y.to(device)
+    val_x, val_y = val_x.to(device), val_y.to(device)
+    n = len(train_x)
+
+    model = LeNet5().to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
+    optimizer = make_optimizer(cfg, model)
+    scheduler, sched_every = make_scheduler(cfg, optimizer, steps_per_epoch)
+    stopper = EarlyStopping(cfg.monitor, cfg.patience)
+    gen_device = device if device.type == "cuda" else torch.device("cpu")
+    generator = torch.Generator(device=gen_device).manual_seed(cfg.seed)
+
+    start_epoch, start_step, history, best_metrics = 0, 0, [], {}
+    run = RunDir(Path(resume).parent) if resume else RunDir(Path(cfg.out_dir) / run_name(cfg))
+    resume_sums = None
+    if resume:
+        state = checkpoint.load(resume)
+        model.load_state_dict(checkpoint.model_state(state, resume))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        stopper.load_state_dict(state["early_stopping"])
+        generator.set_state(state["rng"]["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        start_epoch, start_step = int(state["epoch"]), int(state["step"])
+        best_metrics = dict(state.get("best_metrics", {}))
+        resume_sums = state.get("running")
+        if primary:
+            run.truncate_metrics(start_epoch)
+            history = run.read_metrics()
+    elif primary:
+        run = RunDir.create(run.path)
+        run.write_config(to_dict(cfg))
+
+    train_model = model
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_model = torch.compile(train_model) if cfg.compile else train_model
+    tracker = None
+    if primary and cfg.wandb:
+        from .tracking import start_wandb
+
+        tracker = start_wandb(cfg, run)
+
+    def snapshot(epoch: int, step: int, epoch_gen_state: torch.Tensor, running=None) -> dict:
+        """Everything `last.pt` needs to continue exactly from (epoch, step)."""
+        return {
+            "format": checkpoint.FORMAT, "version": checkpoint.VERSION,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "early_stopping": stopper.state_dict(),
+            "epoch": epoch, "step": step, "running": running,
+            "rng": {"generator": epoch_gen_state, "torch": torch.get_rng_state()},
+            "best_metrics": best_metrics, "config": to_dict(cfg),
+            "normalize": {"mean": cfg.mean, "std": cfg.std},
+        }
+
+    from tqdm import tqdm
+
+    world, rank = dist_info.world, dist_info.rank
+    stopped_early = False
+    epoch = start_epoch
+    interrupt = InterruptFlag()
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            epoch_gen_state = generator.get_state()
+            plan = EpochPlan(n, cfg.batch_size, cfg.shift, generator, device)
+            first = start_step if epoch == start_epoch else 0
+            last = min(plan.steps, first + 3) if cfg.dry_run else plan.steps
+            loss_sum = torch.zeros((), device=device)  # summed on device: no per-step host sync
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            if epoch == start_epoch and resume_sums:
+                loss_sum += resume_sums["loss_sum"]
+                correct += int(resume_sums["correct"])
+                seen = int(resume_sums["seen"])
+            t0 = time.perf_counter()
+            model.train()
+            bar = tqdm(range(first, last), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                       disable=not (primary and cfg.progress), leave=False, dynamic_ncols=True)
+            for step in bar:
+                if interrupt.requested:  # Ctrl-C: stop between steps, so the state is exact
+                    bar.close()
+                    if primary:
+                        running = {"loss_sum": loss_sum.item(), "correct": correct.item(), "seen": seen}
+                        checkpoint.save(snapshot(epoch, step, epoch_gen_state, running), run.path / "last.pt")
+                    raise Interrupted(run.path / "last.pt")
+                x, y = plan.batch(step, train_x, train_y, cfg.mean, cfg.std, rank, world)
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                global_n = len(plan.indices(step))
+                logits = step_model(x)
+                # Summed over this process's samples and divided by the global batch: after
+                # DDP averages over `world` processes, the gradient is the global batch mean.
+                loss = F.cross_entropy(logits, y, reduction="sum",
+                                       label_smoothing=cfg.label_smoothing) * (world / global_n)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if sched_every == "step":
+                    scheduler.step()
+                loss_sum += loss.detach() * (global_n / world)
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += len(y)
+                if step % 100 == 99 and primary:
+                    running = loss_sum.item() / max(seen, 1)
+                    if not math.isfinite(running):
+                        raise TrainingError(_nan_message(cfg, epoch, step, run))
+                    bar.set_postfix(loss=f"{running:.4f}")
+            bar.close()
+            if sched_every == "epoch":
+                scheduler.step()
+
+            # Reduce the epoch's training figures across processes.
+            totals = torch.stack([loss_sum, correct.to(loss_sum.dtype),
+                                  torch.tensor(float(seen), device=device)])
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.all_reduce(totals)
+            train_loss = (totals[0] / totals[2].clamp(min=1)).item()
+            train_acc = (totals[1] / totals[2].clamp(min=1)).item()
+            if not math.isfinite(train_loss):
+                raise TrainingError(_nan_message(cfg, epoch, last - 1, run))
+
+            # Every process scores the same validation set with the same weights, so all reach
+            # the same early-stopping decision without talking to each other.
+            val_images, val_labels = (val_x[:512], val_y[:512]) if cfg.dry_run else (val_x, val_y)
+            val = evaluate(model, val_images, val_labels, cfg.mean, cfg.std, cfg.eval_batch_size,
+                           device, cfg.channels_last)
+            row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                   "val_loss": val["loss"], "val_acc": val["accuracy"],
+                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+            improved = stopper.update(row)
+            if improved:
+                best_metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+            if primary:
+                if improved:
+                    best = snapshot(epoch + 1, 0, generator.get_state())
+                    checkpoint.save(best, run.path / "best.pt")
+                    checkpoint.save(model.state_dict(), run.path / "mnist_lenet5.pth")
+                checkpoint.save(snapshot(epoch + 1, 0, generator.get_state()), run.path / "last.pt")
+                run.append_metrics(row)
+                history.append(row)
+                if tracker:
+                    tracker.log_epoch(row)
+                if on_epoch:
+                    on_epoch(row)
+            if cfg.dry_run:
+                break
+            if stopper.should_stop:
+                stopped_early = True
+                break
+            start_step = 0
+    finally:
+        interrupt.restore()
+        if tracker:
+            tracker.finish(run, best_metrics)
+
+    return {"run_dir": str(run.path), "best": best_metrics, "history": history,
+            "stopped_early": stopped_early, "epochs_run": epoch + 1, "device": str(device),
+            "primary": primary}
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training was stopped by Ctrl-C; `path` holds the state to resume from."""
+
+    def __init__(self, path: Path):
+        super().__init__(str(path))
+        self.path = path
+
+
+class InterruptFlag:
+    """The first Ctrl-C asks the loop to stop at the next step boundary; a second one stops now."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _nan_message(cfg: Config, epoch: int, step: int, run: RunDir) -> str:
+    return (f"training loss became NaN/inf at epoch {epoch + 1}, step {step + 1}; lower --lr "
+            f"(now {cfg.lr}) and start again, or resume from the last good checkpoint "
+            f"{run.path / 'last.pt'}")
