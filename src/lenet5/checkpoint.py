@@ -55,8 +55,8 @@ def load(path: str | os.PathLike) -> dict:
             f"{path}: refused: it holds pickled Python objects, not just weights ({first[:120]}); "
             "only load checkpoints you trust, and re-save them as a plain state_dict"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except Exception as e:  # torch raises many kinds for a file that is not a checkpoint
+        msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({msg[:160]})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a checkpoint or state_dict")

@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify MNIST test images by --index")
     p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
-    p.add_argument("--index", type=int, nargs="+", required=True, metavar="N",
-                   help="test-set image number(s), 0-9999")
+    p.add_argument("--index", type=int, action="append", required=True, metavar="N",
+                   help="test-set image number, 0-9999 (repeat for several)")
     p.add_argument("--data-dir", default="data", help="MNIST root (default: data)")
     p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")

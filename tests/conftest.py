@@ -1,0 +1,41 @@
+"""Shared fixtures: the real MNIST files (loaded once) and helpers to build IDX files."""
+
+import gzip
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    from lenet5.data import load_mnist
+
+    return load_mnist(DATA, download_missing=False)
+
+
+@pytest.fixture
+def raw_copy(tmp_path):
+    """A writable copy of the shipped files in the torchvision layout."""
+    dest = tmp_path / "data" / "MNIST" / "raw"
+    dest.mkdir(parents=True)
+    for f in (DATA / "MNIST" / "raw").glob("*.gz"):
+        shutil.copy(f, dest / f.name)
+        (dest / f.name).chmod(0o644)
+    return tmp_path / "data"
+
+
+def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
+    magic = magic if magic is not None else 0x800 + array.ndim
+    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()
+
+
+def write_gz(path: Path, content: bytes) -> Path:
+    with gzip.open(path, "wb") as f:
+        f.write(content)
+    return path

@@ -1,0 +1,74 @@
+"""Checkpoints: atomic save, safe load, the formats we read, and refusal of pickled payloads."""
+
+import os
+
+import pytest
+import torch
+
+from lenet5 import LeNet5
+from lenet5.checkpoint import load, load_model, model_state, normalization, save
+from lenet5.errors import CheckpointError
+
+
+def test_round_trip_keeps_weights(tmp_path):
+    model = LeNet5()
+    save({"format": "lenet5", "model": model.state_dict(), "normalize": {"mean": 0.5, "std": 0.25}},
+         tmp_path / "c.pt")
+    loaded, obj = load_model(tmp_path / "c.pt")
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    assert normalization(obj) == (0.5, 0.25)
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
+
+
+def test_plain_and_ddp_state_dicts_load(tmp_path):
+    sd = LeNet5().state_dict()
+    torch.save(sd, tmp_path / "plain.pth")
+    torch.save({f"module.{k}": v for k, v in sd.items()}, tmp_path / "ddp.pth")
+    for name in ("plain.pth", "ddp.pth"):
+        model, obj = load_model(tmp_path / name)
+        assert torch.equal(model.fc3.bias, sd["fc3.bias"])
+        assert normalization(obj) == (0.1307, 0.3081)  # the seed trained with MNIST's statistics
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['PAYLOAD_MARK']}",))
+
+
+def test_pickled_payload_is_refused_and_never_runs(tmp_path, monkeypatch):
+    mark = tmp_path / "payload-ran"
+    monkeypatch.setenv("PAYLOAD_MARK", str(mark))
+    torch.save({"model": LeNet5().state_dict(), "extra": Payload()}, tmp_path / "evil.pt")
+    assert not mark.exists()
+    with pytest.raises(CheckpointError, match="evil.pt: refused: it holds pickled Python objects"):
+        load(tmp_path / "evil.pt")
+    assert not mark.exists()
+
+
+def test_not_a_checkpoint_and_wrong_shapes(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"hello")
+    with pytest.raises(CheckpointError, match="junk.pt: not a readable PyTorch checkpoint"):
+        load(tmp_path / "junk.pt")
+    sd = LeNet5().state_dict()
+    sd["fc3.weight"] = torch.zeros(5, 84)
+    with pytest.raises(CheckpointError, match=r"fc3.weight has shape \(5, 84\)"):
+        model_state(sd, "x.pt")
+    with pytest.raises(CheckpointError, match="not a LeNet5 checkpoint"):
+        model_state({"weight": torch.zeros(1)}, "x.pt")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load(tmp_path / "missing.pt")
+
+
+def test_interrupted_save_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save({"a": torch.ones(1)}, path)
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save({"a": torch.zeros(1)}, path)
+    assert torch.equal(load(path)["a"], torch.ones(1))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

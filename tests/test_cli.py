@@ -1,0 +1,112 @@
+"""The CLI through main([...]) and as the installed `lenet5` command."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import DATA
+from lenet5.cli import main
+from seed_code import SeedLeNet5, seed_train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small real run through the CLI, shared by the tests below."""
+    out = tmp_path_factory.mktemp("cli") / "runs"
+    code = main(["train", "--data-dir", str(DATA), "--out-dir", str(out), "--name", "r",
+                 "--limit", "8000", "--val-size", "1000", "--epochs", "2", "--no-progress"])
+    assert code == 0
+    return out / "r"
+
+
+def test_train_prints_epoch_lines_and_test_accuracy(trained, capsys):
+    assert (trained / "test_metrics.json").exists()
+    metrics = json.loads((trained / "test_metrics.json").read_text())
+    assert metrics["accuracy"] > 0.9 and len(metrics["confusion"]) == 10
+
+
+def test_evaluate_json(trained, capsys):
+    assert main(["evaluate", str(trained), "--data-dir", str(DATA), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["count"] == 10000 and sum(map(sum, out["confusion"])) == 10000
+    assert out["accuracy"] == pytest.approx(sum(out["confusion"][d][d] for d in range(10)) / 10000)
+
+
+def test_evaluate_readable(trained, capsys):
+    assert main(["evaluate", str(trained / "best.pt"), "--data-dir", str(DATA)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "confusion (rows: true digit" in out
+
+
+def test_predict_index_uses_the_checkpoint_normalisation(trained, capsys):
+    assert main(["predict", str(trained), "--index", "0", "--index", "1", "--data-dir", str(DATA), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [r["label"] for r in results] == [7, 2]
+    assert results[0]["prediction"] == 7 and results[0]["probability"] > 0.5
+
+
+def test_predict_reads_a_state_dict_written_by_the_seeds_training(tmp_path, mnist, capsys):
+    x = ((mnist.train_images[:2048].float() / 255 - 0.1307) / 0.3081).unsqueeze(1)
+    loader = list(zip(x.split(64), mnist.train_labels[:2048].split(64)))
+    seed_train(loader, tmp_path / "mnist_lenet5.pth", epochs=2)
+    assert main(["predict", str(tmp_path / "mnist_lenet5.pth"), "--index", "0", "--data-dir", str(DATA)]) == 0
+    assert "test image 0: true label 7, prediction" in capsys.readouterr().out
+
+
+def test_show_writes_a_png(tmp_path):
+    out = tmp_path / "d.png"
+    assert main(["show", "--index", "3", "--out", str(out), "--data-dir", str(DATA)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--lr", "-1"], "--lr must be positive"),
+    (["train", "--device", "tpu"], "--device 'tpu'"),
+    (["evaluate", "nowhere.pt"], "nowhere.pt: no such checkpoint file"),
+    (["predict", "--index", "10000", "X"], "X: no such checkpoint file"),
+    (["show", "--index", "-1"], "--index -1: the test set has images 0 to 9999"),
+    (["train", "--data-dir", "/nonexistent/mnist", "--dry-run"], "could not download|MNIST"),
+])
+def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if argv[0] == "show":
+        argv = argv + ["--data-dir", str(DATA)]
+    if argv[:3] == ["train", "--data-dir", "/nonexistent/mnist"]:
+        import lenet5.data
+
+        monkeypatch.setattr(lenet5.data, "MIRRORS", ())
+        monkeypatch.setattr(lenet5.data.download, "__defaults__",
+                            (None, (), lenet5.data._urllib_fetch, 1, False))
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lenet5: error:") and len(err.splitlines()) == 1, err
+    import re
+
+    assert re.search(message, err), err
+
+
+def test_resume_refuses_changed_hyperparameters(trained, capsys):
+    assert main(["train", "--resume", str(trained), "--lr", "0.1"]) == 1
+    assert "--lr cannot change when resuming" in capsys.readouterr().err
+
+
+def test_seed_inference_code_loads_our_file(trained):
+    """The seed's inference: model.load_state_dict(torch.load('mnist_lenet5.pth'))."""
+    model = SeedLeNet5()
+    model.load_state_dict(torch.load(trained / "mnist_lenet5.pth"))
+    model.eval()
+
+
+def test_installed_command_and_module(tmp_path, trained):
+    exe = shutil.which("lenet5") or str(__import__("pathlib").Path(sys.executable).parent / "lenet5")
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("lenet5 ")
+    proc = subprocess.run([sys.executable, "-m", "lenet5", "predict", str(trained), "--index", "0",
+                           "--data-dir", str(DATA)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "true label 7" in proc.stdout
+    bad = subprocess.run([exe, "evaluate", str(tmp_path / "none.pt")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "none.pt" in bad.stderr
