@@ -48,6 +48,7 @@ class Config:
     channels_last: bool = False  # memory format for the convolutions
     compile: bool = False  # torch.compile the model
     eval_batch_size: int = 2048
+    dist_timeout: int = 300  # seconds a process waits for the others under torchrun before giving up
     progress: bool = True  # progress bars
     dry_run: bool = False  # a few steps of one epoch through the real path, then stop
     wandb: bool = False  # mirror the run to Weights & Biases (offline without an account)
@@ -68,7 +69,7 @@ class Config:
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"--{flag(key)} must be positive, got {getattr(self, key)}")
-        for key in ("val_size", "limit", "patience", "shift", "threads"):
+        for key in ("val_size", "limit", "patience", "shift", "threads", "dist_timeout"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"--{flag(key)} must not be negative, got {getattr(self, key)}")
         if self.lr <= 0:

@@ -40,7 +40,7 @@ class Dist:
         return self.rank == 0
 
 
-def setup_distributed(cfg: Config, timeout_s: float = 300.0) -> tuple[Dist, torch.device]:
+def setup_distributed(cfg: Config) -> tuple[Dist, torch.device]:
     """Join the torchrun job if there is one (nccl on CUDA, gloo on CPU); choose the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -56,7 +56,11 @@ def setup_distributed(cfg: Config, timeout_s: float = 300.0) -> tuple[Dist, torc
         raise ConfigError(f"--device {cfg.device}: distributed training runs on cuda or cpu")
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        try:
+            dist.init_process_group(backend, timeout=timedelta(seconds=cfg.dist_timeout))
+        except Exception as e:  # a peer that never came: a clear error, not a hang
+            raise TrainingError(f"rank {rank}: could not join the {world}-process job within "
+                                f"--dist-timeout {cfg.dist_timeout}s ({_first_line(e)})") from None
     return Dist(rank, world, local_rank), device
 
 
@@ -134,6 +138,21 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist_info, device = setup_distributed(cfg)
+    if dist_info.world == 1:
+        return _fit(cfg, dist_info, device, data, resume, on_epoch)
+    import torch.distributed as dist
+
+    try:
+        return _fit(cfg, dist_info, device, data, resume, on_epoch)
+    except (dist.DistError, RuntimeError) as e:  # a peer died or stopped answering
+        raise TrainingError(f"rank {dist_info.rank}: lost contact with the other processes "
+                            f"({_first_line(e)}); the job stopped, its last epoch is in last.pt: "
+                            "continue with --resume") from None
+    finally:
+        dist.destroy_process_group()
+
+
+def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None, resume, on_epoch) -> dict:
     seed_everything(cfg)
     primary = dist_info.primary
 
@@ -336,6 +355,11 @@ class InterruptFlag:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0][:200] if text else type(e).__name__)
 
 
 def _nan_message(cfg: Config, epoch: int, step: int, run: RunDir) -> str:
