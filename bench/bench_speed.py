@@ -1,0 +1,168 @@
+"""Speed, side by side in one run: the seed's pipeline against lenet5's own training path.
+
+    python bench/bench_speed.py                 # CPU or the best device; writes bench/results/*.json
+    python bench/bench_speed.py --full          # also the default recipe to the end (~1 min on CPU)
+
+(a) a faithful stand-in of the seed's pipeline: a per-sample Dataset doing what torchvision's MNIST
+    + ToTensor + Normalize do (uint8 array -> PIL image -> float tensor -> normalise) through
+    DataLoader(batch_size=64, shuffle=True), the seed's loop with loss.item() every step;
+(b) lenet5's path (data resident on the device, batches cut by index, no per-step host sync).
+It prints epoch seconds for each and their ratio, time-to-accuracy for `--recipe fast`, images/s for
+batched inference on the test set, and peak memory. Never run it beside other heavy work: on a
+2-core machine a second busy process makes every figure meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from lenet5 import LeNet5  # noqa: E402
+from lenet5.config import choose_device, from_recipe  # noqa: E402
+from lenet5.data import MEAN, STD, load_mnist  # noqa: E402
+from lenet5.evaluate import evaluate, predict_logits  # noqa: E402
+from lenet5.train import fit  # noqa: E402
+
+
+class SeedStyleMNIST(torch.utils.data.Dataset):
+    """What torchvision's MNIST(transform=Compose([ToTensor(), Normalize(...)])) does per sample."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images.numpy(), labels.numpy()
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        img = Image.fromarray(self.images[i], mode="L")  # torchvision: Image.fromarray(img.numpy(), mode="L")
+        x = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True))  # ToTensor: HWC uint8 ...
+        x = x.view(28, 28, 1).permute(2, 0, 1).contiguous().float().div(255)  # ... -> CHW float [0, 1]
+        x = (x - torch.tensor([MEAN]).view(1, 1, 1)) / torch.tensor([STD]).view(1, 1, 1)  # Normalize
+        return x, int(self.labels[i])
+
+
+def seed_epoch(data, device, workers: int = 0) -> float:
+    """One epoch of the seed's loop; returns seconds."""
+    loader = torch.utils.data.DataLoader(SeedStyleMNIST(data.train_images, data.train_labels),
+                                         batch_size=64, shuffle=True, num_workers=workers)
+    model = LeNet5().to(device)
+    criterion = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    sync(device)
+    t0 = time.perf_counter()
+    running_loss = 0.0
+    for inputs, labels in loader:
+        inputs, labels = inputs.to(device), labels.to(device)
+        optimizer.zero_grad()
+        loss = criterion(model(inputs), labels)
+        loss.backward()
+        optimizer.step()
+        running_loss += loss.item()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def lenet5_epoch(data, device, batch_size: int, **overrides) -> float:
+    """One epoch of lenet5's own training path (fit), at the seed's batch size; returns seconds."""
+    cfg = from_recipe("seed", epochs=1, batch_size=batch_size, progress=False, out_dir=str(TMP),
+                      name=f"epoch-{batch_size}-{time.monotonic_ns()}", device=str(device), **overrides)
+    t0 = time.perf_counter()
+    result = fit(cfg, data)
+    return result["history"][0]["seconds"] if result["history"] else time.perf_counter() - t0
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_to_accuracy(data, device, recipe: str, **overrides) -> dict:
+    cfg = from_recipe(recipe, progress=False, out_dir=str(TMP), name=f"{recipe}-{time.monotonic_ns()}",
+                      device=str(device), **overrides)
+    t0 = time.perf_counter()
+    result = fit(cfg, data)
+    train_s = time.perf_counter() - t0
+    from lenet5.checkpoint import load_model
+
+    model, _ = load_model(Path(result["run_dir"]) / "best.pt", device)
+    m = evaluate(model, data.test_images, data.test_labels, cfg.mean, cfg.std, 10000, device)
+    return {"recipe": recipe, "epochs": result["epochs_run"], "train_seconds": round(train_s, 2),
+            "test_accuracy": m["accuracy"]}
+
+
+def inference_rate(data, device, batch_size: int = 10000, repeats: int = 5) -> float:
+    model = LeNet5().to(device).eval()
+    images = data.test_images.to(device)
+    predict_logits(model, images, MEAN, STD, batch_size, device)  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        predict_logits(model, images, MEAN, STD, batch_size, device)
+    sync(device)
+    return repeats * len(images) / (time.perf_counter() - t0)
+
+
+def main() -> int:
+    global TMP
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--full", action="store_true", help="also train the default recipe to the end")
+    p.add_argument("--out", default=None, help="JSON file (default: bench/results/speed-<time>.json)")
+    args = p.parse_args()
+    device = choose_device(args.device)
+    import tempfile
+
+    TMP = Path(tempfile.mkdtemp(prefix="lenet5-bench-"))
+    data = load_mnist(ROOT / "data")
+    out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+           or platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def report(key, value, text):
+        out[key] = value
+        print(text, flush=True)
+
+    seed_s = seed_epoch(data, device)
+    report("seed_epoch_s", round(seed_s, 3), f"seed pipeline, epoch at batch 64:     {seed_s:6.2f} s")
+    ours_s = lenet5_epoch(data, device, 64)
+    report("lenet5_epoch_s", round(ours_s, 3), f"lenet5 path, epoch at batch 64:       {ours_s:6.2f} s")
+    report("speedup_batch64", round(seed_s / ours_s, 2), f"speed-up at batch 64:                 {seed_s / ours_s:6.2f}x")
+    fast = time_to_accuracy(data, device, "fast")
+    report("fast_recipe", fast, f"--recipe fast: {100 * fast['test_accuracy']:.2f}% test accuracy in "
+                                f"{fast['train_seconds']:.1f} s ({fast['epochs']} epochs)")
+    if args.full:
+        full = time_to_accuracy(data, device, "default")
+        report("default_recipe", full, f"--recipe default: {100 * full['test_accuracy']:.2f}% test "
+                                       f"accuracy in {full['train_seconds']:.1f} s ({full['epochs']} epochs)")
+    rate = inference_rate(data, device)
+    report("inference_images_per_s", round(rate), f"inference, test set at batch 10000:  {rate:,.0f} images/s")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report("peak_rss_mb", round(peak), f"peak RSS:                             {peak:6.0f} MB")
+    if device.type == "cuda":
+        gpu = torch.cuda.max_memory_allocated(device) / 2**20
+        report("peak_gpu_mb", round(gpu), f"peak GPU memory:                      {gpu:6.0f} MB")
+    path = Path(args.out) if args.out else ROOT / "bench" / "results" / f"speed-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+TMP = Path(".")
+
+if __name__ == "__main__":
+    sys.exit(main())
