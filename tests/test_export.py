@@ -20,9 +20,9 @@ MEAN, STD = 0.5, 0.25  # not MNIST's: an export that ignored the checkpoint's co
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, mnist):
-    """A briefly trained run whose checkpoint normalises with (MEAN, STD)."""
+    """A briefly trained run (~95 %: clear winners, no near-ties) normalised with (MEAN, STD)."""
     out = tmp_path_factory.mktemp("export")
-    cfg = from_recipe("default", out_dir=str(out), name="r", limit=6000, val_size=1000, epochs=1,
+    cfg = from_recipe("default", out_dir=str(out), name="r", limit=12000, val_size=1000, epochs=2,
                       mean=MEAN, std=STD, progress=False)
     fit(cfg, mnist)
     return out / "r"
