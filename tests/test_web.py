@@ -248,3 +248,24 @@ def test_drawing_on_the_page_shows_a_prediction(live, browser, mnist):
     page.wait_for_selector("#status.error")
     assert "note.txt: not a readable image" in page.inner_text("#status")
     page.close()
+
+
+def test_drawing_with_a_finger(live, browser):
+    """Touch input, as a phone sends it (Chromium's own touch events, through its DevTools protocol)."""
+    import math
+
+    context = browser.new_context(has_touch=True, is_mobile=True, viewport={"width": 400, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(live)
+    box = page.locator("#pad").bounding_box()
+    cdp = context.new_cdp_session(page)
+    ring = [(box["x"] + box["width"] * (0.5 + 0.25 * math.sin(a * math.pi / 12)),
+             box["y"] + box["height"] * (0.5 - 0.33 * math.cos(a * math.pi / 12))) for a in range(25)]
+    for i, (x, y) in enumerate(ring):  # a zero, one finger, never lifted until the end
+        kind = "touchStart" if i == 0 else "touchMove"
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    page.wait_for_function("document.querySelector('#digit').textContent === '0'")
+    assert page.evaluate("window.scrollY") == 0  # the finger drew; it did not scroll the page
+    context.close()
