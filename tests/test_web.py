@@ -3,8 +3,13 @@ the page in a real browser (Chromium driven by Playwright) drawing a digit and r
 
 import io
 import os
+import queue
+import re
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -197,6 +202,25 @@ def test_serve_refuses_a_busy_port_in_one_line(ckpt, capsys):
     assert err.startswith("lenet5: error:") and "cannot listen there" in err and len(err.splitlines()) == 1
 
 
+def test_serve_command_runs_and_stops_on_ctrl_c(ckpt):
+    """`python -m lenet5 serve --port 0`: says where it listens, answers, and Ctrl-C ends it."""
+    proc = subprocess.Popen([sys.executable, "-m", "lenet5", "serve", str(ckpt), "--port", "0",
+                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = queue.Queue()
+        threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
+        first = lines.get(timeout=60)  # printed once the port is bound and the model loaded
+        url = re.search(r"at (http://127\.0\.0\.1:\d+/)", first).group(1)
+        assert httpx.get(f"{url}api/health", timeout=10).json()["checkpoint"] == str(ckpt)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "Traceback" not in err and "lenet5: interrupted" in err
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Debian's chromium under Playwright; required in CI (the set-up installs it), else optional."""
@@ -205,7 +229,7 @@ def browser():
         from playwright.sync_api import sync_playwright
     except ImportError:
         reason = "playwright is not installed (pip install playwright)"
-    if reason is None and not Path(CHROMIUM).exists():
+    if reason is None and not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
         reason = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set LENET5_CHROMIUM)"
     if reason:
         if os.environ.get("CI"):
