@@ -1,6 +1,6 @@
 # One command each for the main job and the tests; both set up .venv first.
 #   make train    train with the default recipe, then score it on the MNIST test set
-#   make test     run the test suite
+#   make test     run the test suite (as root, first installs Debian's chromium for the browser test)
 # TORCH is the PyTorch requirement installed before lenet5; GPU users may set it to the build they
 # want, e.g. `make train TORCH="torch==2.13.0"` after choosing a CUDA wheel index in pip's config.
 PYTHON ?= python3
@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 READY   = $(VENV)/.ready
 
-.PHONY: setup train test bench clean
+.PHONY: setup browser train test bench bench-web clean
 
 setup: $(READY)
 
@@ -22,11 +22,22 @@ $(READY): pyproject.toml Makefile
 train: setup
 	$(BIN)/lenet5 train
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
+
+# The web demo's browser test drives Debian's chromium through Playwright (no browser download).
+# As root on Debian (CI) it is installed when missing; elsewhere that test skips and says why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium for the browser test"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
 
 bench: setup
 	$(BIN)/python bench/bench_speed.py
+
+bench-web: setup
+	$(BIN)/python bench/load_web.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -88,6 +88,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=0, metavar="N", help="test-set image number (default: 0)")
     p.add_argument("--out", default=None, help="PNG to write (default: digit-<N>.png)")
     p.add_argument("--data-dir", default="data", help="MNIST root (default: data)")
+
+    p = sub.add_parser("export", help="write the model as ONNX or TorchScript (normalisation inside)",
+                       description="Write one self-contained file taking uint8 pixels (N, 28, 28) "
+                                   "and returning logits (N, 10); the batch size is free.")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"],
+                   help="(default: onnx)")
+    p.add_argument("--out", default=None,
+                   help="file to write (default: beside the checkpoint, <name>.onnx or "
+                        "<name>.torchscript.pt)")
+    p.add_argument("--verify", action="store_true",
+                   help="run the export on all 10,000 MNIST test images and compare with PyTorch")
+    p.add_argument("--data-dir", default="data", help="MNIST root, for --verify (default: data)")
+    p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = sub.add_parser("serve", help="a web page to draw digits on, and its JSON API",
+                       description="Serve the drawing page at / and the API at /api (OpenAPI at /docs).")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 opens it to the network (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port, 0 picks a free one (default: 8000)")
+    p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
     return parser
 
 
@@ -248,4 +272,50 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "show": cmd_show}
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model, normalization, resolve
+    from .export import default_path, export, verify
+
+    path = resolve(args.checkpoint, args.out_dir)
+    model, obj = load_model(path, "cpu")
+    mean, std = normalization(obj)
+    out = Path(args.out) if args.out else default_path(path, args.format)
+    info = export(model, mean, std, args.format, out, source=str(path))
+    check = None
+    if args.verify:
+        from .data import load_mnist
+
+        data = load_mnist(args.data_dir)
+        check = verify(out, model, data.test_images, mean, std)
+    if args.json:
+        print(json.dumps({**info, "verify": check}))
+    else:
+        opset = f", opset {info['opset']}" if "opset" in info else ""
+        print(f"wrote {out} ({args.format}{opset}, {info['bytes'] / 1024:.0f} KiB): uint8 pixels "
+              f"(N, 28, 28) -> logits (N, 10), normalisation ({mean}, {std}) inside")
+        if check:
+            print(f"verified on {check['count']:,} MNIST test images against PyTorch: "
+                  f"{check['identical']}/{check['count']} predictions identical, "
+                  f"max |logit difference| {check['max_abs_diff']:.2e}")
+    if check and not check["ok"]:
+        print(f"lenet5: error: {out} does not match the checkpoint {path}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .checkpoint import resolve
+    from .web.app import bind, create_app, server
+
+    path = resolve(args.checkpoint, args.out_dir)
+    app = create_app(path, args.device)
+    sock = bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {path} at http://{shown}:{port}/  (API docs: /docs; Ctrl-C stops)", flush=True)
+    server(app).run(sockets=[sock])
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "show": cmd_show,
+            "export": cmd_export, "serve": cmd_serve}

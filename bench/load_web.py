@@ -1,0 +1,182 @@
+"""Load test of `lenet5 serve`: concurrent clients against a server on 127.0.0.1, bounded in count and time.
+
+The server runs as its own process (`python -m lenet5 serve`), so the memory figures are its own.
+Each client posts MNIST test digits made into people's pictures (dark ink on white paper, larger,
+off-centre, JPEG), so every request goes through the whole preprocessing. Reported: requests,
+errors (anything but a 200 with a digit; must be 0), latency p50/p99, throughput, how many answers
+match the true label, and the server's resident memory before the load, after it, and at its peak.
+
+    python bench/load_web.py [CHECKPOINT] [--clients 16] [--requests 40] [--time-limit 120]
+
+CHECKPOINT is a file or run folder (default: the newest run under runs/). Prints the figures and
+writes them as JSON (default: bench/results/load_web.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from lenet5.checkpoint import resolve  # noqa: E402
+from lenet5.data import load_mnist  # noqa: E402
+
+
+def pictures(data_dir: str, count: int) -> list[tuple[bytes, int]]:
+    """(JPEG bytes, label) for the first `count` test digits, drawn as on paper."""
+    from PIL import Image
+
+    mnist = load_mnist(data_dir)
+    out = []
+    for i in range(count):
+        digit = Image.fromarray(255 - mnist.test_images[i].numpy()).resize((168, 168), Image.BILINEAR)
+        paper = Image.new("L", (260, 210), 255)
+        paper.paste(digit, (20 + 7 * (i % 10), 10 + 3 * (i % 7)))
+        buf = io.BytesIO()
+        paper.save(buf, "JPEG", quality=90)
+        out.append((buf.getvalue(), int(mnist.test_labels[i])))
+    return out
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """Resident memory now and at its peak (Linux /proc), in MiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return {"rss": round(fields["VmRSS"], 1), "peak": round(fields["VmHWM"], 1)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(client, url: str, proc: subprocess.Popen, limit_s: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + limit_s
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with code {proc.returncode} while starting")
+        try:
+            if client.get(f"{url}/api/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the server did not answer /api/health within {limit_s:.0f} s")
+        time.sleep(0.2)  # it is importing torch and loading the model
+
+
+def main() -> int:
+    import httpx
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
+    p.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
+    p.add_argument("--requests", type=int, default=40, help="requests per client (default: 40)")
+    p.add_argument("--time-limit", type=float, default=120, help="stop the load after this many "
+                   "seconds, finished or not (default: 120)")
+    p.add_argument("--images", type=int, default=100, help="distinct test digits sent (default: 100)")
+    p.add_argument("--data-dir", default=str(ROOT / "data"), help="MNIST root (default: data)")
+    p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "load_web.json"),
+                   help="JSON file to write (default: bench/results/load_web.json)")
+    args = p.parse_args()
+
+    ckpt = resolve(args.checkpoint, args.out_dir)
+    bodies = pictures(args.data_dir, args.images)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "lenet5", "serve", str(ckpt), "--host", "127.0.0.1",
+                             "--port", str(port), "--device", "cpu"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client() as c:
+            wait_healthy(c, url, proc, 60)
+            before = memory_mib(proc.pid)
+        latencies: list[float] = []
+        errors: list[str] = []
+        correct = 0
+        lock = threading.Lock()
+        deadline = time.monotonic() + args.time_limit
+
+        def client(k: int) -> None:
+            nonlocal correct
+            with httpx.Client(timeout=30) as c:
+                for j in range(args.requests):
+                    if time.monotonic() > deadline:
+                        return
+                    data, label = bodies[(k * args.requests + j) % len(bodies)]
+                    start = time.perf_counter()
+                    try:
+                        r = c.post(f"{url}/api/predict", files={"file": ("digit.jpg", data, "image/jpeg")})
+                        ok = r.status_code == 200 and 0 <= r.json().get("digit", -1) <= 9
+                        problem = None if ok else f"HTTP {r.status_code}: {r.text[:100]}"
+                    except (httpx.HTTPError, ValueError) as e:
+                        r, problem = None, f"{type(e).__name__}: {e}"
+                    elapsed = time.perf_counter() - start
+                    with lock:
+                        latencies.append(elapsed)
+                        if problem:
+                            errors.append(problem)
+                        elif r.json()["digit"] == label:
+                            correct += 1
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        after = memory_mib(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    ms = np.array(latencies) * 1000
+    result = {
+        "checkpoint": str(ckpt), "clients": args.clients, "requests": len(latencies),
+        "planned": args.clients * args.requests, "errors": len(errors), "error_examples": errors[:5],
+        "correct": correct, "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1), "max_ms": round(float(ms.max()), 1),
+        "requests_per_s": round(len(latencies) / wall, 1), "wall_s": round(wall, 2),
+        "memory_mib": {"before": before["rss"], "after": after["rss"], "peak": after["peak"]},
+        "cpus": os.cpu_count(), "python": sys.version.split()[0],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{result['clients']} clients, {result['requests']}/{result['planned']} requests in "
+          f"{result['wall_s']} s ({result['requests_per_s']}/s): {result['errors']} errors, "
+          f"{correct} read right; latency p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
+          f"max {result['max_ms']} ms; server memory {before['rss']} MiB before, {after['rss']} MiB "
+          f"after (peak {after['peak']} MiB)")
+    print(f"wrote {out}")
+    return 1 if errors or len(latencies) < result["planned"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

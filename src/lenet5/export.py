@@ -1,0 +1,204 @@
+"""ONNX and TorchScript export of a checkpoint, and its check against PyTorch on MNIST.
+
+The exported model takes what MNIST files and `lenet5.images.load_digit` give, uint8 pixels
+(N, 28, 28) with white ink on black, and returns logits (N, 10). The scaling to [0, 1] and the
+checkpoint's (mean, std) normalisation happen inside the graph, so a consumer cannot get them wrong;
+the constants are also written to the file's metadata for whoever reads it. The batch dimension is
+dynamic. onnx, onnxscript and onnxruntime (the `onnx` extra) are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .data import normalize
+from .errors import Lenet5Error
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # format -> file suffix
+METADATA_FILE = "lenet5.json"  # TorchScript: the metadata travels as this extra file in the archive
+TOLERANCE = 1e-3  # a larger |logit difference| than this fails verification, even with equal predictions
+
+
+class ExportError(Lenet5Error):
+    """An export cannot be written, read or verified."""
+
+
+class Pixels(torch.nn.Module):
+    """LeNet5 taking uint8 pixels (N, 28, 28): normalises them as the checkpoint was trained."""
+
+    def __init__(self, model: torch.nn.Module, mean: float, std: float):
+        super().__init__()
+        self.model = model
+        self.mean = float(mean)
+        self.std = float(std)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # pixels: (N, 28, 28) uint8
+        x = (pixels.float() / 255.0 - self.mean) / self.std  # the same arithmetic as data.normalize
+        return self.model(x.unsqueeze(1))  # (N, 10) logits
+
+
+def metadata(mean: float, std: float, source: str = "") -> dict[str, str]:
+    """What the export says about itself; string values, as ONNX metadata needs them."""
+    return {
+        "producer": f"lenet5 {__version__}",
+        "source": source,
+        "input": "pixels: uint8 (N, 28, 28), white ink on black as in MNIST; normalised inside",
+        "output": "logits: float32 (N, 10) for digits 0-9 (softmax gives probabilities)",
+        "mean": repr(float(mean)),
+        "std": repr(float(std)),
+    }
+
+
+def default_path(checkpoint: str | os.PathLike, fmt: str) -> Path:
+    """runs/x/best.pt -> runs/x/best.onnx or runs/x/best.torchscript.pt."""
+    p = Path(checkpoint)
+    return p.with_name(p.stem + FORMATS[fmt])
+
+
+def export(model: torch.nn.Module, mean: float, std: float, fmt: str, out: str | os.PathLike,
+           source: str = "") -> dict:
+    """Write `model` (a LeNet5 on the CPU) as one self-contained file; return what was written."""
+    if fmt not in FORMATS:
+        raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    wrapped = Pixels(model.cpu().eval(), mean, std).eval()
+    meta = metadata(mean, std, source)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with _atomic(out) as tmp:
+            opset = (_write_onnx if fmt == "onnx" else _write_torchscript)(wrapped, tmp, meta)
+    except OSError as e:
+        raise ExportError(f"{out}: cannot write ({e.strerror or e})") from None
+    info = {"path": str(out), "format": fmt, "bytes": out.stat().st_size, **meta}
+    if opset is not None:
+        info["opset"] = opset
+    return info
+
+
+@contextlib.contextmanager
+def _atomic(path: Path):
+    """A temporary path beside `path`, moved into place only if the block succeeds."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _need_onnx(runtime: bool = False):
+    try:
+        import onnx
+        if runtime:
+            import onnxruntime
+            return onnx, onnxruntime
+        import onnxscript  # noqa: F401  (torch's exporter needs it)
+    except ImportError as e:
+        raise ExportError(f"ONNX needs {e.name}: pip install 'lenet5[onnx]'") from None
+    return onnx, None
+
+
+def _write_onnx(wrapped: Pixels, path: Path, meta: dict[str, str]) -> int:
+    onnx, _ = _need_onnx()
+    example = torch.zeros(2, 28, 28, dtype=torch.uint8)
+    # The exporter logs notes about optional torchvision ops and warns about its own internals;
+    # neither concerns this model, and library code does not print.
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                wrapped, (example,), input_names=["pixels"], output_names=["logits"],
+                dynamic_shapes={"pixels": {0: torch.export.Dim("batch")}}, dynamo=True,
+                verbose=False)
+    finally:
+        exporter_log.setLevel(level)
+    # Through the onnx package so the metadata goes in; external_data=False keeps the weights
+    # inside the one file (torch's own save would write them to a side file).
+    proto = program.model_proto
+    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    onnx.helper.set_model_props(proto, {**meta, "opset": str(opset)})
+    onnx.checker.check_model(proto)
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+    return opset
+
+
+def _write_torchscript(wrapped: Pixels, path: Path, meta: dict[str, str]) -> None:
+    # torch marks TorchScript deprecated in favour of torch.export, but it is still what libtorch
+    # (C++) and older runtimes load; the warning would only tell the user what they chose.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(wrapped)  # scripted, not traced: no example batch baked in
+    scripted.save(str(path), _extra_files={METADATA_FILE: json.dumps(meta)})
+
+
+def load(path: str | os.PathLike):
+    """(run, metadata): run(uint8 array (N, 28, 28)) -> float32 logits (N, 10) as a tensor."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):  # a TorchScript archive is a zip file; ONNX is a protobuf
+        onnx, ort = _need_onnx(runtime=True)
+        try:
+            meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnx and onnxruntime raise their own kinds for a damaged file
+            raise ExportError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:160]})") from None
+
+        def run(pixels) -> torch.Tensor:
+            return torch.from_numpy(session.run(["logits"], {"pixels": np.asarray(pixels, np.uint8)})[0])
+
+        return run, meta
+    extra = {METADATA_FILE: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            scripted = torch.jit.load(str(path), map_location="cpu", _extra_files=extra).eval()
+    except Exception as e:  # torch.jit raises RuntimeError or others for a file that is not an archive
+        raise ExportError(f"{path}: not a readable TorchScript model ({str(e).splitlines()[0][:160]})") from None
+    meta = json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else {}
+
+    @torch.no_grad()
+    def run(pixels) -> torch.Tensor:
+        return scripted(torch.as_tensor(np.asarray(pixels, np.uint8))).float()
+
+    return run, meta
+
+
+@torch.no_grad()
+def verify(path: str | os.PathLike, model: torch.nn.Module, images: torch.Tensor, mean: float,
+           std: float, batch_size: int = 4096) -> dict:
+    """Run the export and the PyTorch model on `images` (uint8 (N, 28, 28)); compare the logits.
+
+    The reference normalises outside the model with `data.normalize`, as training and evaluation
+    do, so the check covers the constants inside the export too. The batches (4096, 4096, 1808 for
+    the test set) also exercise the dynamic batch dimension.
+    """
+    run, meta = load(path)
+    model = model.cpu().eval()
+    identical, max_diff = 0, 0.0
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        ref = model(normalize(batch, mean, std))
+        got = run(batch.numpy())
+        if got.shape != ref.shape:
+            raise ExportError(f"{path}: returned shape {tuple(got.shape)}, expected {tuple(ref.shape)}")
+        identical += int((got.argmax(1) == ref.argmax(1)).sum())
+        max_diff = max(max_diff, float((got - ref).abs().max()))
+    return {"count": len(images), "identical": identical, "max_abs_diff": max_diff,
+            "ok": identical == len(images) and max_diff <= TOLERANCE, "metadata": meta}

@@ -1,0 +1,1 @@
+"""The drawing demo: `app.py` (FastAPI: the page and its JSON API) and `static/` (the page itself)."""

@@ -1,0 +1,148 @@
+// lenet5's drawing page: pointer drawing (mouse, touch, pen), uploads, and showing the answer.
+// The canvas is sent as a PNG; the server prepares it exactly as `lenet5 predict FILE` does.
+"use strict";
+
+const pad = document.getElementById("pad");
+const ctx = pad.getContext("2d");
+const statusLine = document.getElementById("status");
+const digitEl = document.getElementById("digit");
+const confidenceEl = document.getElementById("confidence");
+const bars = document.getElementById("bars");
+const seen = document.getElementById("seen");
+
+const THROTTLE_MS = 200; // while drawing, ask at most this often
+let drawing = false;
+let last = null;
+let inFlight = false;
+let queued = null; // the next request to send when the current one answers
+let generation = 0; // bumped by Clear, so answers to older requests are dropped
+let timer = null;
+
+for (let d = 0; d <= 9; d++) {
+  const li = document.createElement("li");
+  li.innerHTML = `<span class="label">${d}</span><span class="track"><span class="fill"></span></span>` +
+                 `<span class="pct"></span>`;
+  bars.appendChild(li);
+}
+
+function blank() {
+  ctx.fillStyle = "#fff"; // paper, not transparency: the server reads what a photo would show
+  ctx.fillRect(0, 0, pad.width, pad.height);
+}
+
+function point(event) {
+  const r = pad.getBoundingClientRect();
+  return [(event.clientX - r.left) * pad.width / r.width, (event.clientY - r.top) * pad.height / r.height];
+}
+
+function stroke(from, to) {
+  ctx.strokeStyle = "#000";
+  ctx.lineWidth = 22;
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+  ctx.beginPath();
+  ctx.moveTo(from[0], from[1]);
+  ctx.lineTo(to[0], to[1]);
+  ctx.stroke();
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  event.preventDefault();
+  pad.setPointerCapture(event.pointerId);
+  drawing = true;
+  last = point(event);
+  stroke(last, last); // a tap leaves a dot
+});
+
+pad.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  const p = point(event);
+  stroke(last, p);
+  last = p;
+  if (timer === null) timer = setTimeout(() => { timer = null; predictPad(); }, THROTTLE_MS);
+});
+
+function endStroke() {
+  if (!drawing) return;
+  drawing = false;
+  clearTimeout(timer);
+  timer = null;
+  predictPad();
+}
+pad.addEventListener("pointerup", endStroke);
+pad.addEventListener("pointercancel", endStroke);
+
+document.getElementById("clear").addEventListener("click", () => {
+  generation++;
+  queued = null;
+  blank();
+  show(null);
+  setStatus("Draw a digit.");
+});
+
+document.getElementById("upload").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  if (!file) return;
+  generation++;
+  blank();
+  send(async () => file, file.name);
+  event.target.value = ""; // choosing the same file again still counts
+});
+
+function predictPad() {
+  send(() => new Promise((resolve) => pad.toBlob(resolve, "image/png")), "drawing.png");
+}
+
+// One request at a time; while one is out, only the newest waiting one is kept.
+async function send(makeBody, name) {
+  if (inFlight) { queued = [makeBody, name]; return; }
+  inFlight = true;
+  const mine = generation;
+  try {
+    const form = new FormData();
+    form.append("file", await makeBody(), name);
+    const response = await fetch("/api/predict", { method: "POST", body: form });
+    const answer = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+    if (mine !== generation) return;
+    if (response.ok) {
+      show(answer);
+      setStatus("");
+    } else {
+      show(null);
+      setStatus(answer.detail || `HTTP ${response.status}`, true);
+    }
+  } catch (err) {
+    if (mine === generation) setStatus(`no answer from the server (${err.message})`, true);
+  } finally {
+    inFlight = false;
+    if (queued) { const [body, n] = queued; queued = null; send(body, n); }
+  }
+}
+
+function setStatus(text, error = false) {
+  statusLine.textContent = text;
+  statusLine.classList.toggle("error", error);
+}
+
+function show(answer) {
+  digitEl.textContent = answer ? String(answer.digit) : "?";
+  confidenceEl.textContent = answer ? `${(100 * answer.probability).toFixed(1)} % sure` : "";
+  bars.querySelectorAll("li").forEach((li, d) => {
+    const p = answer ? answer.probabilities[d] : 0;
+    li.querySelector(".fill").style.width = `${(100 * p).toFixed(1)}%`;
+    li.querySelector(".pct").textContent = answer ? `${(100 * p).toFixed(1)} %` : "";
+    li.classList.toggle("best", Boolean(answer) && d === answer.digit);
+  });
+  const sctx = seen.getContext("2d");
+  const img = sctx.createImageData(28, 28);
+  if (answer) {
+    answer.image.flat().forEach((v, i) => {
+      img.data.set([v, v, v, 255], 4 * i);
+    });
+  }
+  sctx.putImageData(img, 0, 0);
+  document.body.dataset.state = answer ? "answered" : "empty";
+}
+
+blank();
+show(null);

@@ -1,0 +1,295 @@
+"""The web demo: the API through FastAPI's test client, a live server under concurrent clients, and
+the page in a real browser (Chromium driven by Playwright) drawing a digit and reading the answer."""
+
+import io
+import os
+import queue
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from lenet5.checkpoint import load_model, normalization
+from lenet5.cli import main
+from lenet5.config import from_recipe
+from lenet5.images import load_digit
+from lenet5.predict import classify
+from lenet5.train import fit
+from lenet5.web.app import bind, create_app, server
+
+CHROMIUM = os.environ.get("LENET5_CHROMIUM", "/usr/bin/chromium")
+# Headless as root, on a machine with no outside network: no sandbox, no GPU, no background calls.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, mnist):
+    """A briefly trained checkpoint (about 97 % on MNIST, a few seconds): reads a clear digit."""
+    out = tmp_path_factory.mktemp("web")
+    cfg = from_recipe("default", out_dir=str(out), name="r", limit=12000, val_size=1000, epochs=3,
+                      progress=False)
+    fit(cfg, mnist)
+    return out / "r" / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def client(ckpt):
+    with TestClient(create_app(ckpt, max_upload=300_000)) as c:
+        yield c
+
+
+def png(array) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array.numpy() if isinstance(array, torch.Tensor) else array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels: a header and one empty data chunk, a few bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def paper_digit(image: torch.Tensor, scale: int = 6) -> bytes:
+    """An MNIST digit as a person's picture: dark ink on white paper, larger, off-centre."""
+    big = Image.fromarray(255 - image.numpy()).resize((28 * scale, 28 * scale), Image.BILINEAR)
+    paper = Image.new("L", (28 * scale + 90, 28 * scale + 40), 255)
+    paper.paste(big, (70, 10))
+    buf = io.BytesIO()
+    paper.convert("RGB").save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+def test_health_reports_the_checkpoint(client, ckpt):
+    body = client.get("/api/health").json()
+    assert body["status"] == "ok" and body["checkpoint"] == str(ckpt)
+    assert (body["mean"], body["std"]) == (0.1307, 0.3081) and body["max_upload_bytes"] == 300_000
+
+
+@pytest.mark.parametrize("how", ["multipart", "raw"])
+def test_predict_matches_the_file_preprocessing_and_the_model(client, ckpt, mnist, how):
+    model, obj = load_model(ckpt)
+    for i in range(8):
+        data = paper_digit(mnist.test_images[i])
+        if how == "multipart":
+            r = client.post("/api/predict", files={"file": (f"d{i}.jpg", data, "image/jpeg")})
+        else:
+            r = client.post("/api/predict", content=data, headers={"content-type": "image/jpeg"})
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        seen = load_digit(data, "d.jpg")  # what `lenet5 predict FILE` feeds the model
+        probs = classify(model, seen.unsqueeze(0), *normalization(obj))[0]
+        assert answer["image"] == seen.tolist()
+        assert answer["digit"] == int(probs.argmax())
+        assert answer["probabilities"] == pytest.approx(probs.tolist(), abs=1e-6)
+        assert sum(answer["probabilities"]) == pytest.approx(1, abs=1e-5)
+        assert answer["probability"] == max(answer["probabilities"])
+    assert answer["digit"] == int(mnist.test_labels[7])  # and it reads a clear digit right
+
+
+def _blank_png():
+    return png(torch.full((40, 40), 255, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("request_kw, status, reason", [
+    (dict(content=b""), 400, "empty"),
+    (dict(files={"file": ("e.png", b"", "image/png")}), 400, "e.png: empty"),
+    (dict(files={"other": ("x.png", b"123", "image/png")}), 400, "no file in the field `file`"),
+    (dict(data={"file": "just text"}, files={"x": ("x", b"1")}), 400, "no file in the field `file`"),
+    (dict(content=b"hello, not an image"), 422, "not a readable image"),
+    (dict(files={"file": ("t.png", png(torch.zeros(28, 28, dtype=torch.uint8))[:40], "image/png")}),
+     422, "t.png: not a readable image"),
+    (dict(files={"file": ("w.png", _blank_png(), "image/png")}), 422, "no ink"),
+    (dict(content=b"x" * 300_001), 413, "larger than 300,000 bytes"),
+    (dict(content=iter([b"x" * 200_000, b"x" * 200_000])), 413, "larger than 300,000 bytes"),  # chunked
+    (dict(files={"file": ("big.png", b"\0" * 300_000, "image/png")}), 413, "larger than"),
+    (dict(content=png_header(5000, 5000)), 413, "5000x5000 pixels is more than"),
+    (dict(files={"file": ("bomb.png", png_header(100_000, 100_000), "image/png")}), 413, "bomb.png"),
+])
+def test_bad_requests_get_a_4xx_with_a_reason(client, request_kw, status, reason):
+    r = client.post("/api/predict", **request_kw)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and reason in detail, detail
+
+
+def test_the_model_is_loaded_once(ckpt, monkeypatch, mnist):
+    import lenet5.checkpoint
+
+    calls = []
+    real = lenet5.checkpoint.load_model
+    monkeypatch.setattr(lenet5.checkpoint, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    with TestClient(create_app(ckpt)) as c:
+        for i in range(3):
+            assert c.post("/api/predict", content=png(mnist.test_images[i])).status_code == 200
+    assert len(calls) == 1
+
+
+def test_page_and_api_docs_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="pad"' in page.text and 'id="upload"' in page.text
+    assert client.get("/static/app.js").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    doc = paths["/api/predict"]["post"]
+    assert {"multipart/form-data", "image/*"} <= set(doc["requestBody"]["content"])
+    assert {"200", "400", "413", "422"} <= set(doc["responses"]) and "/api/health" in paths
+
+
+@pytest.fixture(scope="module")
+def live(ckpt):
+    """The app under uvicorn on 127.0.0.1 (a free port), in a thread; its URL."""
+    sock = bind("127.0.0.1", 0)  # listening already: requests queue until the loop runs
+    srv = server(create_app(ckpt), log_level="warning")
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert thread.is_alive(), "the server stopped while starting"
+        try:
+            if httpx.get(f"{url}/api/health", timeout=5).status_code == 200:
+                break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+    yield url
+    srv.should_exit = True
+    thread.join(timeout=15)
+    sock.close()
+
+
+def test_concurrent_clients_get_the_same_answers(live, mnist):
+    bodies = [png(mnist.test_images[i]) for i in range(12)]
+    with httpx.Client(timeout=30) as c:
+        expected = [c.post(f"{live}/api/predict", content=b).json()["probabilities"] for b in bodies]
+
+    def client_run(k):
+        with httpx.Client(timeout=30) as c:
+            return [(i, c.post(f"{live}/api/predict", content=bodies[i]))
+                    for i in ((k + 5 * j) % 12 for j in range(6))]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [r for batch in pool.map(client_run, range(8)) for r in batch]
+    assert len(results) == 8 * 6
+    for i, r in results:
+        assert r.status_code == 200 and r.json()["probabilities"] == expected[i]
+
+
+def test_serve_refuses_a_busy_port_in_one_line(ckpt, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["serve", str(ckpt), "--port", str(port), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lenet5: error:") and "cannot listen there" in err and len(err.splitlines()) == 1
+
+
+def test_serve_command_runs_and_stops_on_ctrl_c(ckpt):
+    """`python -m lenet5 serve --port 0`: says where it listens, answers, and Ctrl-C ends it."""
+    proc = subprocess.Popen([sys.executable, "-m", "lenet5", "serve", str(ckpt), "--port", "0",
+                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = queue.Queue()
+        threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
+        first = lines.get(timeout=60)  # printed once the port is bound and the model loaded
+        url = re.search(r"at (http://127\.0\.0\.1:\d+/)", first).group(1)
+        assert httpx.get(f"{url}api/health", timeout=10).json()["checkpoint"] == str(ckpt)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "Traceback" not in err and "lenet5: interrupted" in err
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium under Playwright; required in CI (the set-up installs it), else optional."""
+    reason = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reason = "playwright is not installed (pip install playwright)"
+    if reason is None and not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set LENET5_CHROMIUM)"
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser test must run in CI: {reason}")
+        pytest.skip(reason)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def test_drawing_on_the_page_shows_a_prediction(live, browser, mnist):
+    page = browser.new_page(viewport={"width": 900, "height": 700})
+    page.set_default_timeout(20_000)
+    page.goto(live)
+    assert page.inner_text("#digit") == "?"
+    box = page.locator("#pad").bounding_box()
+    x = box["x"] + box["width"] / 2
+    page.mouse.move(x, box["y"] + 0.15 * box["height"])
+    page.mouse.down()
+    page.mouse.move(x, box["y"] + 0.85 * box["height"], steps=15)  # a vertical stroke: a one
+    page.mouse.up()
+    page.wait_for_selector("body[data-state=answered]")
+    page.wait_for_function("document.querySelector('#status').textContent === ''")
+    assert page.inner_text("#digit") == "1"
+    # the bars as rendered, as fractions of their tracks: they add up to one, the longest is the 1
+    widths = page.eval_on_selector_all(
+        "#bars .fill", "els => els.map(e => e.getBoundingClientRect().width / e.parentElement.getBoundingClientRect().width)")
+    assert len(widths) == 10 and sum(widths) == pytest.approx(1, abs=0.02) and max(widths) == widths[1]
+    ink = page.evaluate("() => { const c = document.querySelector('#seen').getContext('2d');"
+                        " return c.getImageData(0, 0, 28, 28).data.reduce((a, b) => a + b, 0) - 28*28*255; }")
+    assert ink > 0  # the 28x28 input is drawn, not blank
+
+    page.click("#clear")
+    assert page.inner_text("#digit") == "?"
+    data = paper_digit(mnist.test_images[0])
+    page.set_input_files("#upload", files=[{"name": "seven.jpg", "mimeType": "image/jpeg", "buffer": data}])
+    page.wait_for_function("document.querySelector('#digit').textContent === '7'")
+    page.set_input_files("#upload", files=[{"name": "note.txt", "mimeType": "text/plain", "buffer": b"hi"}])
+    page.wait_for_selector("#status.error")
+    assert "note.txt: not a readable image" in page.inner_text("#status")
+    page.close()
+
+
+def test_drawing_with_a_finger(live, browser):
+    """Touch input, as a phone sends it (Chromium's own touch events, through its DevTools protocol)."""
+    import math
+
+    context = browser.new_context(has_touch=True, is_mobile=True, viewport={"width": 400, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(live)
+    box = page.locator("#pad").bounding_box()
+    cdp = context.new_cdp_session(page)
+    ring = [(box["x"] + box["width"] * (0.5 + 0.25 * math.sin(a * math.pi / 12)),
+             box["y"] + box["height"] * (0.5 - 0.33 * math.cos(a * math.pi / 12))) for a in range(25)]
+    for i, (x, y) in enumerate(ring):  # a zero, one finger, never lifted until the end
+        kind = "touchStart" if i == 0 else "touchMove"
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    page.wait_for_function("document.querySelector('#digit').textContent === '0'")
+    assert page.evaluate("window.scrollY") == 0  # the finger drew; it did not scroll the page
+    context.close()
