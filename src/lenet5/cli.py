@@ -75,11 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4096, help="images per batch (default: 4096)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
-    p = sub.add_parser("predict", help="classify MNIST test images by --index")
-    p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
-    p.add_argument("--index", type=int, action="append", required=True, metavar="N",
-                   help="test-set image number, 0-9999 (repeat for several)")
-    p.add_argument("--data-dir", default="data", help="MNIST root (default: data)")
+    p = sub.add_parser(
+        "predict", help="classify your own digit pictures, or MNIST test images by --index",
+        description="Classify image files (PNG, JPEG, BMP, GIF, WebP, TIFF; files, folders, globs), "
+                    "each made into an MNIST-style 28x28 input first, or MNIST test images by --index. "
+                    "A path that is a checkpoint (.pt/.pth) or a run folder is the checkpoint.")
+    p.add_argument("paths", nargs="*", metavar="FILE",
+                   help="image files, folders or globs; or the checkpoint / run folder to use")
+    p.add_argument("--checkpoint", help="checkpoint file or run folder (default: newest run)")
+    p.add_argument("--index", type=int, action="append", metavar="N",
+                   help="MNIST test-set image number, 0-9999 (repeat for several)")
+    p.add_argument("--show-input", metavar="DIR",
+                   help="save the 28x28 image the model saw for each file as DIR/<name>-input.png")
+    p.add_argument("--batch-size", type=int, default=256, help="files per batch (default: 256)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (it only shows on a terminal anyway)")
+    p.add_argument("--data-dir", default="data", help="MNIST root, for --index (default: data)")
     p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -210,7 +221,45 @@ def _check_indices(indices: list[int], count: int) -> None:
             raise ConfigError(f"--index {i}: the test set has images 0 to {count - 1}")
 
 
+def _is_checkpoint(path: str) -> bool:
+    """A .pt/.pth file, or a folder holding a run's checkpoint: not a picture to classify."""
+    p = Path(path)
+    if p.suffix.lower() in (".pt", ".pth"):
+        return True
+    return p.is_dir() and any((p / n).is_file() for n in ("best.pt", "last.pt", "mnist_lenet5.pth"))
+
+
+def _split_paths(args: argparse.Namespace) -> list[str]:
+    """Set args.checkpoint from the positional paths; return the rest (pictures to read)."""
+    from .images import EXTENSIONS
+
+    if args.index:
+        given = ([args.checkpoint] if args.checkpoint else []) + args.paths
+        pictures = [p for p in args.paths if Path(p).suffix.lower() in EXTENSIONS]
+        if pictures:
+            raise ConfigError(f"{pictures[0]}: --index reads MNIST test images; to classify picture "
+                              "files, leave --index out")
+    else:
+        given = ([args.checkpoint] if args.checkpoint else []) + [p for p in args.paths if _is_checkpoint(p)]
+    if len(given) > 1:
+        raise ConfigError(f"two checkpoints given ({given[0]} and {given[1]}); keep one")
+    args.checkpoint = given[0] if given else None
+    return [p for p in args.paths if p != args.checkpoint]
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    sources = _split_paths(args)
+    if not args.index and not sources:
+        raise ConfigError("give picture files, folders or globs to classify, or --index N for MNIST "
+                          "test images (see lenet5 predict --help)")
+    if args.batch_size <= 0:
+        raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.index:
+        return _predict_indices(args)
+    return _predict_files(args, sources)
+
+
+def _predict_indices(args: argparse.Namespace) -> int:
     import torch
 
     from .data import load_mnist
@@ -234,6 +283,48 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"test image {r['index']}: true label {r['label']}, prediction {r['prediction']} "
               f"({100 * r['probability']:.2f}%){mark}")
     return 0
+
+
+def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
+    from .images import save_input
+    from .predict import find_images, predict_files
+
+    files, problems = find_images(sources)
+    show = Path(args.show_input) if args.show_input else None
+    if show and any(f.parent.resolve() == show.resolve() for f in files):
+        raise ConfigError(f"--show-input {show}: that folder holds the pictures being read; choose "
+                          "another so none is overwritten")
+    path, model, (mean, std), device = _load_for_inference(args)
+    results = predict_files(model, files, mean, std, device, args.batch_size, args.progress)
+    if show:
+        taken: set[str] = set()
+        for r in results:
+            if "input" in r:
+                stem = name = Path(r["file"]).stem
+                n = 1
+                while name in taken:  # a.png and other/a.png: a-input.png, a-2-input.png
+                    n += 1
+                    name = f"{stem}-{n}"
+                taken.add(name)
+                r["input_png"] = str(save_input(r["input"], show / f"{name}-input.png"))
+    failed = [message for _, message in problems] + [r["error"] for r in results if "error" in r]
+    for message in failed:
+        print(f"lenet5: error: {message}", file=sys.stderr)
+    if args.json:
+        rows = [{k: v for k, v in r.items() if k != "input"} for r in results]
+        rows += [{"file": source, "error": message} for source, message in problems]
+        print(json.dumps({"checkpoint": str(path), "results": rows}))
+    else:
+        for r in results:
+            if "error" not in r:
+                top = "  ".join(f"{d} {100 * p:.1f}%" for d, p in r["top3"])
+                print(f"{r['file']}: {r['prediction']} ({100 * r['probability']:.2f}%)   top 3: {top}")
+        if show and any("input_png" in r for r in results):
+            print(f"saved the 28x28 inputs the model saw in {show}/")
+    if failed and len(failed) + len(results) > 1:
+        print(f"lenet5: {len(failed)} of {len(problems) + len(results)} inputs could not be read",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -54,10 +54,13 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
     else:
         path = Path(source)
         if not path.is_file():
-            raise ImageError(f"{name}: no such file")
+            raise ImageError(f"{name}: {'is a folder' if path.is_dir() else 'no such file'}")
         if path.stat().st_size > MAX_BYTES:
             raise ImageError(f"{name}: file is larger than {MAX_BYTES // 2**20} MB")
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ImageError(f"{name}: cannot read it ({e.strerror or type(e).__name__})") from None
     if not data:
         raise ImageError(f"{name}: file is empty")
     if len(data) > MAX_BYTES:
@@ -79,14 +82,20 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
         raise
     except Image.DecompressionBombError:
         raise ImageError(too_large) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file Pillow can read (PNG, JPEG, BMP, GIF, WebP, "
+                         "TIFF, ...)") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
         detail = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        raise ImageError(f"{name}: not a readable image ({detail})") from None
+        raise ImageError(f"{name}: not a readable image, damaged or cut short ({detail})") from None
     try:
         img = ImageOps.exif_transpose(img)  # phone photos: turn upright as the camera said
     except Exception:  # a damaged EXIF block: the pixels are still good
         pass
-    return _to_gray(img)
+    try:
+        return _to_gray(img)
+    except (OSError, ValueError) as e:  # e.g. a mode Pillow decodes but cannot convert
+        raise ImageError(f"{name}: cannot convert its pixels to gray ({str(e)[:120]})") from None
 
 
 def _to_gray(img):
@@ -124,6 +133,13 @@ def _otsu(values: np.ndarray) -> float:
 def _components(mask: np.ndarray) -> np.ndarray:
     """Labels of the 8-connected regions of `mask` (-1 outside): each region is named by its
     smallest pixel index. Min-label propagation with pointer jumping, vectorised: no scipy needed."""
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    if len(rows) and (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) < mask.size:
+        # Only the box around the ink: usually a small part of the picture.
+        labels = np.full(mask.shape, -1)
+        labels[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = _components(
+            mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+        return labels
     h, w = mask.shape
     none = h * w
     lab = np.where(mask, np.arange(none).reshape(h, w), none)
@@ -146,42 +162,48 @@ def _components(mask: np.ndarray) -> np.ndarray:
         lab = new
 
 
-def _select_digit(mask: np.ndarray) -> np.ndarray:
-    """The part of `mask` that is the digit. Regions at the picture's edge (page edges, shadows)
-    and regions framing other ink (a box drawn round the digit) are dropped when other ink is
-    left; so are specks, and marks far from the digit."""
-    labels = _components(mask)
-    ids, areas = np.unique(labels[mask], return_counts=True)
-    order = np.argsort(-areas)
-    ids, areas = ids[order], areas[order]
-    significant = areas >= max(3, 0.02 * areas[0])
-    ids, areas = ids[significant], areas[significant]
-    boxes = []  # (top, bottom, left, right), inclusive
-    for i in ids:
-        ys, xs = np.nonzero(labels == i)
-        boxes.append((ys.min(), ys.max(), xs.min(), xs.max()))
-    boxes = np.array(boxes)
-    h, w = mask.shape
+def _select_digit(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
+    """The pixels of the digit. A region is a connected run of faint ink (`weak`) holding some
+    clear ink (`strong`), so a thin stroke that fades in places stays whole. Regions at the
+    picture's edge (page edges, shadows) and regions framing other ink (a box drawn round the
+    digit) are dropped when other ink is left; so are specks, and marks far from the digit."""
+    labels = _components(weak)
+    ids, inverse, areas = np.unique(labels[weak], return_inverse=True, return_counts=True)
+    ys, xs = np.nonzero(weak)
+    boxes = np.stack([np.full(len(ids), ys.max()), np.zeros(len(ids), int),
+                      np.full(len(ids), xs.max()), np.zeros(len(ids), int)], 1)  # top bottom left right
+    np.minimum.at(boxes[:, 0], inverse, ys)
+    np.maximum.at(boxes[:, 1], inverse, ys)
+    np.minimum.at(boxes[:, 2], inverse, xs)
+    np.maximum.at(boxes[:, 3], inverse, xs)
+    real = np.isin(ids, labels[strong & weak]) & (areas >= 3)
+    ids, areas, boxes = ids[real], areas[real], boxes[real]
+    h, w = weak.shape
     margin = 2  # touching the edge, give or take a pixel of blur
     at_edge = ((boxes[:, 0] < margin) | (boxes[:, 1] >= h - margin) |
                (boxes[:, 2] < margin) | (boxes[:, 3] >= w - margin))
+    big = np.nonzero(areas >= 0.02 * areas.max())[0]
     framing = np.zeros(len(ids), dtype=bool)
-    for a in range(len(ids)):
-        inner = ((boxes[:, 0] > boxes[a, 0]) & (boxes[:, 1] < boxes[a, 1]) &
-                 (boxes[:, 2] > boxes[a, 2]) & (boxes[:, 3] < boxes[a, 3]) & (areas >= 0.05 * areas[a]))
+    for a in big:
+        inner = ((boxes[big, 0] > boxes[a, 0]) & (boxes[big, 1] < boxes[a, 1]) &
+                 (boxes[big, 2] > boxes[a, 2]) & (boxes[big, 3] < boxes[a, 3]) &
+                 (areas[big] >= 0.05 * areas[a]))
         framing[a] = inner.any()
-    chosen = ~(at_edge | framing)
-    if not chosen.any():
-        chosen = ~framing if (~framing).any() else np.ones(len(ids), dtype=bool)
-    ids, areas, boxes = ids[chosen], areas[chosen], boxes[chosen]
-    top, bottom, left, right = boxes[0]
-    keep = [ids[0]]
-    for i, (t, b, l, r) in zip(ids[1:], boxes[1:]):
+    allowed = ~(at_edge | framing)
+    if not allowed[big].any():  # the digit itself touches the edge (a tight crop)
+        allowed = ~framing if (~framing)[big].any() else np.ones(len(ids), dtype=bool)
+    # Start from the biggest region; take in regions close to what is kept until none is left.
+    kept = np.zeros(len(ids), dtype=bool)
+    kept[np.argmax(np.where(allowed, areas, -1))] = True
+    while True:
+        top, left = boxes[kept, 0].min(), boxes[kept, 2].min()
+        bottom, right = boxes[kept, 1].max(), boxes[kept, 3].max()
         reach = 0.25 * max(bottom - top, right - left) + 2  # a detached stroke sits close by
-        if t <= bottom + reach and b >= top - reach and l <= right + reach and r >= left - reach:
-            keep.append(i)
-            top, bottom, left, right = min(top, t), max(bottom, b), min(left, l), max(right, r)
-    return np.isin(labels, keep)
+        near = (allowed & ~kept & (boxes[:, 0] <= bottom + reach) & (boxes[:, 1] >= top - reach) &
+                (boxes[:, 2] <= right + reach) & (boxes[:, 3] >= left - reach))
+        if not near.any():
+            return np.isin(labels, ids[kept])
+        kept |= near
 
 
 def _max_filter(a: np.ndarray, size: int) -> np.ndarray:
@@ -199,7 +221,7 @@ def _ink(a: np.ndarray, name: str) -> np.ndarray:
     if np.median(a) > 0.5:  # light paper (most of any picture is paper): bright ink, as in MNIST
         a = 1.0 - a
     # Uneven light: subtract the paper's brightness, fitted as a plane to the paper pixels.
-    paper = a <= _otsu(a)
+    paper = a <= max(_otsu(a), np.median(a))  # the median: paper even where Otsu has no two classes
     if paper.sum() >= 3:
         ys, xs = np.indices(a.shape)
         step = max(1, int(paper.sum()) // 4000)
@@ -231,13 +253,13 @@ def prepare(img, name: str = "image") -> torch.Tensor:
         gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))),
                            Image.LANCZOS)
     ink = _ink(np.asarray(gray, dtype=np.float64) / 255.0, name)
-    mask = ink > max(_otsu(ink), 0.25)
-    if min(gray.size) >= 3 and _speckled(mask):
+    level = max(_otsu(ink), 0.25)
+    if min(gray.size) >= 3 and _speckled(ink > level):
         # Salt-and-pepper noise: a median filter clears it. Only then, since it also erases
         # one-pixel pen strokes.
         ink = _ink(np.asarray(gray.filter(ImageFilter.MedianFilter(3)), dtype=np.float64) / 255.0, name)
-        mask = ink > max(_otsu(ink), 0.25)
-    mask = _select_digit(mask)
+        level = max(_otsu(ink), 0.25)
+    mask = _select_digit(ink > level, ink > max(0.5 * level, 0.12))
     rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     if max(bottom - top, right - left) < MIN_SIZE:
@@ -279,3 +301,14 @@ def load_digit(source: str | os.PathLike | bytes, name: str | None = None) -> to
     """Read an image file (or its bytes) and make it an MNIST-style uint8 (28, 28) input."""
     name = name or (str(source) if not isinstance(source, bytes) else "image")
     return prepare(open_image(source, name), name)
+
+
+def save_input(image: torch.Tensor, path: str | os.PathLike, scale: int = 8) -> Path:
+    """Write the 28x28 input as the model saw it (white ink on black) as a PNG, each pixel drawn
+    as a scale x scale block so it can be looked at, and nothing smoothed."""
+    Image = _pil()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(image.cpu().numpy().astype(np.uint8), "L")
+    img.resize((28 * scale, 28 * scale), Image.NEAREST).save(path)
+    return path
