@@ -124,11 +124,13 @@ def run_name(cfg: Config) -> str:
 
 
 def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None = None,
-        on_epoch=None) -> dict:
+        on_epoch=None, on_end=None) -> dict:
     """Train a LeNet5 as `cfg` says; return a summary (run folder, best metrics, history).
 
     `resume` is a `last.pt` to continue exactly where it stopped. `on_epoch(row)` is called on the
-    primary process after each epoch (the CLI uses it to print the epoch line).
+    primary process after each epoch (the CLI uses it to print the epoch line); `on_end(run_path)`
+    once training is done, before the wandb mirror closes, so what it adds to the run folder (test
+    metrics, plots) is mirrored too.
     """
     cfg.validate()
     if cfg.threads:
@@ -300,6 +302,8 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
                 stopped_early = True
                 break
             start_step = 0
+        if primary and on_end:
+            on_end(run.path)
     finally:
         interrupt.restore()
         if tracker:
