@@ -172,7 +172,9 @@ def start_wandb(cfg, run: RunDir) -> WandbTracker | None:
         mode, why = "online", ""
     else:
         mode, why = "offline", "no W&B API key"
-    kwargs = dict(project=cfg.wandb_project, name=cfg.wandb_name or run.path.name,
+    # dir: wandb remembers the first run's folder for the whole process; say where, every time.
+    kwargs = dict(dir=os.environ.get("WANDB_DIR") or os.getcwd(),
+                  project=cfg.wandb_project, name=cfg.wandb_name or run.path.name,
                   tags=list(cfg.wandb_tags), group=run.path.name, config=to_dict(cfg),
                   job_type="train", notes=f"lenet5 run folder: {run.path}")
 
@@ -190,7 +192,7 @@ def start_wandb(cfg, run: RunDir) -> WandbTracker | None:
         except Exception as e:
             if mode != "online":
                 raise
-            mode, why = "offline", f"W&B could not be reached: {type(e).__name__}"
+            mode, why = "offline", f"W&B online failed: {type(e).__name__}"
             wb_run = init(mode)
     except Exception as e:
         _say(f"could not start ({type(e).__name__}: {str(e)[:160]}); training goes on without it")
