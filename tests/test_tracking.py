@@ -78,6 +78,7 @@ def test_train_wandb_without_an_account_logs_offline_everything_the_run_folder_h
                     f"upload later with: wandb sync {offline.resolve()}"]
     run = no_account / "runs" / "w"
     assert (run / "metrics.csv").exists() and (run / "config.json").exists()  # always written
+    assert all((run / name).exists() for name in RUN_PLOTS)  # drawn when training ends
     recs = records(offline)
 
     (info,) = of_kind(recs, "run")
