@@ -360,7 +360,7 @@ def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
                 print(f"{r['file']}: {r['prediction']} ({100 * r['probability']:.2f}%)   top 3: {top}")
         if show and any("input_png" in r for r in results):
             print(f"saved the 28x28 inputs the model saw in {show}/")
-    if failed and len(failed) + len(results) > 1:
+    if failed and len(problems) + len(results) > 1:
         print(f"lenet5: {len(failed)} of {len(problems) + len(results)} inputs could not be read",
               file=sys.stderr)
     return 1 if failed else 0

@@ -103,7 +103,7 @@ def _to_gray(img):
     Image = _pil()
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.nan_to_num(np.asarray(img, dtype=np.float64))
-        hi = float(a.max()) if a.size else 0.0
+        hi = max(float(a.max()), 0.0) if a.size else 0.0
         # The smallest bit depth that holds the data: 12-bit scans in 16-bit files keep their contrast.
         peak = 1.0 if img.mode == "F" and hi <= 1.0 else 2.0 ** max(8, int(np.ceil(np.log2(hi + 1)))) - 1
         return Image.fromarray(np.clip(a / peak * 255.0, 0, 255).astype(np.uint8), "L")
