@@ -39,3 +39,16 @@ def write_gz(path: Path, content: bytes) -> Path:
     with gzip.open(path, "wb") as f:
         f.write(content)
     return path
+
+
+@pytest.fixture(scope="session")
+def small_run(mnist, tmp_path_factory):
+    """A real short training run (~97 % test accuracy, seconds on a CPU): its run folder."""
+    from lenet5.config import from_recipe
+    from lenet5.train import fit
+
+    out = tmp_path_factory.mktemp("small_run")
+    cfg = from_recipe("default", out_dir=str(out), name="small", limit=12000, val_size=1000,
+                      epochs=2, progress=False)
+    fit(cfg, mnist)
+    return out / "small"

@@ -113,9 +113,9 @@ def _blank_png():
     (dict(files={"file": ("e.png", b"", "image/png")}), 400, "e.png: empty"),
     (dict(files={"other": ("x.png", b"123", "image/png")}), 400, "no file in the field `file`"),
     (dict(data={"file": "just text"}, files={"x": ("x", b"1")}), 400, "no file in the field `file`"),
-    (dict(content=b"hello, not an image"), 422, "not a readable image"),
+    (dict(content=b"hello, not an image"), 422, "not an image file Pillow can read"),
     (dict(files={"file": ("t.png", png(torch.zeros(28, 28, dtype=torch.uint8))[:40], "image/png")}),
-     422, "t.png: not a readable image"),
+     422, "t.png: not an image file"),
     (dict(files={"file": ("w.png", _blank_png(), "image/png")}), 422, "no ink"),
     (dict(content=b"x" * 300_001), 413, "larger than 300,000 bytes"),
     (dict(content=iter([b"x" * 200_000, b"x" * 200_000])), 413, "larger than 300,000 bytes"),  # chunked
@@ -270,7 +270,7 @@ def test_drawing_on_the_page_shows_a_prediction(live, browser, mnist):
     page.wait_for_function("document.querySelector('#digit').textContent === '7'")
     page.set_input_files("#upload", files=[{"name": "note.txt", "mimeType": "text/plain", "buffer": b"hi"}])
     page.wait_for_selector("#status.error")
-    assert "note.txt: not a readable image" in page.inner_text("#status")
+    assert "note.txt: not an image file" in page.inner_text("#status")
     page.close()
 
 

@@ -75,19 +75,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4096, help="images per batch (default: 4096)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
-    p = sub.add_parser("predict", help="classify MNIST test images by --index")
-    p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
-    p.add_argument("--index", type=int, action="append", required=True, metavar="N",
-                   help="test-set image number, 0-9999 (repeat for several)")
-    p.add_argument("--data-dir", default="data", help="MNIST root (default: data)")
+    p = sub.add_parser(
+        "predict", help="classify your own digit pictures, or MNIST test images by --index",
+        description="Classify image files (PNG, JPEG, BMP, GIF, WebP, TIFF; files, folders, globs), "
+                    "each made into an MNIST-style 28x28 input first, or MNIST test images by --index. "
+                    "A path that is a checkpoint (.pt/.pth) or a run folder is the checkpoint.")
+    p.add_argument("paths", nargs="*", metavar="FILE",
+                   help="image files, folders or globs; or the checkpoint / run folder to use")
+    p.add_argument("--checkpoint", help="checkpoint file or run folder (default: newest run)")
+    p.add_argument("--index", type=int, action="append", metavar="N",
+                   help="MNIST test-set image number, 0-9999 (repeat for several)")
+    p.add_argument("--show-input", metavar="DIR",
+                   help="save the 28x28 image the model saw for each file as DIR/<name>-input.png")
+    p.add_argument("--batch-size", type=int, default=256, help="files per batch (default: 256)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (it only shows on a terminal anyway)")
+    p.add_argument("--data-dir", default="data", help="MNIST root, for --index (default: data)")
     p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
-    p = sub.add_parser("show", help="save a test image as PNG, titled with its label (the seed's view)")
+    p = sub.add_parser("show", help="save a test image as PNG; --activations: what the conv layers see",
+                       description="Save MNIST test image N as a PNG titled with its label (the seed's "
+                                   "view), or with --activations the input, the six conv1 and the "
+                                   "sixteen conv2 feature maps a trained model computes for it.")
+    p.add_argument("checkpoint", nargs="?",
+                   help="checkpoint or run folder, for --activations (default: newest run)")
     p.add_argument("--index", type=int, default=0, metavar="N", help="test-set image number (default: 0)")
-    p.add_argument("--out", default=None, help="PNG to write (default: digit-<N>.png)")
+    p.add_argument("--activations", action="store_true",
+                   help="draw the conv1 and conv2 feature maps for the digit")
+    p.add_argument("--out", default=None,
+                   help="PNG to write (default: digit-<N>.png, or activations-<N>.png)")
     p.add_argument("--data-dir", default="data", help="MNIST root (default: data)")
+    p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+
+    p = sub.add_parser("plot", help="redraw a run's plots from its files",
+                       description="Draw curves.png (loss, accuracy, learning rate per epoch), "
+                                   "confusion.png, mistakes.png, predictions.png and filters.png "
+                                   "from a run folder's metrics.csv and best.pt and the MNIST test set.")
+    p.add_argument("run", nargs="?", help="run folder or checkpoint (default: newest run)")
+    p.add_argument("--out", default=None, help="folder for the PNGs (default: the run folder)")
+    p.add_argument("--data-dir", default="data", help="MNIST root (default: data)")
+    p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+
+    p = sub.add_parser("summary", help="the layer table: output shapes, parameters, multiply-adds",
+                       description="LeNet-5 layer by layer for one 1x28x28 input, measured by running "
+                                   "the model: output shape, parameters and multiply-adds, with totals.")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
 
     p = sub.add_parser("export", help="write the model as ONNX or TorchScript (normalisation inside)",
                        description="Write one self-contained file taking uint8 pixels (N, 28, 28) "
@@ -171,34 +207,48 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"train_acc {100 * row['train_acc']:.2f}%  {val}lr {row['lr']:.2e}  "
               f"{row['seconds']:.1f}s", flush=True)
 
-    result = fit(cfg, resume=resume, on_epoch=on_epoch)
+    def on_end(run: Path) -> None:
+        if args.test and not cfg.dry_run:
+            _test_and_plot(cfg, run)
+
+    result = fit(cfg, resume=resume, on_epoch=on_epoch, on_end=on_end)
     if not result["primary"]:
         return 0
     run = Path(result["run_dir"])
     note = " (stopped early)" if result["stopped_early"] else ""
     print(f"run folder {run}{note}; best epoch {result['best'].get('epoch', '-')}")
-    if args.test and not cfg.dry_run:
-        from .checkpoint import load_model, normalization
-        from .config import choose_device
-        from .data import load_mnist
-        from .evaluate import evaluate, format_report
-
-        device = choose_device(cfg.device)
-        model, obj = load_model(run / "best.pt", device)
-        data = load_mnist(cfg.data_dir)
-        metrics = evaluate(model, data.test_images, data.test_labels, *normalization(obj),
-                           device=device)
-        (run / "test_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        print(f"test accuracy {100 * metrics['accuracy']:.2f}%  test loss {metrics['loss']:.4f}  "
-              f"(best.pt, 10,000 MNIST test images)")
     return 0
+
+
+def _test_and_plot(cfg: Config, run: Path) -> None:
+    """After training: score best.pt on the test set, then draw the run's plots beside it."""
+    from .checkpoint import load_model, normalization
+    from .config import choose_device
+    from .data import load_mnist
+    from .evaluate import evaluate
+    from .plots import draw_run
+
+    device = choose_device(cfg.device)
+    model, obj = load_model(run / "best.pt", device)
+    data = load_mnist(cfg.data_dir)
+    metrics = evaluate(model, data.test_images, data.test_labels, *normalization(obj), device=device)
+    (run / "test_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"test accuracy {100 * metrics['accuracy']:.2f}%  test loss {metrics['loss']:.4f}  "
+          f"(best.pt, 10,000 MNIST test images)")
+    try:
+        written = draw_run(run, data.test_images, data.test_labels, device)
+        print(f"plots: {', '.join(str(p) for p in written)}")
+    except Lenet5Error as e:  # e.g. matplotlib missing: the trained model is what matters
+        print(f"lenet5: plots skipped: {e}", file=sys.stderr)
 
 
 def _clear_run(path: Path | None) -> None:
     if path is None:
         raise ConfigError("--overwrite needs --name: the run folder to reuse")
+    from .plots import RUN_PLOTS
+
     for name in ("last.pt", "best.pt", "mnist_lenet5.pth", "metrics.csv", "config.json",
-                 "test_metrics.json"):
+                 "test_metrics.json", *RUN_PLOTS):
         (path / name).unlink(missing_ok=True)
 
 
@@ -234,7 +284,45 @@ def _check_indices(indices: list[int], count: int) -> None:
             raise ConfigError(f"--index {i}: the test set has images 0 to {count - 1}")
 
 
+def _is_checkpoint(path: str) -> bool:
+    """A .pt/.pth file, or a folder holding a run's checkpoint: not a picture to classify."""
+    p = Path(path)
+    if p.suffix.lower() in (".pt", ".pth"):
+        return True
+    return p.is_dir() and any((p / n).is_file() for n in ("best.pt", "last.pt", "mnist_lenet5.pth"))
+
+
+def _split_paths(args: argparse.Namespace) -> list[str]:
+    """Set args.checkpoint from the positional paths; return the rest (pictures to read)."""
+    from .images import EXTENSIONS
+
+    if args.index:
+        given = ([args.checkpoint] if args.checkpoint else []) + args.paths
+        pictures = [p for p in args.paths if Path(p).suffix.lower() in EXTENSIONS]
+        if pictures:
+            raise ConfigError(f"{pictures[0]}: --index reads MNIST test images; to classify picture "
+                              "files, leave --index out")
+    else:
+        given = ([args.checkpoint] if args.checkpoint else []) + [p for p in args.paths if _is_checkpoint(p)]
+    if len(given) > 1:
+        raise ConfigError(f"two checkpoints given ({given[0]} and {given[1]}); keep one")
+    args.checkpoint = given[0] if given else None
+    return [p for p in args.paths if p != args.checkpoint]
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    sources = _split_paths(args)
+    if not args.index and not sources:
+        raise ConfigError("give picture files, folders or globs to classify, or --index N for MNIST "
+                          "test images (see lenet5 predict --help)")
+    if args.batch_size <= 0:
+        raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.index:
+        return _predict_indices(args)
+    return _predict_files(args, sources)
+
+
+def _predict_indices(args: argparse.Namespace) -> int:
     import torch
 
     from .data import load_mnist
@@ -260,14 +348,71 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
+    from .images import save_input
+    from .predict import find_images, predict_files
+
+    files, problems = find_images(sources)
+    show = Path(args.show_input) if args.show_input else None
+    if show and any(f.parent.resolve() == show.resolve() for f in files):
+        raise ConfigError(f"--show-input {show}: that folder holds the pictures being read; choose "
+                          "another so none is overwritten")
+    path, model, (mean, std), device = _load_for_inference(args)
+    results = predict_files(model, files, mean, std, device, args.batch_size, args.progress)
+    if show:
+        taken: set[str] = set()
+        for r in results:
+            if "input" in r:
+                stem = name = Path(r["file"]).stem
+                n = 1
+                while name in taken:  # a.png and other/a.png: a-input.png, a-2-input.png
+                    n += 1
+                    name = f"{stem}-{n}"
+                taken.add(name)
+                r["input_png"] = str(save_input(r["input"], show / f"{name}-input.png"))
+    failed = [message for _, message in problems] + [r["error"] for r in results if "error" in r]
+    for message in failed:
+        print(f"lenet5: error: {message}", file=sys.stderr)
+    if args.json:
+        rows = [{k: v for k, v in r.items() if k != "input"} for r in results]
+        rows += [{"file": source, "error": message} for source, message in problems]
+        print(json.dumps({"checkpoint": str(path), "results": rows}))
+    else:
+        for r in results:
+            if "error" not in r:
+                top = "  ".join(f"{d} {100 * p:.1f}%" for d, p in r["top3"])
+                print(f"{r['file']}: {r['prediction']} ({100 * r['probability']:.2f}%)   top 3: {top}")
+        if show and any("input_png" in r for r in results):
+            print(f"saved the 28x28 inputs the model saw in {show}/")
+    if failed and len(problems) + len(results) > 1:
+        print(f"lenet5: {len(failed)} of {len(problems) + len(results)} inputs could not be read",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from .data import load_mnist
-    from .plots import show_digit
 
     data = load_mnist(args.data_dir)
     _check_indices([args.index], len(data.test_images))
-    out = show_digit(data.test_images[args.index], f"true label: {int(data.test_labels[args.index])}",
-                     args.out or f"digit-{args.index}.png")
+    image, label = data.test_images[args.index], int(data.test_labels[args.index])
+    if not args.activations:
+        from .plots import show_digit
+
+        out = show_digit(image, f"true label: {label}", args.out or f"digit-{args.index}.png")
+        print(f"saved {out}")
+        return 0
+    from .data import normalize
+    from .plots import plot_activations
+    from .summary import feature_maps
+
+    path, model, (mean, std), device = _load_for_inference(args)
+    maps = feature_maps(model, normalize(image[None].to(device), mean, std))
+    probs = maps["logits"].softmax(1)[0]
+    pred = int(probs.argmax())
+    title = (f"test image {args.index}: true label {label}, predicted {pred} "
+             f"({100 * float(probs[pred]):.1f}%) by {path}")
+    out = plot_activations(image, maps, args.out or f"activations-{args.index}.png", title)
     print(f"saved {out}")
     return 0
 
@@ -317,5 +462,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .checkpoint import resolve
+    from .config import choose_device
+    from .data import load_mnist
+    from .plots import draw_run
+
+    device = choose_device(args.device)
+    path = resolve(args.run, args.out_dir)
+    data = load_mnist(args.data_dir)
+    for out in draw_run(path, data.test_images, data.test_labels, device, args.out):
+        print(f"saved {out}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .model import LeNet5
+    from .summary import format_layers, layers
+
+    rows = layers(LeNet5())
+    if args.json:
+        print(json.dumps({"input": [1, 28, 28], "layers": rows,
+                          "total_params": sum(r["params"] for r in rows),
+                          "total_macs": sum(r["macs"] for r in rows)}))
+    else:
+        print(format_layers(rows))
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "show": cmd_show,
-            "export": cmd_export, "serve": cmd_serve}
+            "export": cmd_export, "serve": cmd_serve, "plot": cmd_plot, "summary": cmd_summary}

@@ -1,14 +1,16 @@
 """People's digit pictures -> MNIST-style 28x28 inputs, made the way MNIST itself was made.
 
-Grayscale; invert when the background is light; find the ink; scale it to fit a 20x20 box keeping
-its aspect ratio (anti-aliased); place it in a 28x28 field with its centre of mass at the centre.
-Pillow is imported inside the functions (the `images` extra).
+Grayscale; invert when the paper is light; find the ink (ignoring frames, page edges and specks of
+noise); scale it to fit a 20x20 box keeping its aspect ratio (anti-aliased); place it in a 28x28
+field with its centre of mass at the centre. Pillow is imported inside the functions (`images`
+extra); numpy does the rest.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +18,13 @@ import torch
 
 from .errors import Lenet5Error
 
-MAX_PIXELS = 40_000_000  # larger images are refused (decompression bombs)
+MAX_PIXELS = 100_000_000  # larger images are refused (decompression bombs)
 MAX_BYTES = 50 * 1024 * 1024
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # looked for in folders
+WORK_SIZE = 256  # the ink is found at this size (longest side): detail enough, bounded cost
+MIN_CONTRAST = 0.15  # ink must stand this far (of black-to-white) above the paper
+MIN_SIZE = 5  # pixels across at WORK_SIZE: smaller ink is a speck, not a digit
+STROKE = 2.8  # MNIST's median stroke width in its 20x20 box, in pixels; thinner pens are thickened
 
 
 class ImageError(Lenet5Error):
@@ -33,9 +40,13 @@ def _pil():
 
 
 def open_image(source: str | os.PathLike | bytes, name: str | None = None):
-    """A decoded, single-frame Pillow image in mode 'L' (ink and paper as in the picture)."""
+    """A decoded, single-frame, upright Pillow image in mode 'L' (ink and paper as in the picture).
+
+    Animated images give their first frame; transparency is composited on white paper (on black
+    when the visible strokes are themselves light); 16-bit and float images are scaled to 8 bits.
+    """
     Image = _pil()
-    from PIL import UnidentifiedImageError
+    from PIL import ImageOps, UnidentifiedImageError
 
     name = name or (str(source) if not isinstance(source, bytes) else "image")
     if isinstance(source, bytes):
@@ -43,45 +54,69 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
     else:
         path = Path(source)
         if not path.is_file():
-            raise ImageError(f"{name}: no such file")
+            raise ImageError(f"{name}: {'is a folder' if path.is_dir() else 'no such file'}")
         if path.stat().st_size > MAX_BYTES:
             raise ImageError(f"{name}: file is larger than {MAX_BYTES // 2**20} MB")
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ImageError(f"{name}: cannot read it ({e.strerror or type(e).__name__})") from None
     if not data:
         raise ImageError(f"{name}: file is empty")
     if len(data) > MAX_BYTES:
         raise ImageError(f"{name}: image is larger than {MAX_BYTES // 2**20} MB")
+    too_large = (f"{name}: too large to be a digit picture (over {MAX_PIXELS // 1_000_000} megapixels, "
+                 "or a decompression bomb); scale it down first")
     try:
-        img = Image.open(io.BytesIO(data))
-        if img.width * img.height > MAX_PIXELS:
-            raise ImageError(f"{name}: {img.width}x{img.height} pixels is too large "
-                             f"(limit {MAX_PIXELS // 1_000_000} megapixels); scale it down first")
-        img.seek(0)  # animated: the first frame
-        img.load()
+        with warnings.catch_warnings():
+            # Pillow only warns below its own hard limit; we refuse by our limit instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageError(f"{too_large} ({img.width}x{img.height})")
+            if img.format == "JPEG":
+                img.draft("L", (2 * WORK_SIZE, 2 * WORK_SIZE))  # decode big photos at 1/2-1/8 size
+            img.seek(0)  # animated: the first frame
+            img.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError,
-            EOFError) as e:
-        raise ImageError(f"{name}: not a readable image ({str(e).splitlines()[0][:120] or type(e).__name__})") from None
-    return _to_gray(img)
+    except Image.DecompressionBombError:
+        raise ImageError(too_large) from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file Pillow can read (PNG, JPEG, BMP, GIF, WebP, "
+                         "TIFF, ...)") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
+        detail = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise ImageError(f"{name}: not a readable image, damaged or cut short ({detail})") from None
+    try:
+        img = ImageOps.exif_transpose(img)  # phone photos: turn upright as the camera said
+    except Exception:  # a damaged EXIF block: the pixels are still good
+        pass
+    try:
+        return _to_gray(img)
+    except (OSError, ValueError) as e:  # e.g. a mode Pillow decodes but cannot convert
+        raise ImageError(f"{name}: cannot convert its pixels to gray ({str(e)[:120]})") from None
 
 
 def _to_gray(img):
-    """Mode 'L', compositing transparency on white and scaling 16-bit and float images down."""
+    """Mode 'L', compositing transparency and scaling 16-bit and float images down to 8 bits."""
     Image = _pil()
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        hi = a.max()
-        peak = 65535.0 if img.mode.startswith("I;16") or hi > 255 else 255.0
-        if img.mode == "F" and hi <= 1.0:
-            peak = 1.0
+        a = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        hi = max(float(a.max()), 0.0) if a.size else 0.0
+        # The smallest bit depth that holds the data: 12-bit scans in 16-bit files keep their contrast.
+        peak = 1.0 if img.mode == "F" and hi <= 1.0 else 2.0 ** max(8, int(np.ceil(np.log2(hi + 1)))) - 1
         return Image.fromarray(np.clip(a / peak * 255.0, 0, 255).astype(np.uint8), "L")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
         rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
+        opaque = np.asarray(rgba.getchannel("A")) > 127
+        lum = np.asarray(rgba.convert("RGB").convert("L"))
+        # White paper, unless the sheet itself is transparent and the strokes on it are light.
+        light_strokes = 0 < opaque.mean() < 0.5 and lum[opaque].mean() > 127
+        paper = (0, 0, 0, 255) if light_strokes else (255, 255, 255, 255)
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, paper), rgba)
     return img.convert("L")
 
 
@@ -95,39 +130,158 @@ def _otsu(values: np.ndarray) -> float:
     return float(edges[int(np.argmax(between)) + 1])
 
 
+def _components(mask: np.ndarray) -> np.ndarray:
+    """Labels of the 8-connected regions of `mask` (-1 outside): each region is named by its
+    smallest pixel index. Min-label propagation with pointer jumping, vectorised: no scipy needed."""
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    if len(rows) and (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) < mask.size:
+        # Only the box around the ink: usually a small part of the picture.
+        labels = np.full(mask.shape, -1)
+        labels[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = _components(
+            mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+        return labels
+    h, w = mask.shape
+    none = h * w
+    lab = np.where(mask, np.arange(none).reshape(h, w), none)
+    while True:
+        p = np.pad(lab, 1, constant_values=none)
+        new = lab.copy()
+        for dy in range(3):
+            for dx in range(3):
+                np.minimum(new, p[dy:dy + h, dx:dx + w], out=new)
+        new[~mask] = none
+        flat = np.append(new.ravel(), none)
+        while True:  # follow labels to their own labels: regions merge in O(log) rounds
+            jumped = flat[flat]
+            if np.array_equal(jumped, flat):
+                break
+            flat = jumped
+        new = flat[:-1].reshape(h, w)
+        if np.array_equal(new, lab):
+            return np.where(mask, lab, -1)
+        lab = new
+
+
+def _select_digit(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
+    """The pixels of the digit. A region is a connected run of faint ink (`weak`) holding some
+    clear ink (`strong`), so a thin stroke that fades in places stays whole. Regions at the
+    picture's edge (page edges, shadows) and regions framing other ink (a box drawn round the
+    digit) are dropped when other ink is left; so are specks, and marks far from the digit."""
+    labels = _components(weak)
+    ids, inverse, areas = np.unique(labels[weak], return_inverse=True, return_counts=True)
+    ys, xs = np.nonzero(weak)
+    boxes = np.stack([np.full(len(ids), ys.max()), np.zeros(len(ids), int),
+                      np.full(len(ids), xs.max()), np.zeros(len(ids), int)], 1)  # top bottom left right
+    np.minimum.at(boxes[:, 0], inverse, ys)
+    np.maximum.at(boxes[:, 1], inverse, ys)
+    np.minimum.at(boxes[:, 2], inverse, xs)
+    np.maximum.at(boxes[:, 3], inverse, xs)
+    real = np.isin(ids, labels[strong & weak]) & (areas >= 3)
+    ids, areas, boxes = ids[real], areas[real], boxes[real]
+    h, w = weak.shape
+    margin = 2  # touching the edge, give or take a pixel of blur
+    at_edge = ((boxes[:, 0] < margin) | (boxes[:, 1] >= h - margin) |
+               (boxes[:, 2] < margin) | (boxes[:, 3] >= w - margin))
+    big = np.nonzero(areas >= 0.02 * areas.max())[0]
+    framing = np.zeros(len(ids), dtype=bool)
+    for a in big:
+        inner = ((boxes[big, 0] > boxes[a, 0]) & (boxes[big, 1] < boxes[a, 1]) &
+                 (boxes[big, 2] > boxes[a, 2]) & (boxes[big, 3] < boxes[a, 3]) &
+                 (areas[big] >= 0.05 * areas[a]))
+        framing[a] = inner.any()
+    allowed = ~(at_edge | framing)
+    if not allowed[big].any():  # the digit itself touches the edge (a tight crop)
+        allowed = ~framing if (~framing)[big].any() else np.ones(len(ids), dtype=bool)
+    # Start from the biggest region; take in regions close to what is kept until none is left.
+    kept = np.zeros(len(ids), dtype=bool)
+    kept[np.argmax(np.where(allowed, areas, -1))] = True
+    while True:
+        top, left = boxes[kept, 0].min(), boxes[kept, 2].min()
+        bottom, right = boxes[kept, 1].max(), boxes[kept, 3].max()
+        reach = 0.25 * max(bottom - top, right - left) + 2  # a detached stroke sits close by
+        near = (allowed & ~kept & (boxes[:, 0] <= bottom + reach) & (boxes[:, 1] >= top - reach) &
+                (boxes[:, 2] <= right + reach) & (boxes[:, 3] >= left - reach))
+        if not near.any():
+            return np.isin(labels, ids[kept])
+        kept |= near
+
+
+def _max_filter(a: np.ndarray, size: int) -> np.ndarray:
+    """Grey dilation by a size x size square (separable): thickens strokes."""
+    if size <= 1:
+        return a
+    lo, hi = size // 2, size - 1 - size // 2
+    p = np.pad(a, ((lo, hi), (lo, hi)))
+    rows = np.max([p[:, i:i + a.shape[1]] for i in range(size)], axis=0)
+    return np.max([rows[i:i + a.shape[0]] for i in range(size)], axis=0)
+
+
+def _ink(a: np.ndarray, name: str) -> np.ndarray:
+    """How much ink is on each pixel, 0 (paper) to 1 (the darkest stroke), for gray values in [0, 1]."""
+    if np.median(a) > 0.5:  # light paper (most of any picture is paper): bright ink, as in MNIST
+        a = 1.0 - a
+    # Uneven light: subtract the paper's brightness, fitted as a plane to the paper pixels.
+    paper = a <= max(_otsu(a), np.median(a))  # the median: paper even where Otsu has no two classes
+    if paper.sum() >= 3:
+        ys, xs = np.indices(a.shape)
+        step = max(1, int(paper.sum()) // 4000)
+        design = np.stack([ys[paper][::step], xs[paper][::step], np.ones(int(paper.sum()))[::step]], 1)
+        coef = np.linalg.lstsq(design, a[paper][::step], rcond=None)[0]
+        a = a - (coef[0] * ys + coef[1] * xs + coef[2])
+    ink = np.clip(a, 0.0, None)
+    if ink.max() < MIN_CONTRAST:
+        raise ImageError(f"{name}: no ink found (the picture is blank or has almost no contrast)")
+    return ink / ink.max()
+
+
+def _speckled(mask: np.ndarray) -> bool:
+    """True when many ink pixels stand alone or in pairs: impulse noise rather than strokes."""
+    p = np.pad(mask, 1).astype(np.int32)
+    h, w = mask.shape
+    neighbours = sum(p[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))
+    return int((mask & (neighbours <= 2)).sum()) > max(20, 0.001 * mask.size)
+
+
 def prepare(img, name: str = "image") -> torch.Tensor:
     """A Pillow image (any mode) -> uint8 tensor (28, 28): white ink on black, MNIST-style."""
     Image = _pil()
     from PIL import ImageFilter
 
-    gray = _to_gray(img) if img.mode != "L" else img
-    # Work at a modest size: enough detail, bounded cost for huge photos.
-    if max(gray.size) > 512:
-        scale = 512 / max(gray.size)
+    gray = img if img.mode == "L" else _to_gray(img)
+    if max(gray.size) > WORK_SIZE:
+        scale = WORK_SIZE / max(gray.size)
         gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))),
                            Image.LANCZOS)
-    a = np.asarray(gray.filter(ImageFilter.MedianFilter(3)) if min(gray.size) >= 3 else gray,
-                   dtype=np.float64) / 255.0
-    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
-    if np.median(border) > 0.5:  # light paper: make the ink bright, as in MNIST
-        a = 1.0 - a
-        border = 1.0 - border
-    background = np.median(border)
-    ink = np.clip(a - background, 0, None)
-    if ink.max() < 0.15:
-        raise ImageError(f"{name}: no ink found (the picture is blank or has almost no contrast)")
-    ink = ink / ink.max()
-    mask = ink > max(_otsu(ink), 0.2)
-    # Ignore thin specks: keep rows/columns holding a real share of the ink.
-    rows, cols = mask.sum(1), mask.sum(0)
-    r = np.nonzero(rows >= max(1, 0.01 * rows.max()))[0]
-    c = np.nonzero(cols >= max(1, 0.01 * cols.max()))[0]
-    if len(r) == 0 or len(c) == 0:
-        raise ImageError(f"{name}: no ink found")
-    top, bottom, left, right = r[0], r[-1] + 1, c[0], c[-1] + 1
-    crop = np.where(ink[top:bottom, left:right] > 0.1, ink[top:bottom, left:right], 0.0)
+    ink = _ink(np.asarray(gray, dtype=np.float64) / 255.0, name)
+    level = max(_otsu(ink), 0.25)
+    if min(gray.size) >= 3 and _speckled(ink > level):
+        # Salt-and-pepper noise: a median filter clears it. Only then, since it also erases
+        # one-pixel pen strokes.
+        ink = _ink(np.asarray(gray.filter(ImageFilter.MedianFilter(3)), dtype=np.float64) / 255.0, name)
+        level = max(_otsu(ink), 0.25)
+    mask = _select_digit(ink > level, ink > max(0.5 * level, 0.12))
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if max(bottom - top, right - left) < MIN_SIZE:
+        raise ImageError(f"{name}: no digit found, only a speck of ink; if the digit is tiny in the "
+                         "picture, crop closer to it")
+    # Keep the anti-aliased rim just outside the threshold; drop everything else outside the digit.
+    near = _max_filter(mask.astype(np.float64), 3)[top:bottom, left:right] > 0
+    crop = np.where(near, ink[top:bottom, left:right], 0.0)
+    crop = np.clip(crop / np.percentile(crop[mask[top:bottom, left:right]], 90), 0.0, 1.0)  # solid strokes
     h, w = crop.shape
-    scale = 20.0 / max(h, w)
+    long_side = max(h, w)
+    # Stroke width ~ area / half the boundary; a fine pen on a big sheet would vanish at 20x20.
+    m = mask[top:bottom, left:right]
+    pm = np.pad(m, 1)
+    boundary = m & ~(pm[:-2, 1:-1] & pm[2:, 1:-1] & pm[1:-1, :-2] & pm[1:-1, 2:])
+    width = m.sum() / max(boundary.sum() / 2, 1) * 20.0 / long_side
+    if width < 0.7 * STROKE:
+        grow = int(round((STROKE - width) * long_side / 20.0))
+        crop = _max_filter(np.pad(crop, grow), grow + 1)
+        h, w = crop.shape
+        long_side = max(h, w)
+    scale = 20.0 / long_side
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     digit = Image.fromarray((crop * 255).astype(np.uint8), "L").resize((new_w, new_h), Image.LANCZOS)
     d = np.asarray(digit, dtype=np.float64)
@@ -147,3 +301,14 @@ def load_digit(source: str | os.PathLike | bytes, name: str | None = None) -> to
     """Read an image file (or its bytes) and make it an MNIST-style uint8 (28, 28) input."""
     name = name or (str(source) if not isinstance(source, bytes) else "image")
     return prepare(open_image(source, name), name)
+
+
+def save_input(image: torch.Tensor, path: str | os.PathLike, scale: int = 8) -> Path:
+    """Write the 28x28 input as the model saw it (white ink on black) as a PNG, each pixel drawn
+    as a scale x scale block so it can be looked at, and nothing smoothed."""
+    Image = _pil()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(image.cpu().numpy().astype(np.uint8), "L")
+    img.resize((28 * scale, 28 * scale), Image.NEAREST).save(path)
+    return path

@@ -1,6 +1,10 @@
-"""Classify digits: MNIST test images by index now, people's image files (see `prepare_image`)."""
+"""Classify digits: MNIST test images, and people's image files (files, folders, globs) in batches."""
 
 from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
 
 import torch
 
@@ -19,3 +23,70 @@ def top_k(probs: torch.Tensor, k: int = 3) -> list[list[tuple[int, float]]]:
     """[(digit, probability), ...] best first, for each row."""
     values, digits = probs.topk(k, dim=1)
     return [[(int(d), float(v)) for d, v in zip(ds, vs)] for ds, vs in zip(digits, values)]
+
+
+def find_images(sources: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The files to read from what a person typed: files, folders (their image files, sorted) and
+    globs (for shells that pass them on unexpanded). Also (argument, problem) for each that gave none."""
+    from .images import EXTENSIONS
+
+    files, problems, seen = [], [], set()
+
+    def add(path: Path) -> None:
+        key = os.path.abspath(path)
+        if key not in seen:
+            seen.add(key)
+            files.append(path)
+
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and p.suffix.lower() in EXTENSIONS and not p.name.startswith("."))
+            if not found:
+                problems.append((source, f"{source}: folder holds no image files ({', '.join(EXTENSIONS)})"))
+            for p in found:
+                add(p)
+        elif path.exists() or not glob.has_magic(source):
+            add(path)  # a missing file is reported when it is read, in its turn
+        else:
+            matches = sorted(Path(m) for m in glob.glob(source, recursive=True) if Path(m).is_file())
+            if not matches:
+                problems.append((source, f"{source}: no files match"))
+            for p in matches:
+                add(p)
+    return files, problems
+
+
+def predict_files(model: torch.nn.Module, files: list[Path], mean: float, std: float,
+                  device: torch.device | str = "cpu", batch_size: int = 256,
+                  progress: bool = False) -> list[dict]:
+    """One result per file, in order: {file, prediction, probability, top3, input} where `input`
+    is the uint8 (28, 28) image the model saw, or {file, error} for a file that cannot be read.
+
+    Files are read and classified `batch_size` at a time, so memory stays flat for any number.
+    """
+    from tqdm import tqdm
+
+    from .images import ImageError, load_digit
+
+    results: list[dict] = [{} for _ in files]
+    # disable=None: a bar only when someone watches (stderr is a terminal).
+    with tqdm(total=len(files), unit="file", desc="predict", disable=None if progress else True,
+              leave=False, dynamic_ncols=True) as bar:
+        for start in range(0, len(files), batch_size):
+            read, inputs = [], []
+            for i in range(start, min(start + batch_size, len(files))):
+                results[i]["file"] = str(files[i])
+                try:
+                    inputs.append(load_digit(files[i], str(files[i])))
+                    read.append(i)
+                except ImageError as e:
+                    results[i]["error"] = str(e)
+                bar.update()
+            if inputs:
+                probs = classify(model, torch.stack(inputs), mean, std, device)
+                for i, image, best in zip(read, inputs, top_k(probs)):
+                    results[i].update(prediction=best[0][0], probability=best[0][1], top3=best,
+                                      input=image)
+    return results

@@ -128,22 +128,24 @@ def run_name(cfg: Config) -> str:
 
 
 def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None = None,
-        on_epoch=None) -> dict:
+        on_epoch=None, on_end=None) -> dict:
     """Train a LeNet5 as `cfg` says; return a summary (run folder, best metrics, history).
 
     `resume` is a `last.pt` to continue exactly where it stopped. `on_epoch(row)` is called on the
-    primary process after each epoch (the CLI uses it to print the epoch line).
+    primary process after each epoch (the CLI uses it to print the epoch line); `on_end(run_path)`
+    once training is done, before the wandb mirror closes, so what it adds to the run folder (test
+    metrics, plots) is mirrored too.
     """
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist_info, device = setup_distributed(cfg)
     if dist_info.world == 1:
-        return _fit(cfg, dist_info, device, data, resume, on_epoch)
+        return _fit(cfg, dist_info, device, data, resume, on_epoch, on_end)
     import torch.distributed as dist
 
     try:
-        return _fit(cfg, dist_info, device, data, resume, on_epoch)
+        return _fit(cfg, dist_info, device, data, resume, on_epoch, on_end)
     except (dist.DistError, RuntimeError) as e:  # a peer died or stopped answering
         raise TrainingError(f"rank {dist_info.rank}: lost contact with the other processes "
                             f"({_first_line(e)}); the job stopped, its last epoch is in last.pt: "
@@ -152,7 +154,8 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
         dist.destroy_process_group()
 
 
-def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None, resume, on_epoch) -> dict:
+def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None, resume, on_epoch,
+         on_end) -> dict:
     seed_everything(cfg)
     primary = dist_info.primary
 
@@ -319,6 +322,8 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
                 stopped_early = True
                 break
             start_step = 0
+        if primary and on_end:
+            on_end(run.path)
     finally:
         interrupt.restore()
         if tracker:
