@@ -28,12 +28,14 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))  # seed_code.py: the seed's own model class
 
 from lenet5 import LeNet5  # noqa: E402
 from lenet5.config import choose_device, from_recipe  # noqa: E402
 from lenet5.data import MEAN, STD, load_mnist  # noqa: E402
 from lenet5.evaluate import evaluate, predict_logits  # noqa: E402
 from lenet5.train import fit  # noqa: E402
+from seed_code import SeedLeNet5  # noqa: E402
 
 
 class SeedStyleMNIST(torch.utils.data.Dataset):
@@ -59,7 +61,7 @@ def seed_epoch(data, device, workers: int = 0) -> float:
     """One epoch of the seed's loop; returns seconds."""
     loader = torch.utils.data.DataLoader(SeedStyleMNIST(data.train_images, data.train_labels),
                                          batch_size=64, shuffle=True, num_workers=workers)
-    model = LeNet5().to(device)
+    model = SeedLeNet5().to(device)
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     sync(device)
@@ -104,14 +106,17 @@ def time_to_accuracy(data, device, recipe: str, **overrides) -> dict:
             "test_accuracy": m["accuracy"]}
 
 
-def inference_rate(data, device, batch_size: int = 10000, repeats: int = 5) -> float:
+def inference_rate(data, device, batch_size: int = 10000, repeats: int = 5,
+                   channels_last: bool = False) -> float:
     model = LeNet5().to(device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     images = data.test_images.to(device)
-    predict_logits(model, images, MEAN, STD, batch_size, device)  # warm-up
+    predict_logits(model, images, MEAN, STD, batch_size, device, channels_last)  # warm-up
     sync(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
-        predict_logits(model, images, MEAN, STD, batch_size, device)
+        predict_logits(model, images, MEAN, STD, batch_size, device, channels_last)
     sync(device)
     return repeats * len(images) / (time.perf_counter() - t0)
 
@@ -141,6 +146,11 @@ def main() -> int:
     ours_s = lenet5_epoch(data, device, 64)
     report("lenet5_epoch_s", round(ours_s, 3), f"lenet5 path, epoch at batch 64:       {ours_s:6.2f} s")
     report("speedup_batch64", round(seed_s / ours_s, 2), f"speed-up at batch 64:                 {seed_s / ours_s:6.2f}x")
+    nchw_s = lenet5_epoch(data, device, 64, channels_last=False)
+    report("lenet5_epoch_nchw_s", round(nchw_s, 3), f"lenet5 path, batch 64, NCHW:          {nchw_s:6.2f} s")
+    big_s = lenet5_epoch(data, device, 256)
+    report("lenet5_epoch_b256_s", round(big_s, 3), f"lenet5 path, epoch at batch 256:      {big_s:6.2f} s "
+                                                   f"({seed_s / big_s:.2f}x the seed pipeline)")
     fast = time_to_accuracy(data, device, "fast")
     report("fast_recipe", fast, f"--recipe fast: {100 * fast['test_accuracy']:.2f}% test accuracy in "
                                 f"{fast['train_seconds']:.1f} s ({fast['epochs']} epochs)")
@@ -150,6 +160,8 @@ def main() -> int:
                                        f"accuracy in {full['train_seconds']:.1f} s ({full['epochs']} epochs)")
     rate = inference_rate(data, device)
     report("inference_images_per_s", round(rate), f"inference, test set at batch 10000:  {rate:,.0f} images/s")
+    rate_cl = inference_rate(data, device, channels_last=True)
+    report("inference_cl_images_per_s", round(rate_cl), f"  the same, channels_last:            {rate_cl:,.0f} images/s")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report("peak_rss_mb", round(peak), f"peak RSS:                             {peak:6.0f} MB")
     if device.type == "cuda":

@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="data", help="MNIST root (default: data)")
     p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
-    p.add_argument("--batch-size", type=int, default=4096, help="images per batch (default: 4096)")
+    p.add_argument("--batch-size", type=int, default=1024, help="images per batch (default: 1024)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     p = sub.add_parser(

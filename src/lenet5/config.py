@@ -45,9 +45,9 @@ class Config:
     deterministic: bool = False  # deterministic kernels (slower on GPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     threads: int = 0  # CPU threads for torch (0: torch's default)
-    channels_last: bool = False  # memory format for the convolutions
+    channels_last: bool = True  # NHWC convolutions: ~15 % faster steps on the CPU (oneDNN)
     compile: bool = False  # torch.compile the model
-    eval_batch_size: int = 2048
+    eval_batch_size: int = 1024  # images per batch when scoring the validation set
     dist_timeout: int = 300  # seconds a process waits for the others under torchrun before giving up
     progress: bool = True  # progress bars
     dry_run: bool = False  # a few steps of one epoch through the real path, then stop

@@ -208,7 +208,8 @@ def split_validation(images: torch.Tensor, labels: torch.Tensor, size: int, seed
 
 def normalize(images: torch.Tensor, mean: float = MEAN, std: float = STD) -> torch.Tensor:
     """uint8 (B, 28, 28) -> float (B, 1, 28, 28), scaled to [0, 1] then standardised."""
-    return ((images.float() / 255.0 - mean) / std).unsqueeze(1)
+    # (x / 255 - mean) / std, as two fused-friendly ops on the whole batch
+    return images.unsqueeze(1).float().sub_(255.0 * mean).mul_(1.0 / (255.0 * std))
 
 
 def shift(images: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tensor:

@@ -67,8 +67,10 @@ def setup_distributed(cfg: Config) -> tuple[Dist, torch.device]:
 def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # foreach: one multi-tensor kernel per update instead of one per parameter (faster on CPU too)
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay,
+                           foreach=True)
 
 
 def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
