@@ -106,7 +106,27 @@ def time_to_accuracy(data, device, recipe: str, **overrides) -> dict:
             "test_accuracy": m["accuracy"]}
 
 
-def inference_rate(data, device, batch_size: int = 10000, repeats: int = 5,
+def training_peak_rss_mb(device) -> float:
+    """Peak RSS of a `lenet5 train` process of its own (one epoch of the default recipe).
+
+    Measured inside the child: a forked child's ru_maxrss would include this process's memory.
+    """
+    import subprocess
+
+    child = ("import resource, runpy, sys\n"
+             "sys.argv = ['lenet5'] + sys.argv[1:]\n"
+             "try:\n    runpy.run_module('lenet5', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    proc = subprocess.run([sys.executable, "-c", child, "train", "--epochs", "1", "--no-test",
+                           "--no-progress", "--data-dir", str(ROOT / "data"), "--out-dir", str(TMP),
+                           "--name", "rss", "--device", str(device)],
+                          check=True, capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})
+    return int(proc.stdout.rsplit("RSS", 1)[1]) / 1024
+
+
+def inference_rate(data, device, batch_size: int = 1024, repeats: int = 5,
                    channels_last: bool = False) -> float:
     model = LeNet5().to(device).eval()
     if channels_last:
@@ -158,12 +178,16 @@ def main() -> int:
         full = time_to_accuracy(data, device, "default")
         report("default_recipe", full, f"--recipe default: {100 * full['test_accuracy']:.2f}% test "
                                        f"accuracy in {full['train_seconds']:.1f} s ({full['epochs']} epochs)")
-    rate = inference_rate(data, device)
-    report("inference_images_per_s", round(rate), f"inference, test set at batch 10000:  {rate:,.0f} images/s")
-    rate_cl = inference_rate(data, device, channels_last=True)
-    report("inference_cl_images_per_s", round(rate_cl), f"  the same, channels_last:            {rate_cl:,.0f} images/s")
+    for batch in (1024, 10000):
+        for cl in (True, False):
+            rate = inference_rate(data, device, batch, channels_last=cl)
+            layout = "NHWC" if cl else "NCHW"
+            report(f"inference_b{batch}_{layout.lower()}_images_per_s", round(rate),
+                   f"inference, test set, batch {batch:>5} {layout}: {rate:>10,.0f} images/s")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    report("peak_rss_mb", round(peak), f"peak RSS:                             {peak:6.0f} MB")
+    report("peak_rss_mb", round(peak), f"peak RSS of this benchmark:           {peak:6.0f} MB")
+    train_rss = training_peak_rss_mb(device)  # after the timings: it is a heavy process of its own
+    report("training_peak_rss_mb", round(train_rss), f"peak RSS of `lenet5 train`:           {train_rss:6.0f} MB")
     if device.type == "cuda":
         gpu = torch.cuda.max_memory_allocated(device) / 2**20
         report("peak_gpu_mb", round(gpu), f"peak GPU memory:                      {gpu:6.0f} MB")
