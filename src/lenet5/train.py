@@ -249,7 +249,7 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
             t0 = time.perf_counter()
             model.train()
             bar = tqdm(range(first, last), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                       disable=not (primary and cfg.progress), leave=False, dynamic_ncols=True)
+                       disable=None if (primary and cfg.progress) else True, leave=False, dynamic_ncols=True)
             for step in bar:
                 if interrupt.requested:  # Ctrl-C: stop between steps, so the state is exact
                     bar.close()
