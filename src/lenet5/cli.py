@@ -50,6 +50,16 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                                 help=help_text, metavar=f.name.upper())
 
 
+def _location_flags(p: argparse.ArgumentParser, data_help: str | None = "MNIST root (default: data)",
+                    device: bool = True) -> None:
+    """--data-dir, --out-dir (where the newest run is looked for) and --device."""
+    if data_help:
+        p.add_argument("--data-dir", default="data", help=data_help)
+    p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
+    if device:
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lenet5", description="LeNet-5 for MNIST: train, evaluate, predict, look inside.")
@@ -69,9 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="test loss, accuracy, per-class accuracy, confusion matrix")
     p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
-    p.add_argument("--data-dir", default="data", help="MNIST root (default: data)")
-    p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    _location_flags(p)
     p.add_argument("--batch-size", type=int, default=1024, help="images per batch (default: 1024)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
@@ -90,9 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="files per batch (default: 256)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar (it only shows on a terminal anyway)")
-    p.add_argument("--data-dir", default="data", help="MNIST root, for --index (default: data)")
-    p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    _location_flags(p, data_help="MNIST root, for --index (default: data)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
     p = sub.add_parser("show", help="save a test image as PNG; --activations: what the conv layers see",
@@ -106,9 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw the conv1 and conv2 feature maps for the digit")
     p.add_argument("--out", default=None,
                    help="PNG to write (default: digit-<N>.png, or activations-<N>.png)")
-    p.add_argument("--data-dir", default="data", help="MNIST root (default: data)")
-    p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    _location_flags(p)
 
     p = sub.add_parser("plot", help="redraw a run's plots from its files",
                        description="Draw curves.png (loss, accuracy, learning rate per epoch), "
@@ -116,9 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "from a run folder's metrics.csv and best.pt and the MNIST test set.")
     p.add_argument("run", nargs="?", help="run folder or checkpoint (default: newest run)")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: the run folder)")
-    p.add_argument("--data-dir", default="data", help="MNIST root (default: data)")
-    p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    _location_flags(p)
 
     p = sub.add_parser("summary", help="the layer table: output shapes, parameters, multiply-adds",
                        description="LeNet-5 layer by layer for one 1x28x28 input, measured by running "
@@ -136,8 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "<name>.torchscript.pt)")
     p.add_argument("--verify", action="store_true",
                    help="run the export on all 10,000 MNIST test images and compare with PyTorch")
-    p.add_argument("--data-dir", default="data", help="MNIST root, for --verify (default: data)")
-    p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
+    _location_flags(p, data_help="MNIST root, for --verify (default: data)", device=False)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = sub.add_parser("serve", help="a web page to draw digits on, and its JSON API",
@@ -146,8 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; 0.0.0.0 opens it to the network (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port, 0 picks a free one (default: 8000)")
-    p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    _location_flags(p, data_help=None)
     return parser
 
 
