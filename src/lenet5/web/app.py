@@ -32,6 +32,7 @@ try:
     from PIL import Image
     from pydantic import BaseModel, Field
     from starlette.concurrency import run_in_threadpool
+    from fastapi_offline import FastAPIOffline
 except ImportError as e:
     raise Lenet5Error(f"the web demo needs {e.name}: pip install 'lenet5[web]'") from None
 
@@ -130,7 +131,9 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     mean, std = normalization(obj)
     gate = threading.BoundedSemaphore(MAX_DECODING)
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs and /redoc pages serve their scripts from here, not a
+    # CDN, so the API documentation works offline too.
+    app = FastAPIOffline(
         title="lenet5", version=__version__,
         description="Draw a digit at /, or POST an image to /api/predict. The image is prepared "
                     "as `lenet5 predict FILE` does (grayscale, ink made white on black, cropped, "
