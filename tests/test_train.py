@@ -119,3 +119,28 @@ def test_config_errors():
         from_recipe("default", monitor="val_acc", val_size=0)
     with pytest.raises(ConfigError, match="--recipe"):
         from_recipe("nope")
+
+
+def test_real_ctrl_c_saves_last_and_says_how_to_resume(tmp_path):
+    """SIGINT to a running `lenet5 train`: exit 130, last.pt written whole, a one-line hint."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import DATA
+
+    cmd = [sys.executable, "-m", "lenet5", "train", "--data-dir", str(DATA), "--out-dir",
+           str(tmp_path), "--name", "c", "--limit", "20000", "--val-size", "1000", "--epochs", "30",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**__import__("os").environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:  # wait for the first epoch line, then press Ctrl-C
+        if line.startswith("epoch  1/30"):
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"continue with: lenet5 train --resume {tmp_path / 'c'}" in err and "Traceback" not in err
+    last = load(tmp_path / "c" / "last.pt")
+    assert last["epoch"] >= 1 and last["config"]["epochs"] == 30
+    assert sorted(p.name for p in (tmp_path / "c").iterdir() if p.name.startswith(".")) == []
