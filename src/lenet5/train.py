@@ -172,7 +172,8 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
     n = len(train_x)
 
     model = LeNet5().to(device)
-    if cfg.channels_last:
+    channels_last = cfg.channels_last and device.type in ("cpu", "cuda")  # MPS: not worth the risk
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
     optimizer = make_optimizer(cfg, model)
@@ -258,7 +259,7 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
                         checkpoint.save(snapshot(epoch, step, epoch_gen_state, running), run.path / "last.pt")
                     raise Interrupted(run.path / "last.pt")
                 x, y = plan.batch(step, train_x, train_y, cfg.mean, cfg.std, rank, world)
-                if cfg.channels_last:
+                if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 global_n = len(plan.indices(step))
                 logits = step_model(x)
@@ -299,7 +300,7 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
             # the same early-stopping decision without talking to each other.
             val_images, val_labels = (val_x[:512], val_y[:512]) if cfg.dry_run else (val_x, val_y)
             val = evaluate(model, val_images, val_labels, cfg.mean, cfg.std, cfg.eval_batch_size,
-                           device, cfg.channels_last)
+                           device, channels_last)
             row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                    "val_loss": val["loss"], "val_acc": val["accuracy"],
                    "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
