@@ -109,15 +109,17 @@ def time_to_accuracy(data, device, recipe: str, **overrides) -> dict:
 def training_peak_rss_mb(device) -> float:
     """Peak RSS of a `lenet5 train` process of its own (one epoch of the default recipe).
 
-    Measured inside the child: a forked child's ru_maxrss would include this process's memory.
+    Measured inside the child as VmHWM (the peak of its own address space): ru_maxrss survives
+    exec and would count this benchmark's memory too.
     """
     import subprocess
 
-    child = ("import resource, runpy, sys\n"
+    child = ("import runpy, sys\n"
              "sys.argv = ['lenet5'] + sys.argv[1:]\n"
              "try:\n    runpy.run_module('lenet5', run_name='__main__')\n"
              "except SystemExit:\n    pass\n"
-             "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+             "print('RSS', hwm.split()[1])\n")
     proc = subprocess.run([sys.executable, "-c", child, "train", "--epochs", "1", "--no-test",
                            "--no-progress", "--data-dir", str(ROOT / "data"), "--out-dir", str(TMP),
                            "--name", "rss", "--device", str(device)],
