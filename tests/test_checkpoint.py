@@ -19,6 +19,9 @@ def test_round_trip_keeps_weights(tmp_path):
         assert torch.equal(a, b)
     assert normalization(obj) == (0.5, 0.25)
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "c.pt").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_plain_and_ddp_state_dicts_load(tmp_path):

@@ -11,6 +11,7 @@ Formats read:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import tempfile
@@ -25,21 +26,34 @@ FORMAT = "lenet5"
 VERSION = 1
 
 
-def save(obj, path: str | os.PathLike) -> None:
-    """Write `obj` with torch.save to a temporary file beside `path`, then move it into place."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """A temporary path beside `path`, moved into place only if the block succeeds.
+
+    A crash or Ctrl-C leaves the old file or the new one, never half of either. The new file gets
+    the usual permissions (0666 less the umask), not mkstemp's 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def save(obj, path: str | os.PathLike) -> None:
+    """torch.save `obj` to `path` atomically (flushed to disk before it is moved into place)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def load(path: str | os.PathLike) -> dict:

@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import os
 import struct
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from .checkpoint import atomic_path
 from .errors import DataError
 
 MEAN, STD = 0.1307, 0.3081  # statistics of the MNIST training images, as in the seed
@@ -142,17 +142,15 @@ def download(
         for mirror in mirrors:
             url = f"{mirror}{name}.gz"
             for attempt in range(retries):
-                fd, tmp = tempfile.mkstemp(dir=raw_dir, prefix=f".{name}.", suffix=".part")
-                os.close(fd)
                 try:
-                    with tqdm(desc=f"{name}.gz", unit="B", unit_scale=True, disable=not show_progress,
-                              leave=False) as bar:
-                        def progress(n: int, total: int) -> None:
-                            bar.total = total or None
-                            bar.update(n)
-                        fetch(url, Path(tmp), progress)
-                    verify(Path(tmp), name)
-                    os.replace(tmp, dest)
+                    with atomic_path(dest) as tmp:  # in place only once it verifies
+                        with tqdm(desc=f"{name}.gz", unit="B", unit_scale=True,
+                                  disable=not show_progress, leave=False) as bar:
+                            def progress(n: int, total: int) -> None:
+                                bar.total = total or None
+                                bar.update(n)
+                            fetch(url, tmp, progress)
+                        verify(tmp, name)
                     break
                 except DataError as e:  # a bad file will not get better by retrying this mirror
                     errors.append(f"{url}: {e}")
@@ -161,9 +159,6 @@ def download(
                     errors.append(f"{url}: {e}")
                     if attempt + 1 < retries:
                         time.sleep(min(2**attempt, 4))
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
             if dest.exists():
                 break
         if not dest.exists():

@@ -9,11 +9,9 @@ dynamic. onnx, onnxscript and onnxruntime (the `onnx` extra) are imported inside
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 
 from . import __version__
 from .data import normalize
+from .checkpoint import atomic_path
 from .errors import Lenet5Error
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # format -> file suffix
@@ -76,7 +75,7 @@ def export(model: torch.nn.Module, mean: float, std: float, fmt: str, out: str |
     meta = metadata(mean, std, source)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with _atomic(out) as tmp:
+        with atomic_path(out) as tmp:
             opset = (_write_onnx if fmt == "onnx" else _write_torchscript)(wrapped, tmp, meta)
     except OSError as e:
         raise ExportError(f"{out}: cannot write ({e.strerror or e})") from None
@@ -84,19 +83,6 @@ def export(model: torch.nn.Module, mean: float, std: float, fmt: str, out: str |
     if opset is not None:
         info["opset"] = opset
     return info
-
-
-@contextlib.contextmanager
-def _atomic(path: Path):
-    """A temporary path beside `path`, moved into place only if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _need_onnx(runtime: bool = False):

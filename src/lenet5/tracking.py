@@ -9,7 +9,6 @@ import csv
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
@@ -19,10 +18,10 @@ COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "sec
 
 def write_text(path: Path, text: str) -> None:
     """Atomic text write: a crash leaves the old file or the new one, never half of either."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from .checkpoint import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 class RunDir:
