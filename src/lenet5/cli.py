@@ -207,9 +207,9 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"train_acc {100 * row['train_acc']:.2f}%  {val}lr {row['lr']:.2e}  "
               f"{row['seconds']:.1f}s", flush=True)
 
-    def on_end(run: Path) -> None:
+    def on_end(run: Path, data) -> None:
         if args.test and not cfg.dry_run:
-            _test_and_plot(cfg, run)
+            _test_and_plot(cfg, run, data)
 
     result = fit(cfg, resume=resume, on_epoch=on_epoch, on_end=on_end)
     if not result["primary"]:
@@ -220,23 +220,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _test_and_plot(cfg: Config, run: Path) -> None:
+def _test_and_plot(cfg: Config, run: Path, data) -> None:
     """After training: score best.pt on the test set, then draw the run's plots beside it."""
     from .checkpoint import load_model, normalization
     from .config import choose_device
-    from .data import load_mnist
-    from .evaluate import evaluate
+    from .evaluate import metrics_from_logits, predict_logits
     from .plots import draw_run
+    from .tracking import write_text
 
     device = choose_device(cfg.device)
     model, obj = load_model(run / "best.pt", device)
-    data = load_mnist(cfg.data_dir)
-    metrics = evaluate(model, data.test_images, data.test_labels, *normalization(obj), device=device)
-    (run / "test_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    logits = predict_logits(model, data.test_images, *normalization(obj), device=device).cpu()
+    metrics = metrics_from_logits(logits, data.test_labels)
+    write_text(run / "test_metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(f"test accuracy {100 * metrics['accuracy']:.2f}%  test loss {metrics['loss']:.4f}  "
           f"(best.pt, 10,000 MNIST test images)")
     try:
-        written = draw_run(run, data.test_images, data.test_labels, device)
+        written = draw_run(run, data.test_images, data.test_labels, device, logits=logits)
         print(f"plots: {', '.join(str(p) for p in written)}")
     except Lenet5Error as e:  # e.g. matplotlib missing: the trained model is what matters
         print(f"lenet5: plots skipped: {e}", file=sys.stderr)

@@ -15,7 +15,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -238,9 +238,6 @@ class EpochPlan:
                                          device=generator.device).to(device)
         self.steps = (n + batch_size - 1) // batch_size
 
-    def indices(self, step: int) -> torch.Tensor:
-        return self.order[step * self.batch_size:(step + 1) * self.batch_size]
-
     def batch(self, step: int, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float,
               rank: int = 0, world: int = 1):
         """The (x, y) of one step; under data parallelism each rank takes every world-th sample."""
@@ -251,8 +248,3 @@ class EpochPlan:
             x = shift(x, self.offsets[sl], self.shift_px)
         return normalize(x, mean, std), labels[idx]
 
-
-def iterate(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Sequential (uint8 images, labels) batches, for evaluation."""
-    for i in range(0, len(images), batch_size):
-        yield images[i:i + batch_size], labels[i:i + batch_size]

@@ -223,9 +223,11 @@ def plot_activations(image: torch.Tensor, maps: dict[str, torch.Tensor], out: st
 
 
 def draw_run(run: str | os.PathLike, images: torch.Tensor, labels: torch.Tensor,
-             device: torch.device | str = "cpu", out_dir: str | os.PathLike | None = None) -> list[Path]:
+             device: torch.device | str = "cpu", out_dir: str | os.PathLike | None = None,
+             logits: torch.Tensor | None = None) -> list[Path]:
     """Draw every run plot from a run folder's files (metrics.csv, best.pt) and the test set.
 
+    `logits` of best.pt on `images`, when the caller has them already, spare a second pass.
     Returns the PNG paths written (into the run folder, or `out_dir`).
     """
     from .checkpoint import load_model, normalization, resolve
@@ -236,7 +238,8 @@ def draw_run(run: str | os.PathLike, images: torch.Tensor, labels: torch.Tensor,
     out = Path(out_dir) if out_dir else path.parent
     model, obj = load_model(path, device)
     mean, std = normalization(obj)
-    logits = predict_logits(model, images, mean, std, device=device).cpu()
+    if logits is None:
+        logits = predict_logits(model, images, mean, std, device=device).cpu()
     metrics = metrics_from_logits(logits, labels.cpu())
     probs = torch.softmax(logits, 1)
     written = []

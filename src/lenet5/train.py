@@ -133,10 +133,10 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
         on_epoch=None, on_end=None) -> dict:
     """Train a LeNet5 as `cfg` says; return a summary (run folder, best metrics, history).
 
-    `resume` is a `last.pt` to continue exactly where it stopped. `on_epoch(row)` is called on the
-    primary process after each epoch (the CLI uses it to print the epoch line); `on_end(run_path)`
-    once training is done, before the wandb mirror closes, so what it adds to the run folder (test
-    metrics, plots) is mirrored too.
+    `resume` is a `last.pt` to continue exactly where it stopped. On the primary process,
+    `on_epoch(row)` is called after each epoch (the CLI prints the epoch line) and
+    `on_end(run_path, data)` once training is done, with the MNIST set already loaded, before the
+    wandb mirror closes, so what it adds to the run folder (test metrics, plots) is mirrored too.
     """
     cfg.validate()
     if cfg.threads:
@@ -261,7 +261,7 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
                 x, y = plan.batch(step, train_x, train_y, cfg.mean, cfg.std, rank, world)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                global_n = len(plan.indices(step))
+                global_n = min(cfg.batch_size, n - step * cfg.batch_size)
                 logits = step_model(x)
                 # Summed over this process's samples and divided by the global batch: after
                 # DDP averages over `world` processes, the gradient is the global batch mean.
@@ -326,7 +326,7 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
                 break
             start_step = 0
         if primary and on_end:
-            on_end(run.path)
+            on_end(run.path, data)
     finally:
         interrupt.restore()
         if tracker:
