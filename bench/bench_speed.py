@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # seed_code.py: the seed's own model cl
 from lenet5 import LeNet5  # noqa: E402
 from lenet5.config import choose_device, from_recipe  # noqa: E402
 from lenet5.data import MEAN, STD, load_mnist  # noqa: E402
+from lenet5.errors import Lenet5Error  # noqa: E402
 from lenet5.evaluate import evaluate, predict_logits  # noqa: E402
 from lenet5.train import fit  # noqa: E402
 from seed_code import SeedLeNet5  # noqa: E402
@@ -202,4 +203,7 @@ def main() -> int:
 TMP = Path(".")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except Lenet5Error as e:  # a wrong --device, missing data: one line, as the CLI says it
+        sys.exit(f"bench_speed: {e}")

@@ -24,6 +24,17 @@ def test_round_trip_keeps_weights(tmp_path):
     assert (tmp_path / "c.pt").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
+def test_saved_tensors_are_portable(tmp_path):
+    """A channels-last (or GPU) model is saved as plain CPU tensors in the standard layout."""
+    model = LeNet5().to(memory_format=torch.channels_last)
+    assert not model.conv2.weight.is_contiguous()
+    save({"model": model.state_dict(), "nested": [(model.fc1.bias,)]}, tmp_path / "c.pt")
+    obj = torch.load(tmp_path / "c.pt", weights_only=True)
+    tensors = [*obj["model"].values(), obj["nested"][0][0]]
+    assert all(t.is_contiguous() and t.device.type == "cpu" for t in tensors)
+    assert torch.equal(obj["model"]["conv2.weight"], model.conv2.weight)
+
+
 def test_plain_and_ddp_state_dicts_load(tmp_path):
     sd = LeNet5().state_dict()
     torch.save(sd, tmp_path / "plain.pth")

@@ -48,10 +48,25 @@ def atomic_path(path: str | os.PathLike):
             os.unlink(tmp)
 
 
+def portable(obj):
+    """`obj` with every tensor on the CPU in the standard layout: a file written on a GPU, or from
+    a channels-last model, then loads anywhere, even with the seed's bare `torch.load`."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", memory_format=torch.contiguous_format)
+    if isinstance(obj, dict):
+        return {k: portable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [portable(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(portable(v) for v in obj)
+    return obj
+
+
 def save(obj, path: str | os.PathLike) -> None:
-    """torch.save `obj` to `path` atomically (flushed to disk before it is moved into place)."""
+    """torch.save `obj` to `path` atomically (flushed to disk before it is moved into place), its
+    tensors made portable first."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
+        torch.save(portable(obj), f)
         f.flush()
         os.fsync(f.fileno())
 

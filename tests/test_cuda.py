@@ -1,0 +1,103 @@
+"""The CUDA path, where torch sees a GPU: `bash bench/gpu_check.sh` runs these there.
+
+Skipped, with the reason said, on a machine without one (CI has none); everything else in the
+suite runs the same code on the CPU.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import DATA
+from lenet5.checkpoint import load, load_model
+from lenet5.config import from_recipe
+from lenet5.evaluate import evaluate, predict_logits
+from lenet5.train import fit
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+QUICK = dict(limit=12000, val_size=1000, epochs=2, progress=False)
+CUDA = torch.device("cuda")
+
+
+def tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from tensors(v)
+
+
+@pytest.fixture(scope="module")
+def gpu_run(mnist, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cuda")
+    result = fit(from_recipe("default", device="cuda", out_dir=str(out), name="gpu", **QUICK), mnist)
+    return out / "gpu", result
+
+
+def test_trains_on_the_gpu_and_reads_the_same_as_the_cpu(gpu_run, mnist):
+    run, result = gpu_run
+    assert result["device"].startswith("cuda") and result["epochs_run"] == 2
+    images, labels = mnist.test_images[:2000], mnist.test_labels[:2000]
+    gpu, _ = load_model(run / "best.pt", CUDA)
+    cpu, _ = load_model(run / "best.pt", "cpu")
+    on_gpu = predict_logits(gpu, images, 0.1307, 0.3081, 1024, CUDA)
+    assert on_gpu.device.type == "cuda"
+    assert torch.allclose(on_gpu.cpu(), predict_logits(cpu, images, 0.1307, 0.3081), atol=1e-3)
+    assert evaluate(gpu, images, labels, 0.1307, 0.3081, 1024, CUDA)["accuracy"] > 0.9
+
+
+def test_files_written_on_the_gpu_load_on_a_cpu_only_machine(gpu_run):
+    """Every tensor saved is a CPU tensor: the seed's bare torch.load works without a GPU."""
+    run, _ = gpu_run
+    for name in ("best.pt", "last.pt", "mnist_lenet5.pth"):
+        saved = list(tensors(torch.load(run / name, weights_only=True)))  # no map_location
+        assert saved and all(t.device.type == "cpu" for t in saved), name
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after_epoch_1(row):
+    if row["epoch"] == 1:
+        raise _Crash
+
+
+def test_resume_on_the_gpu_continues_the_run(tmp_path, mnist):
+    def cfg(name):
+        return from_recipe("default", name=name, device="cuda", out_dir=str(tmp_path),
+                           deterministic=True, **QUICK)
+
+    fit(cfg("full"), mnist)
+    with pytest.raises(_Crash):
+        fit(cfg("part"), mnist, on_epoch=_crash_after_epoch_1)
+    resumed = fit(cfg("part"), mnist, resume=tmp_path / "part" / "last.pt")
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2]
+    a, b = load(tmp_path / "full" / "last.pt")["model"], load(tmp_path / "part" / "last.pt")["model"]
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4), k
+
+
+def test_torchrun_with_nccl(tmp_path):
+    """One process per GPU over nccl; with two or more GPUs, 2 processes match 1 (as on the CPU)."""
+    nproc = min(torch.cuda.device_count(), 2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+           "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "lenet5", "train",
+           "--device", "cuda", "--data-dir", str(DATA), "--limit", "4000", "--val-size", "500",
+           "--epochs", "2", "--no-progress", "--no-test", "--out-dir", str(tmp_path), "--name", "ddp"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    state = load(tmp_path / "ddp" / "last.pt")
+    assert state["epoch"] == 2 and all(torch.isfinite(t).all() for t in state["model"].values())
