@@ -175,3 +175,39 @@ def test_missing_wandb_package_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
     with pytest.raises(ConfigError, match=r"pip install 'lenet5\[wandb\]'"):
         start_wandb(from_recipe("default", wandb=True), RunDir(tmp_path))
+
+
+def test_resume_continues_the_online_wandb_run(no_account, monkeypatch, capsys):
+    """Online, a resumed run folder goes on in the wandb run it started (no W&B server here, so
+    wandb.init itself is stood in for; the decision is ours). Offline, it is a new run."""
+    calls = []
+
+    class Online:
+        id, url = "abc123", "https://wandb.example/run/abc123"
+
+        def define_metric(self, *a, **k):
+            pass
+
+    def init(**kw):
+        calls.append(kw)
+        return Online()
+
+    real_init = wandb.init
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    monkeypatch.setattr(wandb, "init", init)
+    run = RunDir(no_account / "runs" / "r")
+    run.path.mkdir(parents=True)
+    start_wandb(from_recipe("default", wandb=True), run)
+    assert "id" not in calls[0] and json.loads((run.path / "wandb.json").read_text())["id"] == "abc123"
+    start_wandb(from_recipe("default", wandb=True), run)  # as `lenet5 train --resume ... --wandb`
+    assert calls[1]["id"] == "abc123" and calls[1]["resume"] == "allow"
+    (run.path / "wandb.json").write_text("{not json")  # damaged: a new run, not a traceback
+    start_wandb(from_recipe("default", wandb=True), run)
+    assert "id" not in calls[2]
+
+    monkeypatch.setattr(wandb, "init", real_init)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    (run.path / "wandb.json").write_text('{"id": "abc123"}')
+    tracker = start_wandb(from_recipe("default", wandb=True), run)
+    assert tracker.wb_run.id != "abc123"
+    tracker.finish(run, {})

@@ -76,6 +76,7 @@ class RunDir:
 
 INIT_TIMEOUT_S = 20.0  # wandb's own default (90 s) stalls training start when the network is gone
 FINISH_TIMEOUT_S = 60.0  # an upload that cannot finish is left for `wandb sync`
+WANDB_ID_FILE = "wandb.json"  # in the run folder: the online wandb run that `--resume` continues
 
 
 def _has_wandb_key(wandb) -> bool:
@@ -177,10 +178,19 @@ def start_wandb(cfg, run: RunDir) -> WandbTracker | None:
                   tags=list(cfg.wandb_tags), group=run.path.name, config=to_dict(cfg),
                   job_type="train", notes=f"lenet5 run folder: {run.path}")
 
+    # A resumed run folder continues its online wandb run. Offline, wandb cannot look up the run
+    # it would continue, so a resumed run is a new offline run in the same group.
+    ids = run.path / WANDB_ID_FILE
+    try:
+        previous = json.loads(ids.read_text()).get("id") if ids.is_file() else None
+    except (OSError, ValueError, AttributeError):  # unreadable or not our JSON: start a new run
+        previous = None
+
     def init(mode: str):
         settings = wandb.Settings(mode=mode, init_timeout=INIT_TIMEOUT_S,
                                   finish_timeout=FINISH_TIMEOUT_S, silent=True, console="off")
-        wb_run = wandb.init(settings=settings, reinit="create_new", **kwargs)
+        same = dict(id=previous, resume="allow") if mode == "online" and previous else {}
+        wb_run = wandb.init(settings=settings, reinit="create_new", **kwargs, **same)
         wb_run.define_metric("epoch")
         wb_run.define_metric("*", step_metric="epoch")  # curves against epochs, as in metrics.csv
         return wb_run
@@ -201,4 +211,8 @@ def start_wandb(cfg, run: RunDir) -> WandbTracker | None:
         _say(f"offline ({why}): logging to {where}; upload later with: wandb sync {where}")
     elif mode == "online":
         _say(f"logging to {wb_run.url}")
+        try:
+            write_text(ids, json.dumps({"id": wb_run.id, "url": wb_run.url}) + "\n")
+        except OSError as e:
+            _say(f"could not remember the run id in {ids} ({e}); a resume starts a new wandb run")
     return WandbTracker(wandb, wb_run)
