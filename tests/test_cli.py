@@ -70,9 +70,12 @@ def test_show_writes_a_png(tmp_path):
     (["predict", "--index", "10000", "X"], "X: no such checkpoint file"),
     (["show", "--index", "-1"], "--index -1: the test set has images 0 to 9999"),
     (["train", "--data-dir", "/nonexistent/mnist", "--dry-run"], "could not download|MNIST"),
+    (["train", "--out-dir", "a-file", "--dry-run", "--data-dir", str(DATA)], r"a-file/\S+: Not a directory"),
+    (["show", "--index", "3", "--out", "a-file/d.png"], r"a-file: File exists \(a file stands where a folder is needed\)"),
 ])
 def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").touch()
     if argv[0] == "show":
         argv = argv + ["--data-dir", str(DATA)]
     if argv[:3] == ["train", "--data-dir", "/nonexistent/mnist"]:

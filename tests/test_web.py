@@ -206,6 +206,12 @@ def test_serve_refuses_a_busy_port_in_one_line(ckpt, capsys):
     assert err.startswith("lenet5: error:") and "cannot listen there" in err and len(err.splitlines()) == 1
 
 
+def test_serve_refuses_a_port_out_of_range(ckpt, capsys):
+    assert main(["serve", str(ckpt), "--port", "99999", "--device", "cpu"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "lenet5: error: --port 99999: a TCP port is 1 to 65535 (0 picks a free one)")
+
+
 def test_serve_command_runs_and_stops_on_ctrl_c(ckpt):
     """`python -m lenet5 serve --port 0`: says where it listens, answers, and Ctrl-C ends it."""
     proc = subprocess.Popen([sys.executable, "-m", "lenet5", "serve", str(ckpt), "--port", "0",

@@ -162,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     except Lenet5Error as e:
         print(f"lenet5: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a path given that cannot be read or written: the file and why, one line
+        where = f"{e.filename}: " if e.filename else ""
+        why = e.strerror or str(e)
+        if isinstance(e, (FileExistsError, NotADirectoryError)):  # mkdir over a file, a/file/b
+            why = f"{why} (a file stands where a folder is needed)"
+        print(f"lenet5: error: {where}{why}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as e:
         path = getattr(e, "path", None)
         where = f"; progress saved, continue with: lenet5 train --resume {path.parent}" if path else ""

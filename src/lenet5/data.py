@@ -145,7 +145,7 @@ def download(
                 try:
                     with atomic_path(dest) as tmp:  # in place only once it verifies
                         with tqdm(desc=f"{name}.gz", unit="B", unit_scale=True,
-                                  disable=not show_progress, leave=False) as bar:
+                                  disable=None if show_progress else True, leave=False) as bar:
                             def progress(n: int, total: int) -> None:
                                 bar.total = total or None
                                 bar.update(n)

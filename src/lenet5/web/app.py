@@ -208,6 +208,8 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
 
 def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
     """A listening socket, so a busy port is one clear error and port 0 can pick a free one."""
+    if not 0 <= port <= 65535:  # getaddrinfo would quietly wrap 99999 round to 34463
+        raise ConfigError(f"--port {port}: a TCP port is 1 to 65535 (0 picks a free one)")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
