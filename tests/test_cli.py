@@ -71,6 +71,7 @@ def test_show_writes_a_png(tmp_path):
     (["show", "--index", "-1"], "--index -1: the test set has images 0 to 9999"),
     (["train", "--data-dir", "/nonexistent/mnist", "--dry-run"], "could not download|MNIST"),
     (["train", "--out-dir", "a-file", "--dry-run", "--data-dir", str(DATA)], r"a-file/\S+: Not a directory"),
+    (["train", "--resume", "a-file"], "--resume a-file: a run continues from the last.pt in its folder"),
     (["show", "--index", "3", "--out", "a-file/d.png"], r"a-file: File exists \(a file stands where a folder is needed\)"),
 ])
 def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):

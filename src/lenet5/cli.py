@@ -189,7 +189,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume = None
     if args.resume:
         resume = checkpoint.resolve(args.resume, which="last.pt")
-        if resume.name != "last.pt":
+        if resume.name != "last.pt":  # best.pt, mnist_lenet5.pth: the run goes on from its latest state
+            if not (resume.parent / "last.pt").is_file():
+                raise ConfigError(f"--resume {args.resume}: a run continues from the last.pt in its "
+                                  f"folder, and {resume.parent / 'last.pt'} does not exist")
             resume = resume.parent / "last.pt"
         state = checkpoint.load(resume)
         if state.get("format") != checkpoint.FORMAT or "optimizer" not in state:
