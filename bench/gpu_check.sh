@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # lenet5 on a CUDA machine, in one pass: the CUDA tests (tests/test_cuda.py: training, resume,
-# CPU-loadable files, torchrun over nccl), then the speed benchmark with the GPU targets.
+# CPU-loadable files, torchrun over nccl with 2+ GPUs), then the speed benchmark with the GPU targets.
 #
 #     bash bench/gpu_check.sh            # figures and logs to $OUT, else bench/results/
 #
