@@ -20,7 +20,7 @@ class LeNet5(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28), normalised
         # The seed writes pool(relu(conv(x))). ReLU and max-pool commute (ReLU never reorders
         # values), forward and backward alike, so pooling first gives identical logits and
-        # gradients while ReLU touches a quarter of the values: about 6% off a CPU step.
+        # gradients while ReLU touches a quarter of the values (3.5% off a CPU epoch at batch 64).
         x = F.relu(self.pool(self.conv1(x)))  # (B, 6, 12, 12)
         x = F.relu(self.pool(self.conv2(x)))  # (B, 16, 4, 4)
         x = torch.flatten(x, 1)  # (B, 256); flatten rather than view: works for channels_last too
