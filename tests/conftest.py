@@ -30,6 +30,15 @@ def raw_copy(tmp_path):
     return tmp_path / "data"
 
 
+class Crash(Exception):
+    """Raised from on_epoch: like a crash right after the epoch's checkpoint was written."""
+
+
+def crash_after_epoch_1(row):
+    if row["epoch"] == 1:
+        raise Crash
+
+
 def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
     magic = magic if magic is not None else 0x800 + array.ndim
     return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()

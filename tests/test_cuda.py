@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from conftest import DATA
+from conftest import DATA, Crash, crash_after_epoch_1
 from lenet5.checkpoint import load, load_model
 from lenet5.config import from_recipe
 from lenet5.evaluate import evaluate, predict_logits
@@ -62,23 +62,14 @@ def test_files_written_on_the_gpu_load_on_a_cpu_only_machine(gpu_run):
         assert saved and all(t.device.type == "cpu" for t in saved), name
 
 
-class _Crash(Exception):
-    pass
-
-
-def _crash_after_epoch_1(row):
-    if row["epoch"] == 1:
-        raise _Crash
-
-
 def test_resume_on_the_gpu_continues_the_run(tmp_path, mnist):
     def cfg(name):
         return from_recipe("default", name=name, device="cuda", out_dir=str(tmp_path),
                            deterministic=True, **QUICK)
 
     fit(cfg("full"), mnist)
-    with pytest.raises(_Crash):
-        fit(cfg("part"), mnist, on_epoch=_crash_after_epoch_1)
+    with pytest.raises(Crash):
+        fit(cfg("part"), mnist, on_epoch=crash_after_epoch_1)
     resumed = fit(cfg("part"), mnist, resume=tmp_path / "part" / "last.pt")
     assert [r["epoch"] for r in resumed["history"]] == [1, 2]
     a, b = load(tmp_path / "full" / "last.pt")["model"], load(tmp_path / "part" / "last.pt")["model"]

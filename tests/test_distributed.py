@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from conftest import DATA
+from conftest import DATA, Crash, crash_after_epoch_1
 from lenet5.checkpoint import load
 from lenet5.config import from_recipe
 from lenet5.train import fit
@@ -59,21 +59,12 @@ def test_two_processes_match_one(tmp_path, mnist):
     assert abs(two_val - one["history"][-1]["val_acc"]) <= 0.004
 
 
-class _Crash(Exception):
-    pass
-
-
-def _crash_after_1(row):
-    if row["epoch"] == 1:
-        raise _Crash
-
-
 def test_resume_under_torchrun(tmp_path, mnist):
     ref, _ = single_process_weights(tmp_path, mnist)
     cfg = from_recipe("default", data_dir=str(DATA), out_dir=str(tmp_path), name="cut", limit=4000,
                       val_size=500, epochs=2, deterministic=True, progress=False)
-    with pytest.raises(_Crash):
-        fit(cfg, mnist, on_epoch=_crash_after_1)
+    with pytest.raises(Crash):
+        fit(cfg, mnist, on_epoch=crash_after_epoch_1)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "lenet5", "train", "--resume", str(tmp_path / "cut"), "--threads", "1",
            "--no-progress", "--no-test"]

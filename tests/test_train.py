@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import Crash, crash_after_epoch_1
 from lenet5 import train as train_mod
 from lenet5.checkpoint import load, load_model
 from lenet5.config import from_recipe
@@ -41,19 +42,10 @@ def test_short_run_learns_and_writes_its_run_folder(tmp_path, mnist):
     seed_model.load_state_dict(torch.load(run / "mnist_lenet5.pth"))
 
 
-class _Crash(Exception):
-    pass
-
-
-def _crash_after_epoch_1(row):
-    if row["epoch"] == 1:
-        raise _Crash  # like a crash right after the epoch's checkpoint was written
-
-
 def test_resume_ends_with_the_same_weights(tmp_path, mnist):
     full = fit(cfg_for(tmp_path, name="full", epochs=3), mnist)
-    with pytest.raises(_Crash):
-        fit(cfg_for(tmp_path, name="part", epochs=3), mnist, on_epoch=_crash_after_epoch_1)
+    with pytest.raises(Crash):
+        fit(cfg_for(tmp_path, name="part", epochs=3), mnist, on_epoch=crash_after_epoch_1)
     part_last = tmp_path / "runs" / "part" / "last.pt"
     assert load(part_last)["epoch"] == 1
     resumed = fit(cfg_for(tmp_path, name="part", epochs=3), mnist, resume=part_last)
