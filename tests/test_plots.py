@@ -22,7 +22,6 @@ from lenet5.summary import format_layers, layers
 def figures(monkeypatch):
     """Every figure saved, by file name, kept open for inspection (and still written)."""
     saved = {}
-    real = plots._save
 
     def keep(fig, out):
         saved[str(out).rsplit("/", 1)[-1]] = fig
