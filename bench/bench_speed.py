@@ -173,13 +173,22 @@ def main() -> int:
     big_s = lenet5_epoch(data, device, 256)
     report("lenet5_epoch_b256_s", round(big_s, 3), f"lenet5 path, epoch at batch 256:      {big_s:6.2f} s "
                                                    f"({seed_s / big_s:.2f}x the seed pipeline)")
-    fast = time_to_accuracy(data, device, "fast")
-    report("fast_recipe", fast, f"--recipe fast: {100 * fast['test_accuracy']:.2f}% test accuracy in "
-                                f"{fast['train_seconds']:.1f} s ({fast['epochs']} epochs)")
-    if args.full:
-        full = time_to_accuracy(data, device, "default")
-        report("default_recipe", full, f"--recipe default: {100 * full['test_accuracy']:.2f}% test "
-                                       f"accuracy in {full['train_seconds']:.1f} s ({full['epochs']} epochs)")
+    # On CUDA each figure comes twice: eager steps, and each step replayed as one CUDA graph.
+    variants = [("", {})] + ([("_graphs", {"cuda_graphs": True})] if device.type == "cuda" else [])
+    for suffix, kw in variants:
+        label = " (CUDA graphs)" if kw else ""
+        if kw:
+            g_s = lenet5_epoch(data, device, 64, **kw)
+            report("lenet5_epoch_graphs_s", round(g_s, 3), f"lenet5 path, batch 64{label}:  {g_s:6.2f} s "
+                                                           f"({seed_s / g_s:.2f}x the seed pipeline)")
+        fast = time_to_accuracy(data, device, "fast", **kw)
+        report(f"fast_recipe{suffix}", fast, f"--recipe fast{label}: {100 * fast['test_accuracy']:.2f}% test "
+                                             f"accuracy in {fast['train_seconds']:.2f} s ({fast['epochs']} epochs)")
+        if args.full:
+            full = time_to_accuracy(data, device, "default", **kw)
+            report(f"default_recipe{suffix}", full, f"--recipe default{label}: {100 * full['test_accuracy']:.2f}% "
+                                                    f"test accuracy in {full['train_seconds']:.2f} s "
+                                                    f"({full['epochs']} epochs)")
     for batch in (1024, 10000):
         for cl in (True, False):
             rate = inference_rate(data, device, batch, channels_last=cl)

@@ -77,6 +77,40 @@ def test_resume_on_the_gpu_continues_the_run(tmp_path, mnist):
         assert torch.allclose(a[k], b[k], atol=1e-4), k
 
 
+def graph_cfg(tmp_path, recipe, name, graphs, **kw):
+    # 10,960 training images: 85 full batches of 128 and a short one of 80, which runs eagerly
+    return from_recipe(recipe, device="cuda", out_dir=str(tmp_path), name=name, cuda_graphs=graphs,
+                       deterministic=True, **{**QUICK, "limit": 11960, "batch_size": 128, **kw})
+
+
+def max_difference(a, b):
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.mark.parametrize("recipe", ["default", "seed"])
+def test_cuda_graphs_train_as_the_eager_steps_do(tmp_path, mnist, recipe):
+    """Replays run the eager arithmetic (up to float rounding of lr and momentum as tensors)."""
+    eager = fit(graph_cfg(tmp_path, recipe, "eager", False), mnist)
+    graphs = fit(graph_cfg(tmp_path, recipe, "graphs", True), mnist)
+    a, b = load(tmp_path / "eager" / "last.pt")["model"], load(tmp_path / "graphs" / "last.pt")["model"]
+    assert max_difference(a, b) < 1e-3
+    assert graphs["history"][1]["train_loss"] < graphs["history"][0]["train_loss"] < 2.3  # it learns
+    for e, g in zip(eager["history"], graphs["history"]):
+        assert abs(e["train_loss"] - g["train_loss"]) < 1e-3 and abs(e["val_acc"] - g["val_acc"]) < 5e-3
+        assert e["train_acc"] == pytest.approx(g["train_acc"], abs=5e-3)  # the sums count every step
+
+
+def test_cuda_graphs_resume(tmp_path, mnist):
+    fit(graph_cfg(tmp_path, "default", "full", True), mnist)
+    with pytest.raises(Crash):
+        fit(graph_cfg(tmp_path, "default", "part", True), mnist, on_epoch=crash_after_epoch_1)
+    resumed = fit(graph_cfg(tmp_path, "default", "part", True), mnist,
+                  resume=tmp_path / "part" / "last.pt")
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2]
+    a, b = load(tmp_path / "full" / "last.pt")["model"], load(tmp_path / "part" / "last.pt")["model"]
+    assert max_difference(a, b) < 1e-3
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="nccl needs a GPU for each process")
 def test_torchrun_over_nccl_matches_one_process(tmp_path, mnist):
     args = ["--data-dir", str(DATA), "--limit", "4000", "--val-size", "500", "--epochs", "2",

@@ -15,8 +15,8 @@ from .config import RECIPES, Config, flag, from_dict, from_recipe
 from .errors import ConfigError, Lenet5Error
 
 # Flags that may change when a run is resumed; everything else comes from the checkpoint.
-RESUMABLE = {"device", "threads", "progress", "data_dir", "dist_timeout", "wandb", "wandb_project", "wandb_name",
-             "wandb_tags"}
+RESUMABLE = {"device", "threads", "progress", "data_dir", "dist_timeout", "cuda_graphs", "wandb", "wandb_project",
+             "wandb_name", "wandb_tags"}
 
 
 def _field_comments() -> dict[str, str]:

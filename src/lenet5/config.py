@@ -47,6 +47,7 @@ class Config:
     threads: int = 0  # CPU threads for torch (0: torch's default)
     channels_last: bool = True  # NHWC convolutions: ~15 % faster steps on the CPU (oneDNN)
     compile: bool = False  # torch.compile the model
+    cuda_graphs: bool = False  # replay each training step as one recorded CUDA graph (CUDA, SGD, one process)
     eval_batch_size: int = 1024  # images per batch when scoring the validation set
     dist_timeout: int = 300  # seconds a process waits for the others under torchrun before giving up
     progress: bool = True  # progress bars

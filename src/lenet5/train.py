@@ -16,7 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from . import checkpoint
 from .config import Config, choose_device, to_dict
@@ -24,6 +23,7 @@ from .data import MNIST, EpochPlan, load_mnist, split_validation
 from .errors import ConfigError, TrainingError
 from .evaluate import evaluate
 from .model import LeNet5
+from .step import GraphedStep, TrainStep
 from .tracking import RunDir
 
 
@@ -125,6 +125,18 @@ def seed_everything(cfg: Config) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def check_cuda_graphs(cfg: Config, device: torch.device, world: int) -> None:
+    """--cuda-graphs records one fixed step: say plainly where it cannot."""
+    if not cfg.cuda_graphs:
+        return
+    why = (f"needs a CUDA device (this run is on {device.type}); drop the flag" if device.type != "cuda"
+           else "works with --optimizer sgd only" if cfg.optimizer != "sgd"
+           else "runs in one process; drop it under torchrun" if world > 1
+           else "and --compile both take the whole step: choose one" if cfg.compile else "")
+    if why:
+        raise ConfigError(f"--cuda-graphs {why}")
+
+
 def run_name(cfg: Config) -> str:
     return cfg.name or f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -158,6 +170,7 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
 
 def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None, resume, on_epoch,
          on_end) -> dict:
+    check_cuda_graphs(cfg, device, dist_info.world)
     seed_everything(cfg)
     primary = dist_info.primary
 
@@ -210,6 +223,10 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
         train_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     step_model = torch.compile(train_model) if cfg.compile else train_model
+    if cfg.cuda_graphs:
+        train_step = GraphedStep(step_model, optimizer, cfg.batch_size, channels_last, cfg.label_smoothing)
+    else:
+        train_step = TrainStep(step_model, optimizer, cfg.label_smoothing, dist_info.world)
     tracker = None
     if primary and cfg.wandb:
         from .tracking import start_wandb
@@ -240,13 +257,8 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
             plan = EpochPlan(n, cfg.batch_size, cfg.shift, generator, device)
             first = start_step if epoch == start_epoch else 0
             last = min(plan.steps, first + 3) if cfg.dry_run else plan.steps
-            loss_sum = torch.zeros((), device=device)  # summed on device: no per-step host sync
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            seen = 0
-            if epoch == start_epoch and resume_sums:
-                loss_sum += resume_sums["loss_sum"]
-                correct += int(resume_sums["correct"])
-                seen = int(resume_sums["seen"])
+            train_step.reset(resume_sums if epoch == start_epoch else None)
+            seen = int(resume_sums["seen"]) if epoch == start_epoch and resume_sums else 0
             t0 = time.perf_counter()
             model.train()
             bar = tqdm(range(first, last), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
@@ -255,28 +267,19 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
                 if interrupt.requested:  # Ctrl-C: stop between steps, so the state is exact
                     bar.close()
                     if primary:
-                        running = {"loss_sum": loss_sum.item(), "correct": correct.item(), "seen": seen}
+                        running = {"loss_sum": train_step.loss_sum.item(),
+                                   "correct": train_step.correct.item(), "seen": seen}
                         checkpoint.save(snapshot(epoch, step, epoch_gen_state, running), run.path / "last.pt")
                     raise Interrupted(run.path / "last.pt")
                 x, y = plan.batch(step, train_x, train_y, cfg.mean, cfg.std, rank, world)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                global_n = min(cfg.batch_size, n - step * cfg.batch_size)
-                logits = step_model(x)
-                # Summed over this process's samples and divided by the global batch: after
-                # DDP averages over `world` processes, the gradient is the global batch mean.
-                loss = F.cross_entropy(logits, y, reduction="sum",
-                                       label_smoothing=cfg.label_smoothing) * (world / global_n)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                train_step(x, y, min(cfg.batch_size, n - step * cfg.batch_size))
                 if sched_every == "step":
                     scheduler.step()
-                loss_sum += loss.detach() * (global_n / world)
-                correct += (logits.detach().argmax(1) == y).sum()
                 seen += len(y)
                 if step % 100 == 99 and primary:
-                    running = loss_sum.item() / max(seen, 1)
+                    running = train_step.loss_sum.item() / max(seen, 1)
                     if not math.isfinite(running):
                         raise TrainingError(_nan_message(cfg, epoch, step, run))
                     bar.set_postfix(loss=f"{running:.4f}")
@@ -285,7 +288,7 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
                 scheduler.step()
 
             # Reduce the epoch's training figures across processes.
-            totals = torch.stack([loss_sum, correct.to(loss_sum.dtype),
+            totals = torch.stack([train_step.loss_sum, train_step.correct.to(train_step.loss_sum.dtype),
                                   torch.tensor(float(seen), device=device)])
             if world > 1:
                 import torch.distributed as dist

@@ -1,0 +1,109 @@
+"""The training step: its SGD update is torch.optim.SGD's, bit for bit; the graph form agrees."""
+
+import pytest
+import torch
+
+from lenet5.config import from_recipe
+from lenet5.errors import ConfigError
+from lenet5.model import LeNet5
+from lenet5.step import TrainStep, sgd_update
+from lenet5.train import check_cuda_graphs, make_optimizer, make_scheduler
+
+STEPS = 12
+
+
+def batches(n=STEPS, size=32):
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(size, 1, 28, 28, generator=g), torch.randint(0, 10, (size,), generator=g))
+            for _ in range(n)]
+
+
+def setup(cfg):
+    torch.manual_seed(0)
+    model = LeNet5()
+    optimizer = make_optimizer(cfg, model)
+    scheduler, _ = make_scheduler(cfg, optimizer, STEPS)
+    return model, optimizer, scheduler
+
+
+def plain_loop(cfg):
+    """The loop every PyTorch tutorial writes: backward, then optimizer.step()."""
+    model, optimizer, scheduler = setup(cfg)
+    for x, y in batches():
+        loss = torch.nn.functional.cross_entropy(model(x), y, reduction="sum") * (1 / len(y))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    return model, optimizer
+
+
+CASES = {
+    "default (nesterov, weight decay, onecycle momentum)": dict(recipe="default"),
+    "seed (plain momentum, StepLR)": dict(recipe="seed"),
+    "no momentum": dict(recipe="default", schedule="constant", momentum=0.0, nesterov=False),
+    "adamw (optimizer.step)": dict(recipe="default", optimizer="adamw", lr=1e-3),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_step_is_the_plain_loop_bit_for_bit(case):
+    kw = dict(CASES[case])
+    cfg = from_recipe(kw.pop("recipe"), **kw)
+    expected_model, expected_opt = plain_loop(cfg)
+    model, optimizer, scheduler = setup(cfg)
+    step = TrainStep(model, optimizer)
+    for x, y in batches():
+        step(x, y, len(y))
+        scheduler.step()
+    for (name, a), b in zip(expected_model.named_parameters(), model.parameters()):
+        assert torch.equal(a, b), name
+    for a, b in zip(expected_opt.state.values(), optimizer.state.values()):
+        for key in a:
+            assert torch.equal(torch.as_tensor(a[key]), torch.as_tensor(b[key])), key
+    assert step.correct.item() >= 0 and step.loss_sum.item() > 0
+
+
+def test_update_from_device_tensors_matches_floats():
+    """The form a CUDA graph records (lr and momentum read from tensors) computes the same step."""
+    cfg = from_recipe("default")
+    runs = []
+    for as_tensors in (False, True):
+        model, optimizer, scheduler = setup(cfg)
+        group = optimizer.param_groups[0]
+        for x, y in batches():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            lr, momentum = group["lr"], group["momentum"]
+            if as_tensors:
+                lr, momentum = torch.tensor(lr), torch.tensor(momentum)
+            with torch.no_grad():
+                sgd_update(optimizer, lr, momentum)
+            scheduler.step()
+        runs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert not torch.equal(runs[0], setup(cfg)[0].fc1.weight.flatten())  # it did train
+    assert torch.allclose(runs[0], runs[1], rtol=1e-5, atol=1e-7)
+
+
+def test_reset_starts_from_zero_or_from_an_interrupted_epoch():
+    model, optimizer, _ = setup(from_recipe("default"))
+    step = TrainStep(model, optimizer)
+    step(*batches(1)[0], 32)
+    step.reset()
+    assert step.loss_sum.item() == 0 and step.correct.item() == 0
+    step.reset({"loss_sum": 1.5, "correct": 7, "seen": 9})
+    assert step.loss_sum.item() == 1.5 and step.correct.item() == 7
+
+
+@pytest.mark.parametrize("device, overrides, world, message", [
+    ("cpu", {}, 1, "needs a CUDA device"),
+    ("cuda", {"optimizer": "adamw"}, 1, "works with --optimizer sgd only"),
+    ("cuda", {}, 2, "runs in one process"),
+    ("cuda", {"compile": True}, 1, "choose one"),
+])
+def test_cuda_graphs_refuses_what_it_cannot_record(device, overrides, world, message):
+    cfg = from_recipe("default", cuda_graphs=True, **overrides)
+    with pytest.raises(ConfigError, match=f"--cuda-graphs .*{message}"):
+        check_cuda_graphs(cfg, torch.device(device), world)
+    check_cuda_graphs(from_recipe("default"), torch.device(device), world)  # off: nothing to check
