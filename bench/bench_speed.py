@@ -8,7 +8,8 @@
     DataLoader(batch_size=64, shuffle=True), the seed's loop with loss.item() every step;
 (b) lenet5's path (data resident on the device, batches cut by index, no per-step host sync).
 It prints epoch seconds for each and their ratio, time-to-accuracy for `--recipe fast`, images/s for
-batched inference on the test set, and peak memory. Never run it beside other heavy work: on a
+batched inference on the test set, and peak memory. On CUDA the training figures come twice: plain
+steps, and each step replayed as one CUDA graph (`--cuda-graphs`). Never run it beside other heavy work: on a
 2-core machine a second busy process makes every figure meaningless.
 """
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # lenet5 on a CUDA machine, in one pass: the CUDA tests (tests/test_cuda.py: training, resume,
-# CPU-loadable files, torchrun over nccl with 2+ GPUs), then the speed benchmark with the GPU targets.
+# CPU-loadable files, CUDA graphs against plain steps, torchrun over nccl with 2+ GPUs), then the
+# speed benchmark with the GPU targets (plain steps and --cuda-graphs side by side).
 #
 #     bash bench/gpu_check.sh            # figures and logs to $OUT, else bench/results/
 #

@@ -163,3 +163,14 @@ def test_epoch_plan_covers_every_image_once_and_shards_across_ranks():
         assert abs(len(shards[0]) - len(shards[1])) <= 1
         seen += torch.cat(shards).tolist()
     assert sorted(seen) == list(range(103))
+
+
+def test_whole_epoch_at_once_is_every_batch_in_order(mnist):
+    """What a CUDA epoch uses instead of one batch() per step: the same values, bit for bit."""
+    images, labels = mnist.train_images[:1000], mnist.train_labels[:1000]
+    plan = EpochPlan(1000, 64, 2, torch.Generator().manual_seed(3), torch.device("cpu"))
+    x_all, y_all = plan.whole(images, labels, 0.1307, 0.3081)
+    assert x_all.shape == (1000, 1, 28, 28)
+    for step in range(plan.steps):  # 15 full batches and a short one of 40
+        x, y = plan.batch(step, images, labels, 0.1307, 0.3081)
+        assert torch.equal(x, x_all[step * 64:(step + 1) * 64]) and torch.equal(y, y_all[step * 64:(step + 1) * 64])

@@ -127,12 +127,15 @@ class GraphedStep(TrainStep):
     def __call__(self, x: torch.Tensor, y: torch.Tensor, global_n: int) -> None:
         if len(y) != self.batch_size:
             return super().__call__(x, y, global_n)
+        self.x.copy_(x)  # warm-up, capture and replay all see the same buffers, strides included
+        self.y.copy_(y)
         if self.graph is None and self.warm < self.WARMUP:
-            side = torch.cuda.Stream(device=self.x.device)
-            side.wait_stream(torch.cuda.current_stream(self.x.device))
+            device = self.x.device
+            side = torch.cuda.Stream(device=device)
+            side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):
-                super().__call__(x, y, global_n)
-            torch.cuda.current_stream(self.x.device).wait_stream(side)
+                super().__call__(self.x, self.y, global_n)
+            torch.cuda.current_stream(device).wait_stream(side)
             self.warm += 1
             return
         if self.graph is None:
@@ -141,8 +144,6 @@ class GraphedStep(TrainStep):
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 self._step(self.x, self.y, self.batch_size, self.lr, self.momentum)
-        self.x.copy_(x)
-        self.y.copy_(y)
         values = (self.group["lr"], self.group["momentum"])
         if values != self.values:  # onecycle: every step; StepLR: once an epoch at most
             self.lr.fill_(values[0])
