@@ -121,6 +121,7 @@ class GraphedStep(TrainStep):
         self.lr = torch.zeros((), device=device)
         self.momentum = torch.zeros((), device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.replay = None  # set once the step is recorded
         self.warm = 0
         self.values = (None, None)  # the (lr, momentum) last written to the device tensors
 
@@ -129,24 +130,33 @@ class GraphedStep(TrainStep):
             return super().__call__(x, y, global_n)
         self.x.copy_(x)  # warm-up, capture and replay all see the same buffers, strides included
         self.y.copy_(y)
-        if self.graph is None and self.warm < self.WARMUP:
-            device = self.x.device
-            side = torch.cuda.Stream(device=device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
-                super().__call__(self.x, self.y, global_n)
-            torch.cuda.current_stream(device).wait_stream(side)
+        if self.replay is None and self.warm < self.WARMUP:
+            self._warm_up(global_n)
             self.warm += 1
             return
-        if self.graph is None:
+        if self.replay is None:
             for p in self.params:  # the graph's backward makes (and keeps) its own gradients
                 p.grad = None
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self._step(self.x, self.y, self.batch_size, self.lr, self.momentum)
+            self.replay = self._record()
         values = (self.group["lr"], self.group["momentum"])
         if values != self.values:  # onecycle: every step; StepLR: once an epoch at most
             self.lr.fill_(values[0])
             self.momentum.fill_(values[1])
             self.values = values
-        self.graph.replay()
+        self.replay()
+
+    def _warm_up(self, global_n: int) -> None:
+        """One eager step on a side stream, as torch's CUDA graph notes advise before capture."""
+        device = self.x.device
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            super().__call__(self.x, self.y, global_n)
+        torch.cuda.current_stream(device).wait_stream(side)
+
+    def _record(self):
+        """Capture one step over the fixed buffers (nothing runs yet); return what replays it."""
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._step(self.x, self.y, self.batch_size, self.lr, self.momentum)
+        return self.graph.replay
