@@ -36,7 +36,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         if f.name == "recipe":
             continue
         default = getattr(defaults, f.name)
-        help_text = comments.get(f.name, "")
+        help_text = comments.get(f.name, "").replace("%", "%%")  # argparse %-formats help text
         shown = default if not isinstance(default, str) or default else "''"
         help_text = f"{help_text} (default: {shown})" if help_text else f"(default: {shown})"
         name = f"--{flag(f.name)}"
