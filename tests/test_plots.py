@@ -130,6 +130,34 @@ def test_show_activations_draws_the_feature_maps_of_that_digit(run, mnist, figur
     assert any(re.match(rf"test image 7: true label {label}, predicted \d", t) for t in texts(fig))
 
 
+def test_show_reads_your_own_picture_too(run, mnist, figures, tmp_path, capsys):
+    """--image: the activations of a photo-like picture, drawn from the 28x28 input made of it."""
+    import numpy as np
+    from people import render
+
+    from lenet5.images import load_digit
+
+    photo = tmp_path / "my-seven.jpg"
+    photo.write_bytes(render(mnist.test_images[0].numpy(), np.random.default_rng(0)))
+    seen = load_digit(photo)
+    out = tmp_path / "act.png"
+    assert main(["show", str(run), "--image", str(photo), "--activations", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"saved {out}"
+    fig = figures["act.png"]
+    shown = [torch.as_tensor(a.get_images()[0].get_array().data) for sub in fig.subfigs for a in sub.axes
+             if a.get_images()]
+    assert torch.equal(shown[0], seen.to(shown[0].dtype))
+    assert any(re.match(rf"{re.escape(str(photo))}: predicted \d \(", t) for t in texts(fig))
+    # without --activations: the input as the model sees it, named after the picture
+    assert main(["show", "--image", str(photo), "--out", str(tmp_path / "in.png")]) == 0
+    assert "in.png" in figures
+
+
+def test_show_takes_an_index_or_an_image_not_both(tmp_path, capsys):
+    assert main(["show", "--index", "3", "--image", "x.png"]) == 1
+    assert "give --index N (a test image) or --image FILE (your own), not both" in capsys.readouterr().err
+
+
 def test_summary_is_measured_from_the_model():
     rows = layers(LeNet5())
     assert [(r["name"], r["shape"]) for r in rows] == [

@@ -102,16 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
     p = sub.add_parser("show", help="save a test image as PNG; --activations: what the conv layers see",
-                       description="Save MNIST test image N as a PNG titled with its label (the seed's "
-                                   "view), or with --activations the input, the six conv1 and the "
-                                   "sixteen conv2 feature maps a trained model computes for it.")
+                       description="Save MNIST test image N (or your own picture, --image) as a PNG "
+                                   "titled with its label (the seed's view), or with --activations the "
+                                   "input, the six conv1 and the sixteen conv2 feature maps a trained "
+                                   "model computes for it.")
     p.add_argument("checkpoint", nargs="?",
                    help="checkpoint or run folder, for --activations (default: newest run)")
-    p.add_argument("--index", type=int, default=0, metavar="N", help="test-set image number (default: 0)")
+    p.add_argument("--index", type=int, default=None, metavar="N", help="test-set image number (default: 0)")
+    p.add_argument("--image", metavar="FILE",
+                   help="a digit picture of your own instead, shown as the 28x28 input the model sees")
     p.add_argument("--activations", action="store_true",
                    help="draw the conv1 and conv2 feature maps for the digit")
     p.add_argument("--out", default=None,
-                   help="PNG to write (default: digit-<N>.png, or activations-<N>.png)")
+                   help="PNG to write (default: digit-<N>.png, or activations-<N>.png; <N> is the "
+                        "picture's name with --image)")
     _location_flags(p)
 
     p = sub.add_parser("plot", help="redraw a run's plots from its files",
@@ -401,15 +405,26 @@ def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .data import load_mnist
+    if args.image is not None and args.index is not None:
+        raise ConfigError("show: give --index N (a test image) or --image FILE (your own), not both")
+    if args.image is not None:
+        from .images import load_digit
 
-    data = load_mnist(args.data_dir)
-    _check_indices([args.index], len(data.test_images))
-    image, label = data.test_images[args.index], int(data.test_labels[args.index])
+        image, label, name = load_digit(args.image), None, Path(args.image).stem
+        what = f"{args.image}:"
+    else:
+        from .data import load_mnist
+
+        data = load_mnist(args.data_dir)
+        index = args.index if args.index is not None else 0
+        _check_indices([index], len(data.test_images))
+        image, label, name = data.test_images[index], int(data.test_labels[index]), str(index)
+        what = f"test image {index}: true label {label},"
     if not args.activations:
         from .plots import show_digit
 
-        out = show_digit(image, f"true label: {label}", args.out or f"digit-{args.index}.png")
+        title = f"true label: {label}" if label is not None else f"{args.image}, as the model sees it"
+        out = show_digit(image, title, args.out or f"digit-{name}.png")
         print(f"saved {out}")
         return 0
     from .data import normalize
@@ -420,9 +435,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     maps = feature_maps(model, normalize(image[None].to(device), mean, std))
     probs = maps["logits"].softmax(1)[0]
     pred = int(probs.argmax())
-    title = (f"test image {args.index}: true label {label}, predicted {pred} "
-             f"({100 * float(probs[pred]):.1f}%) by {path}")
-    out = plot_activations(image, maps, args.out or f"activations-{args.index}.png", title)
+    title = f"{what} predicted {pred} ({100 * float(probs[pred]):.1f}%) by {path}"
+    out = plot_activations(image, maps, args.out or f"activations-{name}.png", title)
     print(f"saved {out}")
     return 0
 
