@@ -144,6 +144,29 @@ def inference_rate(data, device, batch_size: int = 1024, repeats: int = 5,
     return repeats * len(images) / (time.perf_counter() - t0)
 
 
+def targets(out: dict, device) -> dict:
+    """The speed issue's targets for this kind of device, each met, missed or not measured (None)."""
+    def reached(keys, accuracy, seconds):
+        runs = [out[k] for k in keys if k in out]
+        if not runs:
+            return None
+        return any(r["test_accuracy"] >= accuracy and r["train_seconds"] < seconds for r in runs)
+
+    if device.type == "cuda":
+        rates = [v for k, v in out.items() if k.startswith("inference_")]
+        return {
+            ">= 99.0% in < 0.5 s": reached(["fast_recipe", "fast_recipe_graphs"], 0.990, 0.5),
+            ">= 99.4% in < 5 s": reached(["default_recipe", "default_recipe_graphs"], 0.994, 5.0),
+            ">= 5M images/s inference": max(rates) >= 5e6 if rates else None,
+        }
+    return {
+        "batch 64 >= 3x the seed pipeline": out["speedup_batch64"] >= 3.0,
+        "fast >= 99.0% in < 15 s": reached(["fast_recipe"], 0.990, 15.0),
+        "default >= 99.3% in < 60 s": reached(["default_recipe"], 0.993, 60.0),
+        "training RSS < 1 GB": out["training_peak_rss_mb"] < 1024,
+    }
+
+
 def main() -> int:
     global TMP
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -203,6 +226,9 @@ def main() -> int:
     if device.type == "cuda":
         gpu = torch.cuda.max_memory_allocated(device) / 2**20
         report("peak_gpu_mb", round(gpu), f"peak GPU memory:                      {gpu:6.0f} MB")
+    out["targets"] = targets(out, device)
+    for name, met in out["targets"].items():
+        print(f"target {name}: {'met' if met else 'MISSED' if met is not None else 'not measured'}")
     path = Path(args.out) if args.out else ROOT / "bench" / "results" / f"speed-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
