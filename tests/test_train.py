@@ -9,6 +9,7 @@ from lenet5.checkpoint import load, load_model
 from lenet5.config import from_recipe
 from lenet5.errors import ConfigError, TrainingError
 from lenet5.evaluate import evaluate
+from lenet5.model import LeNet5
 from lenet5.train import fit
 
 QUICK = dict(limit=6000, val_size=1000, epochs=2, batch_size=128, progress=False, threads=0)
@@ -136,3 +137,13 @@ def test_real_ctrl_c_saves_last_and_says_how_to_resume(tmp_path):
     last = load(tmp_path / "c" / "last.pt")
     assert last["epoch"] >= 1 and last["config"]["epochs"] == 30
     assert sorted(p.name for p in (tmp_path / "c").iterdir() if p.name.startswith(".")) == []
+
+
+def test_compiled_model_trains_and_saves_the_seeds_names(tmp_path, mnist):
+    """--compile: torch.compile's wrapper trains the same parameters; files keep the plain names."""
+    result = fit(cfg_for(tmp_path, name="compiled", compile=True, dry_run=True, limit=2000), mnist)
+    saved = weights(tmp_path / "runs" / "compiled" / "last.pt")
+    assert sorted(saved) == sorted(LeNet5().state_dict())
+    torch.manual_seed(0)
+    assert not torch.equal(saved["conv1.weight"], LeNet5().conv1.weight.detach())  # it stepped
+    assert result["epochs_run"] == 1
