@@ -126,3 +126,25 @@ def test_every_help_page_prints(command, capsys):
     assert out.startswith("usage: lenet5")
     if command == ["train"]:  # every Config field is a flag, its comment the help ("%" included)
         assert "--cuda-graphs" in out and "~15 % faster" in out
+
+
+@pytest.mark.parametrize("rank", [None, "0", "1"])
+def test_ctrl_c_is_reported_once_under_torchrun(rank, monkeypatch, capsys, tmp_path):
+    """Rank 0 saves last.pt and says so; the other ranks stop quietly instead of repeating it."""
+    from lenet5 import cli
+    from lenet5.train import Interrupted
+
+    def interrupted(args):
+        raise Interrupted(tmp_path / "run" / "last.pt")
+
+    monkeypatch.setitem(cli.COMMANDS, "summary", interrupted)
+    if rank is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", rank)
+    assert main(["summary"]) == 130
+    err = capsys.readouterr().err
+    if rank == "1":
+        assert err == ""
+    else:
+        assert err == f"lenet5: interrupted; progress saved, continue with: lenet5 train --resume {tmp_path / 'run'}\n"

@@ -111,3 +111,26 @@ def test_a_failing_rank_stops_the_job(tmp_path):
     assert rank1.returncode == 1 and "t10k-labels-idx1-ubyte.gz" in rank1.stderr
     assert rank0.returncode == 1, err0[-2000:]
     assert "rank 0: lost contact with the other processes" in err0 and "Traceback" not in err0
+
+
+def test_ctrl_c_under_torchrun_saves_mid_epoch_and_says_so_once(tmp_path):
+    """Ctrl-C reaches torchrun and both processes: each stops at a step boundary (a process already
+    inside the next step, whose all-reduce its stopped peer fails, stops at that same boundary),
+    rank 0 writes last.pt mid-epoch and prints the resume line once; no process reports an error."""
+    import signal
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "lenet5", "train", "--data-dir", str(DATA), "--limit", "20000", "--val-size", "1000",
+           "--epochs", "30", "--threads", "1", "--no-progress", "--no-test", "--out-dir", str(tmp_path),
+           "--name", "c"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env_one_thread(), start_new_session=True)
+    for line in proc.stdout:  # the first epoch line, then Ctrl-C to the whole process group
+        if line.startswith("epoch  1/30"):
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.startswith("lenet5:")]
+    assert lines == [f"lenet5: interrupted; progress saved, continue with: lenet5 train --resume {tmp_path / 'c'}"], err[-3000:]
+    last = load(tmp_path / "c" / "last.pt")
+    assert last["epoch"] >= 1 and last["config"]["epochs"] == 30

@@ -1,5 +1,7 @@
 """Training on real MNIST subsets: it learns, resumes exactly, stops cleanly, fails clearly."""
 
+import signal
+
 import pytest
 import torch
 
@@ -65,7 +67,7 @@ def test_ctrl_c_mid_epoch_saves_last_and_resume_is_exact(tmp_path, mnist, monkey
         @property
         def requested(self):
             CtrlCAtStep20.checks += 1
-            return CtrlCAtStep20.checks == 20 + 1  # first check of epoch 1 step 20
+            return signal.SIGINT if CtrlCAtStep20.checks == 20 + 1 else 0  # epoch 1, step 20
 
         @requested.setter
         def requested(self, value):
@@ -114,9 +116,11 @@ def test_config_errors():
         from_recipe("nope")
 
 
-def test_real_ctrl_c_saves_last_and_says_how_to_resume(tmp_path):
-    """SIGINT to a running `lenet5 train`: exit 130, last.pt written whole, a one-line hint."""
-    import signal
+@pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"),
+                                                (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_real_ctrl_c_saves_last_and_says_how_to_resume(tmp_path, signum, code, said):
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler, torchrun) to a running `lenet5 train`: the exit code
+    of that signal, last.pt written whole, a one-line hint."""
     import subprocess
     import sys
 
@@ -129,11 +133,11 @@ def test_real_ctrl_c_saves_last_and_says_how_to_resume(tmp_path):
                             env={**__import__("os").environ, "PYTHONUNBUFFERED": "1"})
     for line in proc.stdout:  # wait for the first epoch line, then press Ctrl-C
         if line.startswith("epoch  1/30"):
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
             break
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert f"continue with: lenet5 train --resume {tmp_path / 'c'}" in err and "Traceback" not in err
+    assert proc.returncode == code, err
+    assert err == f"lenet5: {said}; progress saved, continue with: lenet5 train --resume {tmp_path / 'c'}\n"
     last = load(tmp_path / "c" / "last.pt")
     assert last["epoch"] >= 1 and last["config"]["epochs"] == 30
     assert sorted(p.name for p in (tmp_path / "c").iterdir() if p.name.startswith(".")) == []
@@ -147,3 +151,20 @@ def test_compiled_model_trains_and_saves_the_seeds_names(tmp_path, mnist):
     torch.manual_seed(0)
     assert not torch.equal(saved["conv1.weight"], LeNet5().conv1.weight.detach())  # it stepped
     assert result["epochs_run"] == 1
+
+
+def test_a_second_signal_stops_at_once_but_never_cuts_the_save_short():
+    before = signal.getsignal(signal.SIGTERM)
+    flag = train_mod.InterruptFlag()
+    try:
+        flag._handle(signal.SIGTERM, None)
+        assert flag.requested == signal.SIGTERM  # remembered: the exit code and message name it
+        flag.saving = True
+        flag._handle(signal.SIGINT, None)  # e.g. torchrun passing the signal on while rank 0 saves
+        assert flag.requested == signal.SIGTERM
+        flag.saving = False
+        with pytest.raises(KeyboardInterrupt):
+            flag._handle(signal.SIGINT, None)
+    finally:
+        flag.restore()
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import re
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -174,10 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lenet5: error: {where}{why}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
-        path = getattr(e, "path", None)
+        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 saves and speaks for all
+            return 128 + getattr(e, "signum", signal.SIGINT)
+        path, signum = getattr(e, "path", None), getattr(e, "signum", signal.SIGINT)
+        what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
         where = f"; progress saved, continue with: lenet5 train --resume {path.parent}" if path else ""
-        print(f"lenet5: interrupted{where}", file=sys.stderr)
-        return 130
+        print(f"lenet5: {what}{where}", file=sys.stderr)
+        return 128 + signum
 
 
 def _config_overrides(args: argparse.Namespace) -> dict:

@@ -266,14 +266,21 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
             model.train()
             bar = tqdm(range(first, last), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                        disable=None if (primary and cfg.progress) else True, leave=False, dynamic_ncols=True)
+
+            def stop(step: int, signum: int):
+                """Save the state before `step` (rank 0) and end the run: Ctrl-C or SIGTERM came."""
+                bar.close()
+                if primary:
+                    interrupt.saving = True  # a signal now must not cut this save short
+                    running = {"loss_sum": train_step.loss_sum.item(),
+                               "correct": train_step.correct.item(), "seen": seen}
+                    checkpoint.save(snapshot(epoch, step, epoch_gen_state, running), run.path / "last.pt")
+                raise Interrupted(run.path / "last.pt", signum) from None
+
             for step in bar:
-                if interrupt.requested:  # Ctrl-C: stop between steps, so the state is exact
-                    bar.close()
-                    if primary:
-                        running = {"loss_sum": train_step.loss_sum.item(),
-                                   "correct": train_step.correct.item(), "seen": seen}
-                        checkpoint.save(snapshot(epoch, step, epoch_gen_state, running), run.path / "last.pt")
-                    raise Interrupted(run.path / "last.pt")
+                signum = interrupt.requested
+                if signum:  # stop between steps, so the state is exact
+                    stop(step, signum)
                 if whole is not None:
                     rows = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
                     x, y = whole[0][rows], whole[1][rows]
@@ -281,7 +288,15 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
                     x, y = plan.batch(step, train_x, train_y, cfg.mean, cfg.std, rank, world)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                train_step(x, y, min(cfg.batch_size, n - step * cfg.batch_size))
+                try:
+                    train_step(x, y, min(cfg.batch_size, n - step * cfg.batch_size))
+                except Exception:
+                    # Under torchrun the signal reaches each process at its own moment: a peer that
+                    # stopped at this step's boundary fails our gradient all-reduce. Nothing has been
+                    # updated yet, so this process stops at the same boundary.
+                    if world > 1 and interrupt.requested:
+                        stop(step, interrupt.requested)
+                    raise
                 if sched_every == "step":
                     scheduler.step()
                 seen += len(y)
@@ -348,31 +363,36 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
 
 
 class Interrupted(KeyboardInterrupt):
-    """Training was stopped by Ctrl-C; `path` holds the state to resume from."""
+    """Training was stopped by a signal (Ctrl-C, SIGTERM); `path` holds the state to resume from."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, signum: int = signal.SIGINT):
         super().__init__(str(path))
-        self.path = path
+        self.path, self.signum = path, signum
 
 
 class InterruptFlag:
-    """The first Ctrl-C asks the loop to stop at the next step boundary; a second one stops now."""
+    """The first Ctrl-C, or SIGTERM (what schedulers and torchrun send before they kill a job), asks
+    the loop to stop at the next step boundary; a second one stops at once, unless it comes while
+    that stop's checkpoint is being written."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.requested = 0  # the signal that asked, once one has
+        self.saving = False
+        self._previous = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
     def _handle(self, signum, frame):
-        if self.requested:
+        if self.requested and not self.saving:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested = self.requested or signum
 
     def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
 
 def _first_line(e: BaseException) -> str:
