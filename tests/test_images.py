@@ -104,6 +104,37 @@ def test_light_ink_on_dark_is_read_without_inverting(seven, clean):
     assert similarity(load_digit(png(Image.fromarray(255 - on_paper(seven)))), clean) > 0.9
 
 
+def bold_dark_on_light(digit: torch.Tensor, grow: int = 9) -> np.ndarray:
+    """A marker-thick version of an MNIST digit, dark on white, cropped tight to its ink."""
+    from PIL import ImageFilter
+
+    big = Image.fromarray(digit.numpy(), "L").resize((112, 112), Image.BICUBIC).filter(ImageFilter.MaxFilter(grow))
+    a = np.asarray(big)
+    ys, xs = np.nonzero(a > 128)
+    return 255 - a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def test_a_tight_crop_of_bold_ink_is_read_the_right_way_round(mnist):
+    """Ink can cover most of a tight crop: the edges, mostly paper, say which side is the paper."""
+    inky = 0
+    for i in range(10):
+        tight = bold_dark_on_light(mnist.test_images[i])
+        inky += (tight < 128).mean() > 0.5
+        with_margin = np.pad(tight, 40, constant_values=255)  # the same ink with paper round it
+        got, ref = load_digit(png(Image.fromarray(tight))), load_digit(png(Image.fromarray(with_margin)))
+        assert similarity(got, ref) > 0.85, i  # the same digit, give or take a pixel of centring
+    assert inky >= 5  # most of these crops are more ink than paper
+
+
+def test_a_dark_sheet_in_a_light_margin_stays_a_dark_sheet(mnist):
+    """MNIST-style light ink on a dark sheet, inside a white margin that nothing dark reaches."""
+    for i in range(5):
+        digit = mnist.test_images[i]
+        framed = np.pad(np.asarray(Image.fromarray(digit.numpy()).resize((112, 112), Image.BICUBIC)), 8,
+                        constant_values=255)
+        assert similarity(load_digit(png(Image.fromarray(framed))), digit) > 0.9, i
+
+
 def test_a_fine_pen_on_a_big_sheet_is_thickened_to_mnist_strokes():
     sheet = Image.new("L", (1000, 1000), 255)
     ImageDraw.Draw(sheet).line([(300, 250), (700, 250), (480, 800)], fill=0, width=3)  # a 7

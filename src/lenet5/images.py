@@ -216,9 +216,26 @@ def _max_filter(a: np.ndarray, size: int) -> np.ndarray:
     return np.max([rows[i:i + a.shape[0]] for i in range(size)], axis=0)
 
 
+def _light_paper(a: np.ndarray) -> bool:
+    """Whether the paper is lighter than the ink, for gray values in [0, 1].
+
+    Most of a picture is paper, so its median says, except in a tight crop of bold strokes, where
+    ink covers more than half of it. Then the picture's edge tells: mostly paper, touched by the
+    strokes here and there. (A dark sheet inside a light margin has light edges too, but nothing
+    dark reaches them, so it stays a dark sheet.)
+    """
+    if np.median(a) > 0.5:
+        return True
+    if min(a.shape) < 3:
+        return False
+    edge = np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
+    dark = edge < max(_otsu(a), 0.25)
+    return bool(np.median(edge) > 0.5 and dark.mean() >= 0.02)
+
+
 def _ink(a: np.ndarray, name: str) -> np.ndarray:
     """How much ink is on each pixel, 0 (paper) to 1 (the darkest stroke), for gray values in [0, 1]."""
-    if np.median(a) > 0.5:  # light paper (most of any picture is paper): bright ink, as in MNIST
+    if _light_paper(a):  # light paper: bright ink, as in MNIST
         a = 1.0 - a
     # Uneven light: subtract the paper's brightness, fitted as a plane to the paper pixels.
     paper = a <= max(_otsu(a), np.median(a))  # the median: paper even where Otsu has no two classes
