@@ -14,7 +14,7 @@ import torch
 from conftest import DATA, Crash, crash_after_epoch_1
 from lenet5.checkpoint import load
 from lenet5.config import from_recipe
-from lenet5.train import fit
+from lenet5.train import STOP_CHECK_EVERY, fit
 
 ARGS = ["--data-dir", str(DATA), "--limit", "4000", "--val-size", "500", "--epochs", "2",
         "--threads", "1", "--deterministic", "--no-progress", "--no-test"]
@@ -114,9 +114,9 @@ def test_a_failing_rank_stops_the_job(tmp_path):
 
 
 def test_ctrl_c_under_torchrun_saves_mid_epoch_and_says_so_once(tmp_path):
-    """Ctrl-C reaches torchrun and both processes: each stops at a step boundary (a process already
-    inside the next step, whose all-reduce its stopped peer fails, stops at that same boundary),
-    rank 0 writes last.pt mid-epoch and prints the resume line once; no process reports an error."""
+    """Ctrl-C reaches torchrun and both processes, each at its own moment (and torchrun passes it
+    on again): they agree to stop at the same step boundary, rank 0 writes last.pt mid-epoch with
+    the job's sums and prints the resume line once; no process reports an error."""
     import signal
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -134,3 +134,6 @@ def test_ctrl_c_under_torchrun_saves_mid_epoch_and_says_so_once(tmp_path):
     assert lines == [f"lenet5: interrupted; progress saved, continue with: lenet5 train --resume {tmp_path / 'c'}"], err[-3000:]
     last = load(tmp_path / "c" / "last.pt")
     assert last["epoch"] >= 1 and last["config"]["epochs"] == 30
+    # both stopped at a step where they compare notes, and the epoch's sums so far are both's
+    assert last["step"] % STOP_CHECK_EVERY == 0
+    assert last["running"] is None or last["running"]["seen"] == last["step"] * 128

@@ -260,25 +260,49 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
                 whole = plan.whole(train_x, train_y, cfg.mean, cfg.std)
             first = start_step if epoch == start_epoch else 0
             last = min(plan.steps, first + 3) if cfg.dry_run else plan.steps
-            train_step.reset(resume_sums if epoch == start_epoch else None)
-            seen = int(resume_sums["seen"]) if epoch == start_epoch and resume_sums else 0
+            # An interrupted epoch's sums are the whole job's: rank 0 carries them on, the others
+            # start from zero, and the epoch's reduction adds them up.
+            carried = resume_sums if epoch == start_epoch and resume_sums and primary else None
+            train_step.reset(carried)
+            seen = int(carried["seen"]) if carried else 0
             t0 = time.perf_counter()
             model.train()
             bar = tqdm(range(first, last), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                        disable=None if (primary and cfg.progress) else True, leave=False, dynamic_ncols=True)
 
-            def stop(step: int, signum: int):
-                """Save the state before `step` (rank 0) and end the run: Ctrl-C or SIGTERM came."""
+            def stop(step: int, signum: int, together: bool = True):
+                """Save the state before `step` (rank 0) and end the run: Ctrl-C or SIGTERM came.
+
+                `together`: every process stops at this step, so the epoch's sums so far are
+                gathered from all of them; otherwise a peer is gone and rank 0 keeps its own.
+                """
                 bar.close()
+                sums = torch.stack([train_step.loss_sum, train_step.correct.to(train_step.loss_sum.dtype),
+                                    torch.tensor(float(seen), device=device)])
+                if world > 1 and together:
+                    import torch.distributed as dist
+
+                    dist.all_reduce(sums)
                 if primary:
                     interrupt.saving = True  # a signal now must not cut this save short
-                    running = {"loss_sum": train_step.loss_sum.item(),
-                               "correct": train_step.correct.item(), "seen": seen}
+                    loss_sum, correct, seen_all = sums.tolist()
+                    running = {"loss_sum": loss_sum, "correct": int(correct), "seen": int(seen_all)}
                     checkpoint.save(snapshot(epoch, step, epoch_gen_state, running), run.path / "last.pt")
                 raise Interrupted(run.path / "last.pt", signum) from None
 
             for step in bar:
-                signum = interrupt.requested
+                if world == 1:
+                    signum = interrupt.requested
+                elif step % STOP_CHECK_EVERY == 0:
+                    # A signal reaches each process at its own moment: they agree, at the same
+                    # steps, whether any got one, and so all stop at the same boundary.
+                    import torch.distributed as dist
+
+                    asked = torch.tensor([interrupt.requested], device=device)
+                    dist.all_reduce(asked, op=dist.ReduceOp.MAX)
+                    signum = int(asked.item())
+                else:
+                    signum = 0
                 if signum:  # stop between steps, so the state is exact
                     stop(step, signum)
                 if whole is not None:
@@ -291,11 +315,10 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
                 try:
                     train_step(x, y, min(cfg.batch_size, n - step * cfg.batch_size))
                 except Exception:
-                    # Under torchrun the signal reaches each process at its own moment: a peer that
-                    # stopped at this step's boundary fails our gradient all-reduce. Nothing has been
-                    # updated yet, so this process stops at the same boundary.
+                    # A peer stopped at once (a second Ctrl-C) and so failed this step's gradient
+                    # all-reduce. Nothing has been updated yet: stop at this step's boundary.
                     if world > 1 and interrupt.requested:
-                        stop(step, interrupt.requested)
+                        stop(step, interrupt.requested, together=False)
                     raise
                 if sched_every == "step":
                     scheduler.step()
@@ -362,6 +385,9 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
             "primary": primary}
 
 
+STOP_CHECK_EVERY = 10  # under torchrun, steps between the processes' checks for a stop signal
+
+
 class Interrupted(KeyboardInterrupt):
     """Training was stopped by a signal (Ctrl-C, SIGTERM); `path` holds the state to resume from."""
 
@@ -372,22 +398,26 @@ class Interrupted(KeyboardInterrupt):
 
 class InterruptFlag:
     """The first Ctrl-C, or SIGTERM (what schedulers and torchrun send before they kill a job), asks
-    the loop to stop at the next step boundary; a second one stops at once, unless it comes while
-    that stop's checkpoint is being written."""
+    the loop to stop at the next step boundary. Another one a second or more later stops at once,
+    unless that stop's checkpoint is being written; sooner, it is the same request again (torchrun
+    passes the terminal's Ctrl-C on to processes that already got it)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    GRACE = 1.0  # seconds
 
     def __init__(self):
         self.requested = 0  # the signal that asked, once one has
         self.saving = False
+        self._at = 0.0
         self._previous = {}
         if threading.current_thread() is threading.main_thread():
             self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
     def _handle(self, signum, frame):
-        if self.requested and not self.saving:
+        if not self.requested:
+            self.requested, self._at = signum, time.monotonic()
+        elif not self.saving and time.monotonic() - self._at >= self.GRACE:
             raise KeyboardInterrupt
-        self.requested = self.requested or signum
 
     def restore(self) -> None:
         for sig, previous in self._previous.items():
