@@ -81,6 +81,11 @@ class TrainStep:
         self.loss_sum.fill_(running["loss_sum"] if running else 0.0)
         self.correct.fill_(int(running["correct"]) if running else 0)
 
+    def sums(self, seen: int) -> torch.Tensor:
+        """(loss sum, correct, seen) as one tensor, ready to add up across processes."""
+        return torch.stack([self.loss_sum, self.correct.to(self.loss_sum.dtype),
+                            torch.tensor(float(seen), device=self.loss_sum.device)])
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor, global_n: int) -> None:
         self._step(x, y, global_n, self.group["lr"], self.group["momentum"] if self.plain_sgd else 0.0)
 

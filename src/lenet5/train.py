@@ -248,6 +248,8 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
     from tqdm import tqdm
 
     world, rank = dist_info.world, dist_info.rank
+    if world > 1:
+        import torch.distributed as dist
     stopped_early = False
     epoch = start_epoch
     interrupt = InterruptFlag()
@@ -277,11 +279,8 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
                 gathered from all of them; otherwise a peer is gone and rank 0 keeps its own.
                 """
                 bar.close()
-                sums = torch.stack([train_step.loss_sum, train_step.correct.to(train_step.loss_sum.dtype),
-                                    torch.tensor(float(seen), device=device)])
+                sums = train_step.sums(seen)
                 if world > 1 and together:
-                    import torch.distributed as dist
-
                     dist.all_reduce(sums)
                 if primary:
                     interrupt.saving = True  # a signal now must not cut this save short
@@ -296,8 +295,6 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
                 elif step % STOP_CHECK_EVERY == 0:
                     # A signal reaches each process at its own moment: they agree, at the same
                     # steps, whether any got one, and so all stop at the same boundary.
-                    import torch.distributed as dist
-
                     asked = torch.tensor([interrupt.requested], device=device)
                     dist.all_reduce(asked, op=dist.ReduceOp.MAX)
                     signum = int(asked.item())
@@ -333,11 +330,8 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
                 scheduler.step()
 
             # Reduce the epoch's training figures across processes.
-            totals = torch.stack([train_step.loss_sum, train_step.correct.to(train_step.loss_sum.dtype),
-                                  torch.tensor(float(seen), device=device)])
+            totals = train_step.sums(seen)
             if world > 1:
-                import torch.distributed as dist
-
                 dist.all_reduce(totals)
             train_loss = (totals[0] / totals[2].clamp(min=1)).item()
             train_acc = (totals[1] / totals[2].clamp(min=1)).item()
