@@ -1,7 +1,7 @@
 """Where a training step's time goes: torch.profiler over steps of lenet5's own training loop.
 
     python bench/profile_step.py                          # CPU, the seed's batch of 64, 200 steps
-    python bench/profile_step.py --device cuda --batch-size 256 [--cuda-graphs]
+    python bench/profile_step.py --device cuda --batch-size 256 [--no-cuda-graphs]
 
 Runs `fit` (the seed recipe: no augmentation, no validation pass) once to warm up, then again under
 the profiler, and prints each op's time per step, host and device, largest first. Run it alone:
@@ -31,7 +31,8 @@ def main() -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--cuda-graphs", action="store_true")
+    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
+                   help="on CUDA, record each step as a graph, as training does by default")
     p.add_argument("--rows", type=int, default=25, help="ops to list")
     p.add_argument("--by-shape", action="store_true", help="one row per op and input shape (conv1 apart from conv2)")
     args = p.parse_args()
@@ -59,7 +60,7 @@ def main() -> int:
         shape = f" {[s for s in e.input_shapes if s][:1]}" if args.by_shape and e.input_shapes else ""
         rows.append((max(host, dev), e.key + shape, e.count / steps, host, dev))
     rows.sort(reverse=True)
-    label = f"{device}" + (", CUDA graphs" if args.cuda_graphs else "")
+    label = f"{device}" + (", CUDA graphs" if args.cuda_graphs and device.type == "cuda" else "")
     print(f"{steps} steps at batch {args.batch_size} on {label}: {1e3 * seconds / steps:.3f} ms a step "
           f"under the profiler (it adds its own overhead)")
     width = 72 if args.by_shape else 52

@@ -49,8 +49,11 @@ def test_trains_on_the_gpu_and_reads_the_same_as_the_cpu(gpu_run, mnist):
     gpu, _ = load_model(run / "best.pt", CUDA)
     cpu, _ = load_model(run / "best.pt", "cpu")
     on_gpu = predict_logits(gpu, images, 0.1307, 0.3081, 1024, CUDA)
+    on_cpu = predict_logits(cpu, images, 0.1307, 0.3081)
     assert on_gpu.device.type == "cuda"
-    assert torch.allclose(on_gpu.cpu(), predict_logits(cpu, images, 0.1307, 0.3081), atol=1e-3)
+    # cuDNN convolves in TF32 by default (10-bit mantissa): logits agree to ~1e-3, readings exactly
+    assert torch.allclose(on_gpu.cpu(), on_cpu, rtol=1e-3, atol=1e-2)
+    assert torch.equal(on_gpu.argmax(1).cpu(), on_cpu.argmax(1))
     assert evaluate(gpu, images, labels, 0.1307, 0.3081, 1024, CUDA)["accuracy"] > 0.9
 
 
@@ -63,9 +66,9 @@ def test_files_written_on_the_gpu_load_on_a_cpu_only_machine(gpu_run):
 
 
 def test_resume_on_the_gpu_continues_the_run(tmp_path, mnist):
-    def cfg(name):
+    def cfg(name):  # plain steps: the recorded ones have their own test below
         return from_recipe("default", name=name, device="cuda", out_dir=str(tmp_path),
-                           deterministic=True, **QUICK)
+                           deterministic=True, cuda_graphs=False, **QUICK)
 
     fit(cfg("full"), mnist)
     with pytest.raises(Crash):
@@ -88,16 +91,20 @@ def max_difference(a, b):
 
 
 @pytest.mark.parametrize("recipe", ["default", "seed"])
-def test_cuda_graphs_train_as_the_eager_steps_do(tmp_path, mnist, recipe):
-    """Replays run the eager arithmetic (up to float rounding of lr and momentum as tensors)."""
-    eager = fit(graph_cfg(tmp_path, recipe, "eager", False), mnist)
+def test_cuda_graphs_train_as_the_plain_steps_do(tmp_path, mnist, recipe):
+    """Plain CUDA steps and replays do the same arithmetic (lr and momentum read from device
+    tensors): with deterministic kernels the runs agree, where float-valued lr would let the
+    default recipe's high learning rate amplify last-bit differences into different weights."""
+    plain = fit(graph_cfg(tmp_path, recipe, "plain", False), mnist)
     graphs = fit(graph_cfg(tmp_path, recipe, "graphs", True), mnist)
-    a, b = load(tmp_path / "eager" / "last.pt")["model"], load(tmp_path / "graphs" / "last.pt")["model"]
-    assert max_difference(a, b) < 1e-3
-    assert graphs["history"][1]["train_loss"] < graphs["history"][0]["train_loss"] < 2.3  # it learns
-    for e, g in zip(eager["history"], graphs["history"]):
-        assert abs(e["train_loss"] - g["train_loss"]) < 1e-3 and abs(e["val_acc"] - g["val_acc"]) < 5e-3
-        assert e["train_acc"] == pytest.approx(g["train_acc"], abs=5e-3)  # the sums count every step
+    a, b = load(tmp_path / "plain" / "last.pt")["model"], load(tmp_path / "graphs" / "last.pt")["model"]
+    print(f"{recipe}: largest weight difference, plain steps against graphs: {max_difference(a, b):.3g}")
+    assert max_difference(a, b) < 1e-5
+    assert graphs["history"][1]["train_loss"] < graphs["history"][0]["train_loss"]  # it learns
+    for e, g in zip(plain["history"], graphs["history"]):
+        assert e["train_loss"] == pytest.approx(g["train_loss"], abs=1e-5)
+        assert e["train_acc"] == pytest.approx(g["train_acc"], abs=1e-4)  # the sums count every step
+        assert e["val_acc"] == pytest.approx(g["val_acc"], abs=2e-3)
 
 
 def test_cuda_graphs_resume(tmp_path, mnist):
@@ -108,7 +115,8 @@ def test_cuda_graphs_resume(tmp_path, mnist):
                   resume=tmp_path / "part" / "last.pt")
     assert [r["epoch"] for r in resumed["history"]] == [1, 2]
     a, b = load(tmp_path / "full" / "last.pt")["model"], load(tmp_path / "part" / "last.pt")["model"]
-    assert max_difference(a, b) < 1e-3
+    print(f"largest weight difference, resumed against unbroken: {max_difference(a, b):.3g}")
+    assert max_difference(a, b) < 1e-5
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="nccl needs a GPU for each process")

@@ -7,10 +7,9 @@ from conftest import Crash, crash_after_epoch_1
 from lenet5 import train as train_mod
 from lenet5.checkpoint import load
 from lenet5.config import from_recipe
-from lenet5.errors import ConfigError
 from lenet5.model import LeNet5
 from lenet5.step import GraphedStep, TrainStep, sgd_update
-from lenet5.train import check_cuda_graphs, fit, make_optimizer, make_scheduler
+from lenet5.train import fit, make_optimizer, make_scheduler, use_channels_last, use_cuda_graphs
 
 STEPS = 12
 
@@ -99,17 +98,23 @@ def test_reset_starts_from_zero_or_from_an_interrupted_epoch():
     assert step.loss_sum.item() == 1.5 and step.correct.item() == 7
 
 
-@pytest.mark.parametrize("device, overrides, world, message", [
-    ("cpu", {}, 1, "needs a CUDA device"),
-    ("cuda", {"optimizer": "adamw"}, 1, "works with --optimizer sgd only"),
-    ("cuda", {}, 2, "runs in one process"),
-    ("cuda", {"compile": True}, 1, "choose one"),
+@pytest.mark.parametrize("device, overrides, world, graphs", [
+    ("cuda", {}, 1, True),  # the default on a GPU
+    ("cuda", {"cuda_graphs": False}, 1, False),
+    ("cpu", {}, 1, False),
+    ("cuda", {"optimizer": "adamw"}, 1, False),  # its step() is not recorded
+    ("cuda", {}, 2, False),  # torchrun: DDP's all-reduce runs outside
+    ("cuda", {"compile": True}, 1, False),  # torch.compile takes the whole step itself
 ])
-def test_cuda_graphs_refuses_what_it_cannot_record(device, overrides, world, message):
-    cfg = from_recipe("default", cuda_graphs=True, **overrides)
-    with pytest.raises(ConfigError, match=f"--cuda-graphs .*{message}"):
-        check_cuda_graphs(cfg, torch.device(device), world)
-    check_cuda_graphs(from_recipe("default"), torch.device(device), world)  # off: nothing to check
+def test_cuda_graphs_apply_where_one_fixed_step_can_be_recorded(device, overrides, world, graphs):
+    assert use_cuda_graphs(from_recipe("default", **overrides), torch.device(device), world) is graphs
+
+
+def test_channels_last_on_the_cpu_only():
+    cfg = from_recipe("default")
+    assert use_channels_last(cfg, torch.device("cpu"))
+    assert not use_channels_last(cfg, torch.device("cuda"))
+    assert not use_channels_last(from_recipe("default", channels_last=False), torch.device("cpu"))
 
 
 class ReplayOnCPU(GraphedStep):
@@ -129,7 +134,7 @@ class ReplayOnCPU(GraphedStep):
 
 def test_graph_mode_trains_and_resumes_as_plain_steps(tmp_path, mnist, monkeypatch):
     monkeypatch.setattr(train_mod, "GraphedStep", ReplayOnCPU)
-    monkeypatch.setattr(train_mod, "check_cuda_graphs", lambda *args: None)
+    monkeypatch.setattr(train_mod, "use_cuda_graphs", lambda cfg, device, world: cfg.cuda_graphs)
 
     def cfg(name, graphs):  # 2,500 training images: 19 full batches of 128 and a short one
         return from_recipe("default", limit=3000, val_size=500, epochs=2, batch_size=128,
@@ -141,11 +146,10 @@ def test_graph_mode_trains_and_resumes_as_plain_steps(tmp_path, mnist, monkeypat
     with pytest.raises(Crash):
         fit(cfg("part", True), mnist, on_epoch=crash_after_epoch_1)
     fit(cfg("part", True), mnist, resume=tmp_path / "part" / "last.pt")
-    a = load(tmp_path / "plain" / "last.pt")["model"]
-    for name in ("graphs", "part"):
-        b = load(tmp_path / name / "last.pt")["model"]
-        for k in a:
-            assert torch.allclose(a[k], b[k], atol=1e-5), (name, k)
+    a, b, c = (load(tmp_path / name / "last.pt")["model"] for name in ("plain", "graphs", "part"))
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k  # lr as a float (CPU) or a tensor (graphs)
+        assert torch.equal(b[k], c[k]), k  # resumed: warm-up steps do the recorded arithmetic
     for p, g in zip(plain["history"], graphs["history"]):
         assert p["train_acc"] == g["train_acc"]  # every step counted, the short one included
         assert p["train_loss"] == pytest.approx(g["train_loss"], rel=1e-4)

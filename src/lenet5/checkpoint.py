@@ -12,6 +12,7 @@ Formats read:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import tempfile
@@ -62,13 +63,17 @@ def portable(obj):
     return obj
 
 
-def save(obj, path: str | os.PathLike) -> None:
-    """torch.save `obj` to `path` atomically (flushed to disk before it is moved into place), its
-    tensors made portable first."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(portable(obj), f)
-        f.flush()
-        os.fsync(f.fileno())
+def save(obj, *paths: str | os.PathLike) -> None:
+    """torch.save `obj` to each path atomically (flushed to disk before it is moved into place),
+    its tensors made portable first; serialised once however many paths."""
+    buffer = io.BytesIO()
+    torch.save(portable(obj), buffer)
+    data = buffer.getbuffer()
+    for path in paths:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def load(path: str | os.PathLike) -> dict:

@@ -11,15 +11,17 @@ from .data import normalize
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, mean: float, std: float,
                    batch_size: int = 1024, device: torch.device | str = "cpu",
-                   channels_last: bool = True) -> torch.Tensor:
+                   channels_last: bool | None = None) -> torch.Tensor:
     """Logits for uint8 images (N, 28, 28), computed in batches on `device`; returned on `device`.
 
-    channels_last (NHWC weights and inputs) with batches of ~1024 is about 2x faster on the CPU
-    than NCHW, and batches of 10,000 fall out of cache (measured in bench/bench_speed.py).
+    channels_last (NHWC weights and inputs; None: on the CPU only) with batches of ~1024 is about
+    1.5x faster on the CPU than NCHW, and batches of 10,000 fall out of cache; on CUDA NCHW is
+    faster (measured in bench/bench_speed.py).
     """
     was_training = model.training
     model.eval()
-    channels_last = channels_last and torch.device(device).type != "mps"
+    if channels_last is None:
+        channels_last = torch.device(device).type == "cpu"
     if channels_last:
         model.to(memory_format=torch.channels_last)
     out = []
@@ -35,7 +37,7 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, mean: float, st
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: float,
              std: float, batch_size: int = 1024, device: torch.device | str = "cpu",
-             channels_last: bool = True) -> dict:
+             channels_last: bool | None = None) -> dict:
     """Metrics as plain Python values: loss, accuracy, per_class accuracy, confusion[true][pred]."""
     logits = predict_logits(model, images, mean, std, batch_size, device, channels_last)
     labels = labels.to(logits.device)

@@ -5,9 +5,11 @@ bit for bit), without the optimizer's per-call Python: 3.5% of a CPU epoch at ba
 optimizer object still owns the state (momentum buffers, lr, momentum), so schedules, checkpoints
 and resume are unchanged; Adam-style optimizers take the plain `optimizer.step()`.
 
-On CUDA, `GraphedStep` (`--cuda-graphs`) records a whole step once and replays it with one launch
-per batch: at LeNet-5's size a GPU step is mostly launch and Python overhead, not arithmetic. lr and
-momentum then come from device tensors, refreshed before each replay.
+On CUDA, `GraphedStep` (`--cuda-graphs`, on by default) records a whole step once and replays it
+with one launch per batch: at LeNet-5's size a GPU step is mostly launch and Python overhead, not
+arithmetic. Every CUDA step, recorded or not, reads lr and momentum from device tensors refreshed
+when the schedule changes them, so plain and recorded steps do the same arithmetic: the flag changes
+the speed, not the result.
 """
 
 from __future__ import annotations
@@ -75,6 +77,12 @@ class TrainStep:
         device = self.params[0].device
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
+        # lr and momentum as the update reads them: Python floats (the CPU: torch.optim.SGD's own
+        # arithmetic, bit for bit), or 0-dim device tensors (CUDA: the arithmetic a graph records)
+        self.on_device = self.plain_sgd and device.type == "cuda"
+        self.lr = torch.zeros((), device=device)
+        self.momentum = torch.zeros((), device=device)
+        self.values = (None, None)  # the (lr, momentum) last written to the device tensors
 
     def reset(self, running: dict | None = None) -> None:
         """Start the epoch's sums at zero, or where an interrupted epoch left them."""
@@ -87,7 +95,20 @@ class TrainStep:
                             torch.tensor(float(seen), device=self.loss_sum.device)])
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, global_n: int) -> None:
-        self._step(x, y, global_n, self.group["lr"], self.group["momentum"] if self.plain_sgd else 0.0)
+        self._step(x, y, global_n, *self.hyper())
+
+    def hyper(self) -> tuple[Number, Number]:
+        """This step's (lr, momentum): floats, or the device tensors, refreshed if the schedule moved."""
+        if not self.plain_sgd:
+            return self.group["lr"], 0.0
+        values = (self.group["lr"], self.group["momentum"])
+        if not self.on_device:
+            return values
+        if values != self.values:  # onecycle: every step; StepLR: once an epoch at most
+            self.lr.fill_(values[0])
+            self.momentum.fill_(values[1])
+            self.values = values
+        return self.lr, self.momentum
 
     def _step(self, x, y, global_n: int, lr: Number, momentum: Number) -> None:
         logits = self.model(x)
@@ -110,7 +131,7 @@ class GraphedStep(TrainStep):
 
     The first few full batches run eagerly on a side stream (cuDNN picks its algorithms, cuBLAS
     sets up, the momentum buffers appear), as torch's CUDA graph notes advise; they are real
-    training steps, so the run's arithmetic is the eager one's. A short last batch runs eagerly.
+    training steps with the recorded one's arithmetic. A short last batch runs eagerly.
     """
 
     WARMUP = 3
@@ -123,12 +144,10 @@ class GraphedStep(TrainStep):
         self.batch_size = batch_size
         self.x = torch.zeros(batch_size, 1, 28, 28, device=device).contiguous(memory_format=fmt)
         self.y = torch.zeros(batch_size, dtype=torch.long, device=device)
-        self.lr = torch.zeros((), device=device)
-        self.momentum = torch.zeros((), device=device)
+        self.on_device = True  # what the graph records, so every step here does the same
         self.graph: torch.cuda.CUDAGraph | None = None
         self.replay = None  # set once the step is recorded
         self.warm = 0
-        self.values = (None, None)  # the (lr, momentum) last written to the device tensors
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, global_n: int) -> None:
         if len(y) != self.batch_size:
@@ -143,11 +162,7 @@ class GraphedStep(TrainStep):
             for p in self.params:  # the graph's backward makes (and keeps) its own gradients
                 p.grad = None
             self.replay = self._record()
-        values = (self.group["lr"], self.group["momentum"])
-        if values != self.values:  # onecycle: every step; StepLR: once an epoch at most
-            self.lr.fill_(values[0])
-            self.momentum.fill_(values[1])
-            self.values = values
+        self.hyper()  # the tensors the graph reads, up to date
         self.replay()
 
     def _warm_up(self, global_n: int) -> None:

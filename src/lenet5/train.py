@@ -125,16 +125,16 @@ def seed_everything(cfg: Config) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def check_cuda_graphs(cfg: Config, device: torch.device, world: int) -> None:
-    """--cuda-graphs records one fixed step: say plainly where it cannot."""
-    if not cfg.cuda_graphs:
-        return
-    why = (f"needs a CUDA device (this run is on {device.type}); drop the flag" if device.type != "cuda"
-           else "works with --optimizer sgd only" if cfg.optimizer != "sgd"
-           else "runs in one process; drop it under torchrun" if world > 1
-           else "and --compile both take the whole step: choose one" if cfg.compile else "")
-    if why:
-        raise ConfigError(f"--cuda-graphs {why}")
+def use_cuda_graphs(cfg: Config, device: torch.device, world: int) -> bool:
+    """--cuda-graphs records one fixed step: on CUDA, with plain SGD, in one process, uncompiled."""
+    return (cfg.cuda_graphs and device.type == "cuda" and cfg.optimizer == "sgd" and world == 1
+            and not cfg.compile)
+
+
+def use_channels_last(cfg: Config, device: torch.device) -> bool:
+    """NHWC where it pays: oneDNN's CPU convolutions (~15 % faster steps). On CUDA, NCHW measured
+    faster for training and inference alike (cuDNN's NHWC kernels add layout conversions)."""
+    return cfg.channels_last and device.type == "cpu"
 
 
 def run_name(cfg: Config) -> str:
@@ -170,7 +170,6 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
 
 def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None, resume, on_epoch,
          on_end) -> dict:
-    check_cuda_graphs(cfg, device, dist_info.world)
     seed_everything(cfg)
     primary = dist_info.primary
 
@@ -185,7 +184,7 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
     n = len(train_x)
 
     model = LeNet5().to(device)
-    channels_last = cfg.channels_last and device.type in ("cpu", "cuda")  # MPS: not worth the risk
+    channels_last = use_channels_last(cfg, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
@@ -223,7 +222,7 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
         train_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     step_model = torch.compile(train_model) if cfg.compile else train_model
-    if cfg.cuda_graphs:
+    if use_cuda_graphs(cfg, device, dist_info.world):
         train_step = GraphedStep(step_model, optimizer, cfg.batch_size, channels_last, cfg.label_smoothing)
     else:
         train_step = TrainStep(step_model, optimizer, cfg.label_smoothing, dist_info.world)
@@ -350,11 +349,10 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
             if improved:
                 best_metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))}
             if primary:
+                state = checkpoint.portable(snapshot(epoch + 1, 0, generator.get_state()))
+                checkpoint.save(state, *([run.path / "best.pt"] if improved else []), run.path / "last.pt")
                 if improved:
-                    best = snapshot(epoch + 1, 0, generator.get_state())
-                    checkpoint.save(best, run.path / "best.pt")
-                    checkpoint.save(model.state_dict(), run.path / "mnist_lenet5.pth")
-                checkpoint.save(snapshot(epoch + 1, 0, generator.get_state()), run.path / "last.pt")
+                    checkpoint.save(state["model"], run.path / "mnist_lenet5.pth")
                 run.append_metrics(row)
                 history.append(row)
                 if tracker:
