@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lenet5 import LeNet5
-from lenet5.checkpoint import load, load_model, model_state, normalization, save
+from lenet5.checkpoint import Writer, load, load_model, model_state, normalization, save
 from lenet5.errors import CheckpointError
 
 
@@ -86,3 +86,17 @@ def test_interrupted_save_leaves_the_old_file(tmp_path, monkeypatch):
         save({"a": torch.zeros(1)}, path)
     assert torch.equal(load(path)["a"], torch.ones(1))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_writer_saves_in_order_in_the_background_and_reports_failures(tmp_path):
+    writer = Writer()
+    for i in range(5):
+        writer.save({"i": torch.tensor(i)}, tmp_path / "a.pt", tmp_path / "b.pt")
+    writer.wait()
+    for name in ("a.pt", "b.pt"):
+        assert torch.load(tmp_path / name, weights_only=True)["i"].item() == 4  # the last one, whole
+    (tmp_path / "file").write_text("")
+    writer.save({"i": torch.tensor(5)}, tmp_path / "file" / "c.pt")  # a folder that cannot be made
+    with pytest.raises(OSError):
+        writer.close()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left

@@ -16,6 +16,7 @@ import io
 import os
 import pickle
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -63,17 +64,49 @@ def portable(obj):
     return obj
 
 
-def save(obj, *paths: str | os.PathLike) -> None:
-    """torch.save `obj` to each path atomically (flushed to disk before it is moved into place),
-    its tensors made portable first; serialised once however many paths."""
+def serialise(obj) -> bytes:
+    """The bytes torch.save writes for `obj`, its tensors made portable first."""
     buffer = io.BytesIO()
     torch.save(portable(obj), buffer)
-    data = buffer.getbuffer()
+    return buffer.getvalue()
+
+
+def write(data: bytes, *paths: str | os.PathLike) -> None:
+    """`data` to each path atomically, flushed to disk before it is moved into place."""
     for path in paths:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+
+
+def save(obj, *paths: str | os.PathLike) -> None:
+    """torch.save `obj` to each path atomically, serialised once however many paths."""
+    write(serialise(obj), *paths)
+
+
+class Writer:
+    """Saves checkpoints while training goes on: each is serialised at once, on the caller's thread
+    (so it holds the state as it is now), and written and flushed to disk on one background thread,
+    in order. `wait()` returns when everything handed over is on disk, raising the first failure."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lenet5-checkpoints")
+        self._pending: list[Future] = []
+
+    def save(self, obj, *paths: str | os.PathLike) -> None:
+        self._pending.append(self._pool.submit(write, serialise(obj), *paths))
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown()
 
 
 def load(path: str | os.PathLike) -> dict:
