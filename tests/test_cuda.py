@@ -51,9 +51,9 @@ def test_trains_on_the_gpu_and_reads_the_same_as_the_cpu(gpu_run, mnist):
     on_gpu = predict_logits(gpu, images, 0.1307, 0.3081, 1024, CUDA)
     on_cpu = predict_logits(cpu, images, 0.1307, 0.3081)
     assert on_gpu.device.type == "cuda"
-    # cuDNN convolves in TF32 by default (10-bit mantissa): logits agree to ~1e-3, so a near tie
-    # between two digits may read differently, two images in a thousand at most
-    assert torch.allclose(on_gpu.cpu(), on_cpu, rtol=1e-3, atol=1e-2)
+    # On CUDA the convolutions and matmuls run in TF32 (10-bit mantissa): logits agree to ~1e-2,
+    # so a near tie between two digits may read differently, two images in a thousand at most
+    assert torch.allclose(on_gpu.cpu(), on_cpu, rtol=1e-2, atol=5e-2)
     assert (on_gpu.argmax(1).cpu() == on_cpu.argmax(1)).float().mean() >= 0.998
     assert evaluate(gpu, images, labels, 0.1307, 0.3081, 1024, CUDA)["accuracy"] > 0.9
 
