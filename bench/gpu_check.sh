@@ -2,7 +2,7 @@
 # lenet5 on a CUDA machine, in one pass: the CUDA tests (tests/test_cuda.py: training, resume,
 # CPU-loadable files, CUDA graphs against plain steps, torchrun over nccl with 2+ GPUs); the speed
 # benchmark with the GPU targets (plain steps and --cuda-graphs side by side); time to accuracy
-# over seeds for the candidate GPU recipes; a cold `lenet5 train --recipe fast`; then
+# over seeds for the fast, default and best recipes; a cold `lenet5 train --recipe fast`; then
 # a profile of each kind of step (recorded as CUDA graphs, the default, and plain).
 #
 #     bash bench/gpu_check.sh            # figures and logs to $OUT, else bench/results/
@@ -26,7 +26,7 @@ timeout 240 $py -m pytest -q -s -p no:cacheprovider tests/test_cuda.py 2>&1 | te
 tests=${PIPESTATUS[0]}
 timeout 300 $py bench/bench_speed.py --full --device cuda --out "$out/speed-cuda.json" 2>&1 | tee "$out/speed-cuda.txt"
 bench=${PIPESTATUS[0]}
-# Time to accuracy over three seeds for the candidate GPU recipes.
+# Time to accuracy over three seeds for the fast, default and best recipes.
 timeout 240 $py bench/time_to_accuracy.py --device cuda --grid --out "$out/tta-cuda.json" 2>&1 \
     | tee "$out/tta-cuda.txt"
 # What a user sees: `lenet5 train --recipe fast` from a cold start, plots included.
