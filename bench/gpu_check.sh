@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # lenet5 on a CUDA machine, in one pass: the CUDA tests (tests/test_cuda.py: training, resume,
 # CPU-loadable files, CUDA graphs against plain steps, torchrun over nccl with 2+ GPUs); the speed
-# benchmark with the GPU targets (plain steps and --cuda-graphs side by side); time to accuracy
+# benchmark with the GPU targets (recorded steps, the default, and plain ones); time to accuracy
 # over seeds for the fast, default and best recipes; a cold `lenet5 train --recipe fast`; then
 # a profile of each kind of step (recorded as CUDA graphs, the default, and plain).
 #
