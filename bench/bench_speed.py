@@ -29,14 +29,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))  # seed_code.py: the seed's own model class
+sys.path.insert(0, str(ROOT / "bench"))  # time_to_accuracy.py: one timed run of a recipe
 
 from lenet5 import LeNet5  # noqa: E402
 from lenet5.config import choose_device, from_recipe  # noqa: E402
 from lenet5.data import MEAN, STD, load_mnist  # noqa: E402
 from lenet5.errors import Lenet5Error  # noqa: E402
-from lenet5.evaluate import evaluate, predict_logits  # noqa: E402
+from lenet5.evaluate import predict_logits  # noqa: E402
 from lenet5.train import fit  # noqa: E402
 from seed_code import SeedLeNet5  # noqa: E402
+from time_to_accuracy import one_run  # noqa: E402
 
 
 class SeedStyleMNIST(torch.utils.data.Dataset):
@@ -101,17 +103,8 @@ def sync(device):
 
 
 def time_to_accuracy(data, device, recipe: str, **overrides) -> dict:
-    cfg = from_recipe(recipe, progress=False, out_dir=str(TMP), name=f"{recipe}-{time.monotonic_ns()}",
-                      device=str(device), **overrides)
-    t0 = time.perf_counter()
-    result = fit(cfg, data)
-    train_s = time.perf_counter() - t0
-    from lenet5.checkpoint import load_model
-
-    model, _ = load_model(Path(result["run_dir"]) / "best.pt", device)
-    m = evaluate(model, data.test_images, data.test_labels, cfg.mean, cfg.std, 10000, device)
-    return {"recipe": recipe, "epochs": result["epochs_run"], "train_seconds": round(train_s, 2),
-            "test_accuracy": m["accuracy"]}
+    """One run of a recipe (seed 0): fit's wall time and the test accuracy of its best.pt."""
+    return {"recipe": recipe, **one_run(data, device, recipe, overrides, 0, str(TMP))}
 
 
 def training_peak_rss_mb(device) -> float:
