@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import backprop
+
 Number = float | torch.Tensor
 
 
@@ -83,6 +85,8 @@ class TrainStep:
         self.lr = torch.zeros((), device=device)
         self.momentum = torch.zeros((), device=device)
         self.values = (None, None)  # the (lr, momentum) last written to the device tensors
+        # the CPU's NHWC LeNet5: the backward written out (backprop.py), autograd's gradients
+        self.written_out = backprop.applies(model, label_smoothing)
 
     def reset(self, running: dict | None = None) -> None:
         """Start the epoch's sums at zero, or where an interrupted epoch left them."""
@@ -111,12 +115,18 @@ class TrainStep:
         return self.lr, self.momentum
 
     def _step(self, x, y, global_n: int, lr: Number, momentum: Number) -> None:
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, y, reduction="sum",
-                               label_smoothing=self.label_smoothing) * (self.world / global_n)
-        for p in self.params:
-            p.grad = None
-        loss.backward()
+        if self.written_out:
+            loss, logits, grads = backprop.grads(self.model, x, y, self.world / global_n)
+            loss = loss * (self.world / global_n)
+            for p, g in zip(self.model.parameters(), grads):
+                p.grad = g
+        else:
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y, reduction="sum",
+                                   label_smoothing=self.label_smoothing) * (self.world / global_n)
+            for p in self.params:
+                p.grad = None
+            loss.backward()
         with torch.no_grad():
             if self.plain_sgd:
                 sgd_update(self.optimizer, lr, momentum)

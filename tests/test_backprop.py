@@ -1,0 +1,110 @@
+"""The CPU step's written-out backward: autograd's gradients, with and without the native kernels."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lenet5 import backprop, kernels
+from lenet5.data import normalize
+from lenet5.model import LeNet5
+from lenet5.step import TrainStep
+
+CL = torch.channels_last
+
+
+def autograd_grads(model, x, y, scale):
+    model.zero_grad()
+    loss = F.cross_entropy(model(x), y, reduction="sum") * scale
+    loss.backward()
+    return loss, [p.grad.clone() for p in model.parameters()]
+
+
+def digits(mnist, n):
+    """Real digits: wide flat background, so max-pool windows tie exactly, as in training."""
+    return normalize(mnist.train_images[:n]).contiguous(memory_format=CL), mnist.train_labels[:n]
+
+
+@pytest.mark.parametrize("n", [64, 37, 1])
+def test_torch_kernels_give_autograds_gradients_bit_for_bit(mnist, monkeypatch, n):
+    monkeypatch.setattr(kernels, "load", lambda: None)
+    torch.manual_seed(0)
+    model = LeNet5().to(memory_format=CL)
+    x, y = digits(mnist, n)
+    loss, expected = autograd_grads(model, x, y, 1 / n)
+    raw, logits, got = backprop.grads(model, x, y, 1 / n)
+    assert torch.equal(raw * (1 / n), loss)
+    assert torch.equal(logits, model(x))
+    for name, e, g in zip([k for k, _ in model.named_parameters()], expected, got):
+        assert torch.equal(e, g), name
+
+
+@pytest.mark.parametrize("n", [64, 37, 1])
+def test_native_kernels_agree_with_autograd(mnist, n):
+    assert kernels.compiler(), "a C++ compiler (c++, g++ or clang++) builds the native kernels"
+    assert kernels.load() is not None
+    torch.manual_seed(1)
+    model = LeNet5().to(memory_format=CL)
+    x, y = digits(mnist, n)
+    loss, expected = autograd_grads(model, x, y, 1 / n)
+    raw, logits, got = backprop.grads(model, x, y, 1 / n)
+    assert torch.allclose(raw * (1 / n), loss, rtol=1e-5)
+    assert torch.allclose(logits, model(x), atol=1e-5)
+    for name, e, g in zip([k for k, _ in model.named_parameters()], expected, got):
+        assert e.shape == g.shape, name
+        assert (e - g).abs().max() <= 1e-5 * e.abs().max(), name
+
+
+def test_native_max_pool_ties_go_to_the_first_position_as_in_torch(monkeypatch):
+    """A flat image ties every window: torch gives each window's gradient to its top-left cell."""
+    assert kernels.load() is not None
+    model = LeNet5().to(memory_format=CL)
+    x = torch.full((16, 1, 28, 28), -0.42).contiguous(memory_format=CL)
+    y = torch.arange(16) % 10
+    _, expected = autograd_grads(model, x, y, 1.0)
+    _, _, got = backprop.grads(model, x, y, 1.0)
+    assert torch.allclose(got[0], expected[0], rtol=1e-4, atol=1e-6)  # conv1.weight
+
+
+def test_training_steps_use_it_only_where_it_applies():
+    model = LeNet5()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert not TrainStep(model, sgd).written_out  # NCHW
+    model = model.to(memory_format=CL)
+    assert TrainStep(model, sgd).written_out
+    assert not TrainStep(model, sgd, label_smoothing=0.1).written_out
+    assert not backprop.applies(torch.nn.Sequential(model), 0.0)  # a wrapper (DDP, compile)
+
+
+def test_kernels_build_once_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LENET5_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "_tried", False)
+    monkeypatch.setattr(kernels, "_lib", None)
+    assert kernels.load() is not None
+    built = list(tmp_path.iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so"  # no temporary file left beside it
+    monkeypatch.setattr(kernels, "_tried", False)
+    stamp = built[0].stat().st_mtime_ns
+    assert kernels.load() is not None
+    assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+
+
+@pytest.mark.parametrize("env", [{"LENET5_NATIVE": "0"}, {"CXX": "false"}])
+def test_without_kernels_training_falls_back_to_torch(tmp_path, monkeypatch, mnist, env):
+    """Turned off, or a compiler that fails: no library, and a step still trains."""
+    monkeypatch.setenv("LENET5_CACHE", str(tmp_path))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(kernels, "_tried", False)
+    monkeypatch.setattr(kernels, "_lib", None)
+    assert kernels.load() is None
+    assert list(tmp_path.iterdir()) == []  # a failed build leaves nothing behind
+    model = LeNet5().to(memory_format=CL)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    step = TrainStep(model, sgd)
+    x, y = digits(mnist, 64)
+    losses = []
+    for _ in range(5):
+        step.reset()
+        step(x, y, 64)
+        losses.append(step.loss_sum.item())
+    assert losses[-1] < losses[0]
