@@ -54,50 +54,54 @@ def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr())
 
 
-def _to_chunks(t: torch.Tensor) -> torch.Tensor:
-    """(B, F) -> (ceil(B / 16), F, 16): conv1.cpp's layout, zero images filling the last chunk."""
-    b, f = t.shape
-    pad = -b % 16
-    if pad:
-        t = torch.cat([t, t.new_zeros(pad, f)])
-    return t.view(-1, 16, f).transpose(1, 2).contiguous()
+class _Convs:
+    """conv1 -> pool -> ReLU -> conv2 -> pool -> ReLU -> flatten, forward then backward.
 
+    The native kernels (convs.cpp), or aten's, called as autograd calls them.
+    """
 
-def _from_chunks(t: torch.Tensor, b: int) -> torch.Tensor:
-    """(chunks, F, 16) -> (b, F): back to one row per image."""
-    return t.transpose(1, 2).reshape(-1, t.shape[1])[:b]
-
-
-class _Block1:
-    """conv1 -> max-pool -> ReLU, forward then backward: native kernels, or aten's as autograd."""
-
-    def __init__(self, lib, x, weight, bias):
-        self.lib, self.x, self.weight = lib, x, weight
-        b = x.shape[0]
+    def __init__(self, lib, model: LeNet5, x: torch.Tensor):
+        self.lib, self.model, self.x = lib, model, x
+        self.n = n = x.shape[0]
+        m = model
         if lib is None:
-            self.c1 = _conv(x, weight, bias)  # (B, 6, 24, 24)
+            self.c1 = _conv(x, m.conv1.weight, m.conv1.bias)  # (B, 6, 24, 24)
             p1, self.i1 = aten.max_pool2d_with_indices(self.c1, TWO, TWO)
-            self.out = aten.relu(p1)  # (B, 6, 12, 12)
+            self.r1 = aten.relu(p1)  # (B, 6, 12, 12)
+            self.c2 = _conv(self.r1, m.conv2.weight, m.conv2.bias)  # (B, 16, 8, 8)
+            p2, self.i2 = aten.max_pool2d_with_indices(self.c2, TWO, TWO)
+            self.r2 = aten.relu(p2)  # (B, 16, 4, 4)
+            self.out = self.r2.flatten(1)  # (B, 256)
             return
-        self.xk = _to_chunks(x.reshape(b, 28 * 28))
-        self.outk = torch.empty(self.xk.shape[0], 12 * 12 * 6, 16)
-        self.argk = torch.empty_like(self.outk)
-        lib.conv1_pool_relu_forward(_ptr(self.xk), _ptr(weight), _ptr(bias), _ptr(self.outk),
-                                    _ptr(self.argk), self.xk.shape[0])
-        # rows in (i, j, c) order are NHWC: (B, 6, 12, 12) in channels_last
-        self.out = _from_chunks(self.outk, b).view(b, 12, 12, 6).permute(0, 3, 1, 2)
+        chunks = (n + 15) // 16
+        self.w2 = m.conv2.weight.contiguous()  # (16, 6, 5, 5) in NCHW order, as the kernels read it
+        self.xk = torch.empty(chunks, 784, 16)
+        self.r1, self.arg1 = torch.empty(chunks, 864, 16), torch.empty(chunks, 864, 16)
+        self.r2, self.arg2 = torch.empty(chunks, 256, 16), torch.empty(chunks, 256, 16)
+        self.out = torch.empty(n, 256)
+        self.rows = x.reshape(n, 28 * 28).contiguous()  # one image a row (a view for NHWC input)
+        lib.convs_forward(_ptr(self.rows), n, _ptr(m.conv1.weight), _ptr(m.conv1.bias), _ptr(self.w2),
+                          _ptr(m.conv2.bias), _ptr(self.xk), _ptr(self.r1), _ptr(self.arg1),
+                          _ptr(self.r2), _ptr(self.arg2), _ptr(self.out))
 
-    def backward(self, g: torch.Tensor):
-        """g: the gradient at the block's output; returns (weight's, bias's)."""
+    def backward(self, g: torch.Tensor) -> list[torch.Tensor]:
+        """g: (B, 256), the gradient at the flattened output; returns conv1's and conv2's."""
+        m = self.model
         if self.lib is None:
-            g = _pool_backward(aten.threshold_backward(g, self.out, 0), self.c1, self.i1)
-            return _conv_backward(g, self.x, self.weight, False)[1:]
-        b = g.shape[0]
-        gk = _to_chunks(g.permute(0, 2, 3, 1).reshape(b, 12 * 12 * 6))
-        dw, db = torch.zeros(6, 25), torch.zeros(6)
-        self.lib.conv1_pool_relu_backward(_ptr(self.xk), _ptr(gk), _ptr(self.outk), _ptr(self.argk),
-                                          _ptr(dw), _ptr(db), self.xk.shape[0])
-        return dw.view(self.weight.shape), db
+            g = g.view(self.r2.shape)  # (B, 16, 4, 4)
+            g = _pool_backward(aten.threshold_backward(g, self.r2, 0), self.c2, self.i2)
+            g, w2, b2 = _conv_backward(g, self.r1, m.conv2.weight, True)  # (B, 6, 12, 12)
+            g = _pool_backward(aten.threshold_backward(g, self.r1, 0), self.c1, self.i1)
+            _, w1, b1 = _conv_backward(g, self.x, m.conv1.weight, False)
+            return [w1, b1, w2, b2]
+        chunks = self.xk.shape[0]
+        g = g.contiguous()
+        scratch = [torch.empty(chunks, size, 16) for size in (256, 1024, 864)]  # alive until done
+        grads = [torch.zeros(6, 1, 5, 5), torch.zeros(6), torch.zeros(16, 6, 5, 5), torch.zeros(16)]
+        self.lib.convs_backward(_ptr(g), self.n, _ptr(self.w2), _ptr(self.xk), _ptr(self.r1),
+                                _ptr(self.arg1), _ptr(self.r2), _ptr(self.arg2),
+                                *map(_ptr, scratch), *map(_ptr, grads))
+        return grads
 
 
 def grads(model: LeNet5, x: torch.Tensor, y: torch.Tensor, scale: float):
@@ -109,12 +113,8 @@ def grads(model: LeNet5, x: torch.Tensor, y: torch.Tensor, scale: float):
     m = model
     with torch.no_grad():
         # forward, saving what the backward reads (as autograd would)
-        block1 = _Block1(kernels.load(), x, m.conv1.weight, m.conv1.bias)
-        r1 = block1.out  # (B, 6, 12, 12)
-        c2 = _conv(r1, m.conv2.weight, m.conv2.bias)  # (B, 16, 8, 8)
-        p2, i2 = aten.max_pool2d_with_indices(c2, TWO, TWO)
-        r2 = aten.relu(p2)  # (B, 16, 4, 4)
-        f = r2.flatten(1)  # (B, 256)
+        convs = _Convs(kernels.load(), m, x)
+        f = convs.out  # (B, 256)
         h1 = aten.relu(aten.addmm(m.fc1.bias, f, m.fc1.weight.t()))  # (B, 120)
         h2 = aten.relu(aten.addmm(m.fc2.bias, h1, m.fc2.weight.t()))  # (B, 84)
         logits = aten.addmm(m.fc3.bias, h2, m.fc3.weight.t())  # (B, 10)
@@ -129,8 +129,5 @@ def grads(model: LeNet5, x: torch.Tensor, y: torch.Tensor, scale: float):
         w4, b4 = g.t().mm(h1), g.sum(0)
         g = aten.threshold_backward(g.mm(m.fc2.weight), h1, 0)  # (B, 120)
         w3, b3 = g.t().mm(f), g.sum(0)
-        g = g.mm(m.fc1.weight).view(r2.shape)  # (B, 16, 4, 4)
-        g = _pool_backward(aten.threshold_backward(g, r2, 0), c2, i2)  # (B, 16, 8, 8)
-        g, w2, b2 = _conv_backward(g, r1, m.conv2.weight, True)  # (B, 6, 12, 12)
-        w1, b1 = block1.backward(g)
+        w1, b1, w2, b2 = convs.backward(g.mm(m.fc1.weight))  # from (B, 256)
     return loss, logits, [w1, b1, w2, b2, w3, b3, w4, b4, w5, b5]

@@ -1,4 +1,4 @@
-"""The native CPU kernels (conv1.cpp): built once per machine with the C++ compiler, then loaded.
+"""The native CPU kernels (convs.cpp): built once per machine with the C++ compiler, then loaded.
 
 The library is compiled for this CPU (-march=native) into a cache folder, under a name made from
 the source, the compiler, the flags and the CPU's features, so an edit, another compiler or a
@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("conv1.cpp")
+SOURCE = Path(__file__).with_name("convs.cpp")
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c++17"]
 
 _lib: ctypes.CDLL | None = None
@@ -64,7 +64,7 @@ def load() -> ctypes.CDLL | None:
     source = SOURCE.read_bytes()
     key = hashlib.sha256(b"\0".join([source, cxx.encode(), " ".join(FLAGS).encode(),
                                      platform.machine().encode(), _cpu_features().encode()]))
-    path = cache_dir() / f"conv1-{key.hexdigest()[:16]}.so"
+    path = cache_dir() / f"convs-{key.hexdigest()[:16]}.so"
     try:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,7 @@ def load() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(path))
     except (OSError, subprocess.SubprocessError):
         return None
-    for name in ("conv1_pool_relu_forward", "conv1_pool_relu_backward"):
+    for name in ("convs_forward", "convs_backward"):
         getattr(lib, name).restype = None
     _lib = lib
     return lib
