@@ -54,6 +54,19 @@ def test_native_kernels_agree_with_autograd(mnist, n):
         assert (e - g).abs().max() <= 1e-5 * e.abs().max(), name
 
 
+def test_native_kernels_in_a_forked_process_run_on_one_thread(mnist, monkeypatch):
+    assert kernels.load() is not None
+    assert kernels.threads() == torch.get_num_threads()
+    monkeypatch.setattr(kernels, "_pid", -1)  # as in a child forked after the kernels ran
+    assert kernels.threads() == 1
+    model = LeNet5().to(memory_format=CL)
+    x, y = digits(mnist, 48)
+    _, expected = autograd_grads(model, x, y, 1 / 48)
+    _, _, got = backprop.grads(model, x, y, 1 / 48)
+    for e, g in zip(expected, got):
+        assert (e - g).abs().max() <= 1e-5 * e.abs().max()
+
+
 def test_native_max_pool_ties_go_to_the_first_position_as_in_torch(monkeypatch):
     """A flat image ties every window: torch gives each window's gradient to its top-left cell."""
     assert kernels.load() is not None

@@ -82,7 +82,7 @@ class _Convs:
         self.rows = x.reshape(n, 28 * 28).contiguous()  # one image a row (a view for NHWC input)
         lib.convs_forward(_ptr(self.rows), n, _ptr(m.conv1.weight), _ptr(m.conv1.bias), _ptr(self.w2),
                           _ptr(m.conv2.bias), _ptr(self.xk), _ptr(self.r1), _ptr(self.arg1),
-                          _ptr(self.r2), _ptr(self.arg2), _ptr(self.out))
+                          _ptr(self.r2), _ptr(self.arg2), _ptr(self.out), kernels.threads())
 
     def backward(self, g: torch.Tensor) -> list[torch.Tensor]:
         """g: (B, 256), the gradient at the flattened output; returns conv1's and conv2's."""
@@ -100,7 +100,7 @@ class _Convs:
         grads = [torch.zeros(6, 1, 5, 5), torch.zeros(6), torch.zeros(16, 6, 5, 5), torch.zeros(16)]
         self.lib.convs_backward(_ptr(g), self.n, _ptr(self.w2), _ptr(self.xk), _ptr(self.r1),
                                 _ptr(self.arg1), _ptr(self.r2), _ptr(self.arg2),
-                                *map(_ptr, scratch), *map(_ptr, grads))
+                                *map(_ptr, scratch), *map(_ptr, grads), kernels.threads())
         return grads
 
 

@@ -134,9 +134,10 @@ static void block2_forward(const float *r1c, const float *w2, const float *b2, f
 // xk, r1, arg1, r2, arg2: chunk-major, kept for the backward.
 extern "C" void convs_forward(const float *x, int n, const float *w1, const float *b1,
                               const float *w2, const float *b2, float *xk, float *r1, float *arg1,
-                              float *r2, float *arg2, float *f) {
+                              float *r2, float *arg2, float *f, int threads) {
     const int chunks = (n + 15) / 16;
     to_chunks(x, n, 784, xk);
+#pragma omp parallel for num_threads(threads) schedule(static)
     for (int ch = 0; ch < chunks; ch++) {
         block1_forward(xk + ch * 784 * 16, w1, b1, r1 + ch * 864 * 16, arg1 + ch * 864 * 16);
         block2_forward(r1 + ch * 864 * 16, w2, b2, r2 + ch * 256 * 16, arg2 + ch * 256 * 16);
@@ -153,16 +154,14 @@ static inline void route(v16 g, v16 out, v16 which, v16 *g0, v16 *g1, v16 *g2, v
     *g3 = which == ZERO + 3 ? g : ZERO;
 }
 
-// gconv: (16 channels, 8, 8) per chunk, the gradient at conv2's output; db2 += its sums.
-static void block2_route(const float *gfc, const float *r2c, const float *arg2c, float *gconvc,
-                         v16 *db2) {
+// gconv: (16 channels, 8, 8) per chunk, the gradient at conv2's output.
+static void block2_route(const float *gfc, const float *r2c, const float *arg2c, float *gconvc) {
     for (int o = 0; o < 16; o++)
         for (int u = 0; u < 4; u++)
             for (int v = 0; v < 4; v++) {
                 const int at = (o * 16 + u * 4 + v) * 16;
                 v16 g0, g1, g2, g3;
                 route(load(gfc + at), load(r2c + at), load(arg2c + at), &g0, &g1, &g2, &g3);
-                db2[o] += g0 + g1 + g2 + g3;
                 float *gc = gconvc + (o * 64 + 2 * u * 8 + 2 * v) * 16;
                 store(gc, g0);
                 store(gc + 16, g1);
@@ -190,9 +189,8 @@ static void block2_input_grad(const float *gconvc, const float *w2, float *gr1c)
         }
 }
 
-// dw2 (16, 6, 5, 5) += the weight gradient summed over every chunk.
-static void block2_weight_grad(const float *r1, const float *gconv, int chunks, float *dw2) {
-    for (int c = 0; c < 6; c++)
+// dw2 (16, 6, 5, 5) += the weight gradient of input channel c, summed over every chunk.
+static void block2_weight_grad(const float *r1, const float *gconv, int chunks, int c, float *dw2) {
         for (int k = 0; k < 5; k++)
             for (int og = 0; og < 16; og += 4) {
                 v16 acc[4][5];
@@ -218,10 +216,9 @@ static void block2_weight_grad(const float *r1, const float *gconv, int chunks, 
             }
 }
 
-// dw1 (6, 25), db1 (6) += block 1's gradients, from gr1, the gradient at its output.
+// dw1 (6, 25), db1 (6) += block 1's gradients for channel c, from gr1, the gradient at its output.
 static void block1_weight_grad(const float *xk, const float *gr1, const float *r1,
-                               const float *arg1, int chunks, float *dw1, float *db1) {
-    for (int c = 0; c < 6; c++) {
+                               const float *arg1, int chunks, int c, float *dw1, float *db1) {
         v16 bias_sum = ZERO;
         for (int k = 0; k < 5; k++) {  // one kernel row at a time: its 5 sums stay in registers
             v16 a0 = ZERO, a1 = ZERO, a2 = ZERO, a3 = ZERO, a4 = ZERO;
@@ -253,7 +250,6 @@ static void block1_weight_grad(const float *xk, const float *gr1, const float *r
             dw1[c * 25 + k * 5 + 4] += lanes_sum(a4);
         }
         db1[c] += lanes_sum(bias_sum);
-    }
 }
 
 // gf: (n, 256) rows, the gradient at the forward's f. Scratch: gfk (chunks, 256, 16),
@@ -261,17 +257,30 @@ static void block1_weight_grad(const float *xk, const float *gr1, const float *r
 extern "C" void convs_backward(const float *gf, int n, const float *w2, const float *xk,
                                const float *r1, const float *arg1, const float *r2,
                                const float *arg2, float *gfk, float *gconv, float *gr1,
-                               float *dw1, float *db1, float *dw2, float *db2) {
+                               float *dw1, float *db1, float *dw2, float *db2, int threads) {
     const int chunks = (n + 15) / 16;
     to_chunks(gf, n, 256, gfk);
-    v16 db2v[16];
-    for (int o = 0; o < 16; o++) db2v[o] = ZERO;
-    for (int ch = 0; ch < chunks; ch++) {
-        block2_route(gfk + ch * 256 * 16, r2 + ch * 256 * 16, arg2 + ch * 256 * 16,
-                     gconv + ch * 1024 * 16, db2v);
-        block2_input_grad(gconv + ch * 1024 * 16, w2, gr1 + ch * 864 * 16);
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (int ch = 0; ch < chunks; ch++) {
+            block2_route(gfk + ch * 256 * 16, r2 + ch * 256 * 16, arg2 + ch * 256 * 16,
+                         gconv + ch * 1024 * 16);
+            block2_input_grad(gconv + ch * 1024 * 16, w2, gr1 + ch * 864 * 16);
+        }
+        // each channel's sums are its own: no two threads write the same gradient
+#pragma omp for schedule(static)
+        for (int c = 0; c < 12; c++) {
+            if (c < 6)
+                block2_weight_grad(r1, gconv, chunks, c, dw2);
+            else
+                block1_weight_grad(xk, gr1, r1, arg1, chunks, c - 6, dw1, db1);
+        }
     }
-    for (int o = 0; o < 16; o++) db2[o] += lanes_sum(db2v[o]);
-    block2_weight_grad(r1, gconv, chunks, dw2);
-    block1_weight_grad(xk, gr1, r1, arg1, chunks, dw1, db1);
+    for (int o = 0; o < 16; o++) {  // conv2's bias: the sum of its output's gradient
+        v16 sum = ZERO;
+        for (int ch = 0; ch < chunks; ch++)
+            for (int yx = 0; yx < 64; yx++) sum += load(gconv + ((ch * 16 + o) * 64 + yx) * 16);
+        db2[o] += lanes_sum(sum);
+    }
 }

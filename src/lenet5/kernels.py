@@ -3,9 +3,10 @@
 The library is compiled for this CPU (-march=native) into a cache folder, under a name made from
 the source, the compiler, the flags and the CPU's features, so an edit, another compiler or a
 different machine sharing the folder each get their own build. It is written to a temporary file
-and moved into place, so a build cut short never leaves half a library. Where there is no compiler
-or the build fails, `load()` returns None and training uses torch's kernels: slower, not wrong.
-`LENET5_NATIVE=0` turns the kernels off.
+and moved into place, so a build cut short never leaves half a library. OpenMP spreads the work
+over torch's thread count; a compiler without OpenMP (Apple's clang) builds it single-threaded.
+Where there is no compiler or the build fails, `load()` returns None and training uses torch's
+kernels: slower, not wrong. `LENET5_NATIVE=0` turns the kernels off.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import torch
+
 SOURCE = Path(__file__).with_name("convs.cpp")
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c++17"]
+OPENMP = "-fopenmp"
 
 _lib: ctypes.CDLL | None = None
 _tried = False
+_pid = 0  # the process that loaded the library: a forked child runs it on one thread
 
 
 def cache_dir() -> Path:
@@ -52,7 +57,7 @@ def compiler() -> str | None:
 
 def load() -> ctypes.CDLL | None:
     """The kernels, built on first use; None where they cannot be (no compiler, a failed build)."""
-    global _lib, _tried
+    global _lib, _tried, _pid
     if _tried:
         return _lib
     _tried = True
@@ -61,8 +66,25 @@ def load() -> ctypes.CDLL | None:
     cxx = compiler()
     if cxx is None:
         return None
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, cxx.encode(), " ".join(FLAGS).encode(),
+    for flags in (FLAGS + [OPENMP], FLAGS):
+        lib = _build(cxx, flags)
+        if lib is not None:
+            for name in ("convs_forward", "convs_backward"):
+                getattr(lib, name).restype = None
+            _lib, _pid = lib, os.getpid()
+            return lib
+    return None
+
+
+def threads() -> int:
+    """The kernels' thread count: torch's, except in a process forked after they ran (GNU
+    OpenMP's threads do not survive a fork)."""
+    return torch.get_num_threads() if os.getpid() == _pid else 1
+
+
+def _build(cxx: str, flags: list[str]) -> ctypes.CDLL | None:
+    """The library built with these flags (once; then from the cache), or None if that fails."""
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), cxx.encode(), " ".join(flags).encode(),
                                      platform.machine().encode(), _cpu_features().encode()]))
     path = cache_dir() / f"convs-{key.hexdigest()[:16]}.so"
     try:
@@ -71,16 +93,12 @@ def load() -> ctypes.CDLL | None:
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
             os.close(fd)
             try:
-                subprocess.run([cxx, *FLAGS, "-o", tmp, str(SOURCE)], check=True,
+                subprocess.run([cxx, *flags, "-o", tmp, str(SOURCE)], check=True,
                                capture_output=True, timeout=300)
                 os.replace(tmp, path)
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
-        lib = ctypes.CDLL(str(path))
+        return ctypes.CDLL(str(path))
     except (OSError, subprocess.SubprocessError):
         return None
-    for name in ("convs_forward", "convs_backward"):
-        getattr(lib, name).restype = None
-    _lib = lib
-    return lib
