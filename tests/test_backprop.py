@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from lenet5 import backprop, kernels
 from lenet5.data import normalize
 from lenet5.model import LeNet5
+from lenet5.backprop import _Convs
 from lenet5.step import TrainStep
 
 CL = torch.channels_last
@@ -121,3 +122,19 @@ def test_without_kernels_training_falls_back_to_torch(tmp_path, monkeypatch, mni
         step(x, y, 64)
         losses.append(step.loss_sum.item())
     assert losses[-1] < losses[0]
+
+
+def test_cpu_inference_runs_the_native_forward_and_agrees_with_the_model(mnist, monkeypatch):
+    from lenet5.evaluate import predict_logits
+
+    torch.manual_seed(2)
+    model = LeNet5()
+    images = mnist.test_images[:300]
+    with torch.no_grad():
+        expected = model(normalize(images))
+    calls = []
+    monkeypatch.setattr(backprop, "_Convs", lambda *a: calls.append(1) or _Convs(*a))
+    got = predict_logits(model, images, 0.1307, 0.3081, batch_size=128)
+    assert len(calls) == 3  # 128 + 128 + 44 images
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert torch.equal(got.argmax(1), expected.argmax(1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import backprop
 from .data import normalize
 
 
@@ -16,7 +17,8 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, mean: float, st
 
     channels_last (NHWC weights and inputs; None: on the CPU only) with batches of ~1024 is about
     1.5x faster on the CPU than NCHW, and batches of 10,000 fall out of cache; on CUDA NCHW is
-    faster (measured in bench/bench_speed.py).
+    faster (measured in bench/bench_speed.py). On the CPU in NHWC, a plain LeNet5 runs its
+    convolutions in the native kernels where they are built (backprop.py).
     """
     was_training = model.training
     model.eval()
@@ -29,7 +31,7 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, mean: float, st
         x = normalize(images[i:i + batch_size].to(device, non_blocking=True), mean, std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out.append(model(x).float())
+        out.append(backprop.logits(model, x).float() if channels_last else model(x).float())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 10, device=device)
 
