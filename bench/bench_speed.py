@@ -9,13 +9,16 @@
 (b) lenet5's path (data resident on the device, batches cut by index, no per-step host sync).
 It prints epoch seconds for each and their ratio, time-to-accuracy for `--recipe fast`, images/s for
 batched inference on the test set, and peak memory. On CUDA the recipes run twice: as shipped (each
-step replayed as one CUDA graph) and with plain steps (`--no-cuda-graphs`). Never run it beside
-other heavy work: on a 2-core machine a second busy process makes every figure meaningless.
+step replayed as one CUDA graph) and with plain steps (`--no-cuda-graphs`); on the CPU an epoch
+and inference also run on torch's kernels instead of lenet5's native ones (`LENET5_NATIVE=0`).
+Never run it beside other heavy work: on a 2-core machine a second busy process makes every figure
+meaningless.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -31,7 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))  # seed_code.py: the seed's own model class
 sys.path.insert(0, str(ROOT / "bench"))  # time_to_accuracy.py: one timed run of a recipe
 
-from lenet5 import LeNet5  # noqa: E402
+from lenet5 import LeNet5, kernels  # noqa: E402
 from lenet5.config import choose_device, from_recipe  # noqa: E402
 from lenet5.data import MEAN, STD, load_mnist  # noqa: E402
 from lenet5.errors import Lenet5Error  # noqa: E402
@@ -95,6 +98,17 @@ def lenet5_epoch(data, device, batch_size: int, **overrides) -> float:
     t0 = time.perf_counter()
     result = fit(cfg(), data)
     return result["history"][0]["seconds"] if result["history"] else time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def torch_kernels():
+    """As with LENET5_NATIVE=0: the CPU path without lenet5's native kernels."""
+    saved = kernels._lib
+    kernels._lib = None
+    try:
+        yield
+    finally:
+        kernels._lib = saved
 
 
 def sync(device):
@@ -198,6 +212,14 @@ def main() -> int:
         alt_key, alt_label, alt = "lenet5_epoch_nchw_s", "batch 64, NCHW", {"channels_last": False}
     alt_s = lenet5_epoch(data, device, 64, **alt)
     report(alt_key, round(alt_s, 3), f"{'lenet5 path, ' + alt_label + ':':<38}{alt_s:6.2f} s")
+    if device.type == "cpu" and kernels.load() is not None:  # NHWC with torch's kernels instead
+        with torch_kernels():
+            torch_s = lenet5_epoch(data, device, 64)
+            rate = inference_rate(data, device, 1024, channels_last=True)
+        report("lenet5_epoch_torch_kernels_s", round(torch_s, 3),
+               f"{'lenet5 path, batch 64, torch kernels:':<38}{torch_s:6.2f} s (LENET5_NATIVE=0)")
+        report("inference_b1024_torch_kernels_images_per_s", round(rate),
+               f"inference, test set, batch  1024 torch kernels: {rate:>10,.0f} images/s")
     big_s = lenet5_epoch(data, device, 256)
     report("lenet5_epoch_b256_s", round(big_s, 3), f"lenet5 path, epoch at batch 256:      {big_s:6.2f} s "
                                                    f"({seed_s / big_s:.2f}x the seed pipeline)")
