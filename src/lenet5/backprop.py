@@ -1,17 +1,18 @@
-"""LeNet-5's forward and backward pass written out, for training on the CPU.
+"""LeNet-5's forward and backward pass written out, for training (and scoring) on the CPU.
 
-Two things make a CPU step at the seed's batch of 64 slow, and neither is arithmetic:
-- oneDNN's kernels for the first block (conv 1->6, max-pool, ReLU) vectorise badly over one input
-  channel and six output channels: with the pool's backward, over a third of the step. The native
-  kernels in conv1.cpp (built by kernels.py) run that block forward and backward ~5x faster, with
-  16 images in each vector's 16 lanes.
-- Autograd records and walks a graph of ~20 nodes every step. Here the rest of the network calls
-  the aten kernels autograd would call, in the same order, with the same arguments.
+Two things made a CPU step at the seed's batch of 64 slow, and neither was arithmetic:
+- oneDNN's kernels vectorise badly over LeNet-5's 1, 6 and 16 channels: the convolutions and
+  their max-pools were over two thirds of a 2.7 ms step. The native kernels in convs.cpp (built by
+  kernels.py) run the whole convolution stack forward and backward with 16 images in each
+  vector's 16 lanes: 0.63 ms.
+- Autograd records and walks a graph of ~20 nodes every step. Here the fully connected layers and
+  the loss call the aten kernels autograd would call, in the same order, with the same arguments.
 
-Without the native kernels (no compiler, LENET5_NATIVE=0) the gradients are bit for bit
-autograd's; with them they agree to float rounding (both are tested). It covers what CPU training
-runs: LeNet5 in NHWC (channels_last), cross-entropy summed over the batch then scaled, no label
-smoothing. Everything else (CUDA, DDP, --compile, label smoothing, NCHW) uses autograd.
+Without the native kernels (no compiler, LENET5_NATIVE=0) the convolutions are aten's too and the
+gradients are bit for bit autograd's; with them they agree to float rounding (both are tested).
+It covers what CPU training runs: a float32 LeNet5 in NHWC (channels_last), cross-entropy summed
+over the batch then scaled, no label smoothing. Everything else (CUDA, DDP, --compile, label
+smoothing, NCHW) uses autograd.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ SUM = 2  # nll_loss reduction: 0 none, 1 mean, 2 sum
 
 
 def applies(model, label_smoothing: float) -> bool:
-    """Whether `grads` can stand in for autograd: a plain LeNet5, on the CPU, in NHWC."""
+    """Whether `grads` can stand in for autograd: a plain float32 LeNet5, on the CPU, in NHWC."""
     if type(model) is not LeNet5 or label_smoothing != 0:
         return False
     w = model.conv2.weight
-    return w.device.type == "cpu" and w.is_contiguous(memory_format=torch.channels_last)
+    return (w.device.type == "cpu" and w.dtype == torch.float32
+            and w.is_contiguous(memory_format=torch.channels_last))
 
 
 def _conv(x, w, b):
@@ -104,10 +106,10 @@ class _Convs:
         return grads
 
 
-def logits(model: LeNet5, x: torch.Tensor) -> torch.Tensor:
+def forward(model: LeNet5, x: torch.Tensor) -> torch.Tensor:
     """model(x) for inference on the CPU: the native forward where the kernels are built."""
     lib = kernels.load()
-    if lib is None or not applies(model, 0.0):
+    if lib is None or not applies(model, 0.0) or x.dtype != torch.float32:
         return model(x)
     m = model
     with torch.no_grad():

@@ -4,7 +4,8 @@ The library is compiled for this CPU (-march=native) into a cache folder, under 
 the source, the compiler, the flags and the CPU's features, so an edit, another compiler or a
 different machine sharing the folder each get their own build. It is written to a temporary file
 and moved into place, so a build cut short never leaves half a library. OpenMP spreads the work
-over torch's thread count; a compiler without OpenMP (Apple's clang) builds it single-threaded.
+over torch's thread count; a compiler without OpenMP (Apple's clang) builds it single-threaded,
+and one without -march=native for a generic CPU of its architecture.
 Where there is no compiler or the build fails, `load()` returns None and training uses torch's
 kernels: slower, not wrong. `LENET5_NATIVE=0` turns the kernels off.
 """
@@ -66,7 +67,8 @@ def load() -> ctypes.CDLL | None:
     cxx = compiler()
     if cxx is None:
         return None
-    for flags in (FLAGS + [OPENMP], FLAGS):
+    generic = [f for f in FLAGS if f != "-march=native"]  # a compiler that knows no "native"
+    for flags in (FLAGS + [OPENMP], FLAGS, generic):
         lib = _build(cxx, flags)
         if lib is not None:
             for name in ("convs_forward", "convs_backward"):
