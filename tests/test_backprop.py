@@ -1,4 +1,4 @@
-"""The CPU step's written-out backward: autograd's gradients, with and without the native kernels."""
+"""The CPU step written out: autograd's gradients, with the native kernels and without them."""
 
 import pytest
 import torch

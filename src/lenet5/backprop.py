@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 
 import torch
+from torch.profiler import record_function
 
 from . import kernels
 from .model import LeNet5
@@ -82,9 +83,11 @@ class _Convs:
         self.r2, self.arg2 = torch.empty(chunks, 256, 16), torch.empty(chunks, 256, 16)
         self.out = torch.empty(n, 256)
         self.rows = x.reshape(n, 28 * 28).contiguous()  # one image a row (a view for NHWC input)
-        lib.convs_forward(_ptr(self.rows), n, _ptr(m.conv1.weight), _ptr(m.conv1.bias), _ptr(self.w2),
-                          _ptr(m.conv2.bias), _ptr(self.xk), _ptr(self.r1), _ptr(self.arg1),
-                          _ptr(self.r2), _ptr(self.arg2), _ptr(self.out), kernels.threads())
+        with record_function("lenet5::convs_forward"):  # a row of its own in torch.profiler
+            lib.convs_forward(_ptr(self.rows), n, _ptr(m.conv1.weight), _ptr(m.conv1.bias),
+                              _ptr(self.w2), _ptr(m.conv2.bias), _ptr(self.xk), _ptr(self.r1),
+                              _ptr(self.arg1), _ptr(self.r2), _ptr(self.arg2), _ptr(self.out),
+                              kernels.threads())
 
     def backward(self, g: torch.Tensor) -> list[torch.Tensor]:
         """g: (B, 256), the gradient at the flattened output; returns conv1's and conv2's."""
@@ -100,9 +103,10 @@ class _Convs:
         g = g.contiguous()
         scratch = [torch.empty(chunks, size, 16) for size in (256, 1024, 864)]  # alive until done
         grads = [torch.zeros(6, 1, 5, 5), torch.zeros(6), torch.zeros(16, 6, 5, 5), torch.zeros(16)]
-        self.lib.convs_backward(_ptr(g), self.n, _ptr(self.w2), _ptr(self.xk), _ptr(self.r1),
-                                _ptr(self.arg1), _ptr(self.r2), _ptr(self.arg2),
-                                *map(_ptr, scratch), *map(_ptr, grads), kernels.threads())
+        with record_function("lenet5::convs_backward"):
+            self.lib.convs_backward(_ptr(g), self.n, _ptr(self.w2), _ptr(self.xk), _ptr(self.r1),
+                                    _ptr(self.arg1), _ptr(self.r2), _ptr(self.arg2),
+                                    *map(_ptr, scratch), *map(_ptr, grads), kernels.threads())
         return grads
 
 

@@ -68,7 +68,8 @@ static void block1_forward(const float *xc, const float *w1, const float *b1, fl
 #pragma GCC unroll 6
             for (int r = 0; r < 6; r++)
 #pragma GCC unroll 6
-                for (int s = 0; s < 6; s++) win[r][s] = load(xc + ((2 * i + r) * 28 + 2 * j + s) * 16);
+                for (int s = 0; s < 6; s++)
+                    win[r][s] = load(xc + ((2 * i + r) * 28 + 2 * j + s) * 16);
             for (int c = 0; c < 6; c++) {
                 const float *w = w1 + c * 25;
                 v16 a0 = ZERO + b1[c], a1 = a0, a2 = a0, a3 = a0;
@@ -191,65 +192,67 @@ static void block2_input_grad(const float *gconvc, const float *w2, float *gr1c)
 
 // dw2 (16, 6, 5, 5) += the weight gradient of input channel c, summed over every chunk.
 static void block2_weight_grad(const float *r1, const float *gconv, int chunks, int c, float *dw2) {
-        for (int k = 0; k < 5; k++)
-            for (int og = 0; og < 16; og += 4) {
-                v16 acc[4][5];
-                for (int o = 0; o < 4; o++)
-                    for (int l = 0; l < 5; l++) acc[o][l] = ZERO;
-                for (int ch = 0; ch < chunks; ch++) {
-                    const float *r1c = r1 + ch * 864 * 16, *gc = gconv + ch * 1024 * 16;
-                    for (int y = 0; y < 8; y++)
-                        for (int x = 0; x < 8; x++) {
-                            v16 row[5];
+    for (int k = 0; k < 5; k++)
+        for (int og = 0; og < 16; og += 4) {
+            v16 acc[4][5];
+            for (int o = 0; o < 4; o++)
+                for (int l = 0; l < 5; l++) acc[o][l] = ZERO;
+            for (int ch = 0; ch < chunks; ch++) {
+                const float *r1c = r1 + ch * 864 * 16, *gc = gconv + ch * 1024 * 16;
+                for (int y = 0; y < 8; y++)
+                    for (int x = 0; x < 8; x++) {
+                        v16 row[5];
 #pragma GCC unroll 5
-                            for (int l = 0; l < 5; l++) row[l] = load(r1c + (((y + k) * 12 + x + l) * 6 + c) * 16);
+                        for (int l = 0; l < 5; l++)
+                            row[l] = load(r1c + (((y + k) * 12 + x + l) * 6 + c) * 16);
 #pragma GCC unroll 4
-                            for (int o = 0; o < 4; o++) {
-                                const v16 g = load(gc + ((og + o) * 64 + y * 8 + x) * 16);
+                        for (int o = 0; o < 4; o++) {
+                            const v16 g = load(gc + ((og + o) * 64 + y * 8 + x) * 16);
 #pragma GCC unroll 5
-                                for (int l = 0; l < 5; l++) acc[o][l] += g * row[l];
-                            }
+                            for (int l = 0; l < 5; l++) acc[o][l] += g * row[l];
                         }
-                }
-                for (int o = 0; o < 4; o++)
-                    for (int l = 0; l < 5; l++) dw2[((og + o) * 6 + c) * 25 + k * 5 + l] += lanes_sum(acc[o][l]);
+                    }
             }
+            for (int o = 0; o < 4; o++)
+                for (int l = 0; l < 5; l++)
+                    dw2[((og + o) * 6 + c) * 25 + k * 5 + l] += lanes_sum(acc[o][l]);
+        }
 }
 
 // dw1 (6, 25), db1 (6) += block 1's gradients for channel c, from gr1, the gradient at its output.
 static void block1_weight_grad(const float *xk, const float *gr1, const float *r1,
                                const float *arg1, int chunks, int c, float *dw1, float *db1) {
-        v16 bias_sum = ZERO;
-        for (int k = 0; k < 5; k++) {  // one kernel row at a time: its 5 sums stay in registers
-            v16 a0 = ZERO, a1 = ZERO, a2 = ZERO, a3 = ZERO, a4 = ZERO;
-            for (int ch = 0; ch < chunks; ch++) {
-                const float *xc = xk + ch * 784 * 16;
-                for (int i = 0; i < 12; i++)
-                    for (int j = 0; j < 12; j++) {
-                        const int at = ch * 864 * 16 + ((i * 12 + j) * 6 + c) * 16;
-                        v16 g0, g1, g2, g3;
-                        route(load(gr1 + at), load(r1 + at), load(arg1 + at), &g0, &g1, &g2, &g3);
-                        if (k == 0) bias_sum += g0 + g1 + g2 + g3;
-                        const float *t = xc + ((2 * i + k) * 28 + 2 * j) * 16;  // window row k
-                        const float *b = t + 28 * 16;                          // and row k + 1
-                        const v16 t0 = load(t), t1 = load(t + 16), t2 = load(t + 32),
-                                  t3 = load(t + 48), t4 = load(t + 64), t5 = load(t + 80);
-                        const v16 b0 = load(b), b1 = load(b + 16), b2 = load(b + 32),
-                                  b3 = load(b + 48), b4 = load(b + 64), b5 = load(b + 80);
-                        a0 += g0 * t0 + g1 * t1 + g2 * b0 + g3 * b1;
-                        a1 += g0 * t1 + g1 * t2 + g2 * b1 + g3 * b2;
-                        a2 += g0 * t2 + g1 * t3 + g2 * b2 + g3 * b3;
-                        a3 += g0 * t3 + g1 * t4 + g2 * b3 + g3 * b4;
-                        a4 += g0 * t4 + g1 * t5 + g2 * b4 + g3 * b5;
-                    }
-            }
-            dw1[c * 25 + k * 5 + 0] += lanes_sum(a0);
-            dw1[c * 25 + k * 5 + 1] += lanes_sum(a1);
-            dw1[c * 25 + k * 5 + 2] += lanes_sum(a2);
-            dw1[c * 25 + k * 5 + 3] += lanes_sum(a3);
-            dw1[c * 25 + k * 5 + 4] += lanes_sum(a4);
+    v16 bias_sum = ZERO;
+    for (int k = 0; k < 5; k++) {  // one kernel row at a time: its 5 sums stay in registers
+        v16 a0 = ZERO, a1 = ZERO, a2 = ZERO, a3 = ZERO, a4 = ZERO;
+        for (int ch = 0; ch < chunks; ch++) {
+            const float *xc = xk + ch * 784 * 16;
+            for (int i = 0; i < 12; i++)
+                for (int j = 0; j < 12; j++) {
+                    const int at = ch * 864 * 16 + ((i * 12 + j) * 6 + c) * 16;
+                    v16 g0, g1, g2, g3;
+                    route(load(gr1 + at), load(r1 + at), load(arg1 + at), &g0, &g1, &g2, &g3);
+                    if (k == 0) bias_sum += g0 + g1 + g2 + g3;
+                    const float *t = xc + ((2 * i + k) * 28 + 2 * j) * 16;  // window row k
+                    const float *b = t + 28 * 16;                          // and row k + 1
+                    const v16 t0 = load(t), t1 = load(t + 16), t2 = load(t + 32),
+                              t3 = load(t + 48), t4 = load(t + 64), t5 = load(t + 80);
+                    const v16 b0 = load(b), b1 = load(b + 16), b2 = load(b + 32),
+                              b3 = load(b + 48), b4 = load(b + 64), b5 = load(b + 80);
+                    a0 += g0 * t0 + g1 * t1 + g2 * b0 + g3 * b1;
+                    a1 += g0 * t1 + g1 * t2 + g2 * b1 + g3 * b2;
+                    a2 += g0 * t2 + g1 * t3 + g2 * b2 + g3 * b3;
+                    a3 += g0 * t3 + g1 * t4 + g2 * b3 + g3 * b4;
+                    a4 += g0 * t4 + g1 * t5 + g2 * b4 + g3 * b5;
+                }
         }
-        db1[c] += lanes_sum(bias_sum);
+        dw1[c * 25 + k * 5 + 0] += lanes_sum(a0);
+        dw1[c * 25 + k * 5 + 1] += lanes_sum(a1);
+        dw1[c * 25 + k * 5 + 2] += lanes_sum(a2);
+        dw1[c * 25 + k * 5 + 3] += lanes_sum(a3);
+        dw1[c * 25 + k * 5 + 4] += lanes_sum(a4);
+    }
+    db1[c] += lanes_sum(bias_sum);
 }
 
 // gf: (n, 256) rows, the gradient at the forward's f. Scratch: gfk (chunks, 256, 16),
