@@ -4,8 +4,9 @@
 // At the seed's batch of 64, oneDNN spends most of a training step here: six and sixteen channels
 // fill little of a vector. These loops put 16 images in the 16 lanes of a vector instead, so every
 // multiply-add is a full vector whatever the channel count, and each max-pool is 3 compares. Built
-// on first use by kernels.py (portable GCC/Clang vector extensions, no intrinsics); backprop.py
-// uses torch's kernels when no compiler is at hand.
+// on first use by kernels.py (portable GCC/Clang vector extensions, no intrinsics); OpenMP, where
+// the compiler has it, shares chunks and channels among `threads`; backprop.py uses torch's
+// kernels when no compiler is at hand.
 //
 // Layout inside, "chunk-major": images in chunks of 16, each value followed by the same value of
 // the other 15 images of its chunk; the lanes past the batch's last image hold zeros.
@@ -273,11 +274,11 @@ extern "C" void convs_backward(const float *gf, int n, const float *w2, const fl
         }
         // each channel's sums are its own: no two threads write the same gradient
 #pragma omp for schedule(static)
-        for (int c = 0; c < 12; c++) {
-            if (c < 6)
-                block2_weight_grad(r1, gconv, chunks, c, dw2);
+        for (int task = 0; task < 12; task++) {
+            if (task < 6)
+                block2_weight_grad(r1, gconv, chunks, task, dw2);
             else
-                block1_weight_grad(xk, gr1, r1, arg1, chunks, c - 6, dw1, db1);
+                block1_weight_grad(xk, gr1, r1, arg1, chunks, task - 6, dw1, db1);
         }
     }
     for (int o = 0; o < 16; o++) {  // conv2's bias: the sum of its output's gradient
