@@ -89,6 +89,20 @@ def test_training_steps_use_it_only_where_it_applies():
     assert not backprop.applies(torch.nn.Sequential(model), 0.0)  # a wrapper (DDP, compile)
 
 
+def test_a_model_with_forward_hooks_runs_its_own_forward(mnist):
+    """Hooks (feature maps, a user's own) see every layer: the written-out path steps aside."""
+    from lenet5.evaluate import predict_logits
+
+    model = LeNet5().to(memory_format=CL)
+    seen = []
+    handle = model.conv2.register_forward_hook(lambda m, i, out: seen.append(out.shape))
+    assert not backprop.applies(model, 0.0)
+    predict_logits(model, mnist.test_images[:10], 0.1307, 0.3081)
+    assert seen == [torch.Size([10, 16, 8, 8])]
+    handle.remove()
+    assert backprop.applies(model, 0.0)
+
+
 def test_kernels_build_once_into_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LENET5_CACHE", str(tmp_path))
     monkeypatch.setattr(kernels, "_tried", False)

@@ -32,12 +32,20 @@ SUM = 2  # nll_loss reduction: 0 none, 1 mean, 2 sum
 
 
 def applies(model, label_smoothing: float) -> bool:
-    """Whether `grads` can stand in for autograd: a plain float32 LeNet5, on the CPU, in NHWC."""
-    if type(model) is not LeNet5 or label_smoothing != 0:
+    """Whether `grads` can stand in for autograd: a plain float32 LeNet5, on the CPU, in NHWC,
+    with no forward hooks (they would not run)."""
+    if type(model) is not LeNet5 or label_smoothing != 0 or _hooked(model):
         return False
     w = model.conv2.weight
     return (w.device.type == "cpu" and w.dtype == torch.float32
             and w.is_contiguous(memory_format=torch.channels_last))
+
+
+def _hooked(model: torch.nn.Module) -> bool:
+    from torch.nn.modules import module as nn_module
+
+    return bool(nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks) or any(
+        m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
 def _conv(x, w, b):
