@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train LeNet-5. A recipe sets the defaults; any flag overrides it.")
     p.add_argument("--recipe", default="default", choices=list(RECIPES),
                    help="seed: the seed's exact recipe (~98%%); default: >= 99.3%%; best: the default "
-                        "trained 30 epochs, >= 99.4%%; fast: time to 99%% (default: default)")
+                        "trained 30 epochs (~99.4%%); fast: time to 99%% (default: default)")
     p.add_argument("--resume", metavar="RUN", help="continue a run exactly: its folder or last.pt")
     p.add_argument("--overwrite", action="store_true", help="reuse an existing run folder --name")
     p.add_argument("--no-test", dest="test", action="store_false",

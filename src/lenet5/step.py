@@ -5,6 +5,9 @@ bit for bit), without the optimizer's per-call Python: 3.5% of a CPU epoch at ba
 optimizer object still owns the state (momentum buffers, lr, momentum), so schedules, checkpoints
 and resume are unchanged; Adam-style optimizers take the plain `optimizer.step()`.
 
+On the CPU, a plain LeNet5 in NHWC takes its forward and backward from backprop.py: lenet5's
+native convolutions and no autograd graph, the gradients autograd's to float rounding.
+
 On CUDA, `GraphedStep` (`--cuda-graphs`, on by default) records a whole step once and replays it
 with one launch per batch: at LeNet-5's size a GPU step is mostly launch and Python overhead, not
 arithmetic. Every CUDA step, recorded or not, reads lr and momentum from device tensors refreshed
@@ -85,7 +88,7 @@ class TrainStep:
         self.lr = torch.zeros((), device=device)
         self.momentum = torch.zeros((), device=device)
         self.values = (None, None)  # the (lr, momentum) last written to the device tensors
-        # the CPU's NHWC LeNet5: the backward written out (backprop.py), autograd's gradients
+        # the CPU's NHWC LeNet5: native convolutions, no autograd graph (backprop.py)
         self.written_out = backprop.applies(model, label_smoothing)
 
     def reset(self, running: dict | None = None) -> None:
