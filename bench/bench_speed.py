@@ -2,6 +2,7 @@
 
     python bench/bench_speed.py                 # CPU or the best device; writes bench/results/*.json
     python bench/bench_speed.py --full          # also the default and best recipes (~2 min more on CPU)
+    python bench/bench_speed.py --cpu-level x86-64-v3   # as on an AVX2-only CPU (torch's kernels too)
 
 (a) a faithful stand-in of the seed's pipeline: a per-sample Dataset doing what torchvision's MNIST
     + ToTensor + Normalize do (uint8 array -> PIL image -> float tensor -> normalise) through
@@ -9,8 +10,12 @@
 (b) lenet5's path (data resident on the device, batches cut by index, no per-step host sync).
 It prints epoch seconds for each and their ratio, time-to-accuracy for `--recipe fast`, images/s for
 batched inference on the test set, and peak memory. On CUDA the recipes run twice: as shipped (each
-step replayed as one CUDA graph) and with plain steps (`--no-cuda-graphs`); on the CPU an epoch
-and inference also run on torch's kernels instead of lenet5's native ones (`LENET5_NATIVE=0`).
+step replayed as one CUDA graph) and with plain steps (`--no-cuda-graphs`). On the CPU it names the
+CPU model and its ISA levels, and times an epoch at batch 64 and inference with lenet5's native
+kernels built for each x86-64 level the CPU runs (v2: SSE4.2, v3: AVX2, v4: AVX-512) beside
+torch's kernels (`LENET5_NATIVE=0`) and the path lenet5 chooses by itself. `--cpu-level` caps
+everything at one level, torch's own kernels included (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA):
+an AVX-512 machine then measures what an AVX2-only one would.
 Never run it beside other heavy work: on a 2-core machine a second busy process makes every figure
 meaningless.
 """
@@ -20,7 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import platform
+import os
 import resource
 import sys
 import time
@@ -34,7 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))  # seed_code.py: the seed's own model class
 sys.path.insert(0, str(ROOT / "bench"))  # time_to_accuracy.py: one timed run of a recipe
 
-from lenet5 import LeNet5, kernels  # noqa: E402
+from lenet5 import LeNet5, compute, kernels  # noqa: E402
 from lenet5.config import choose_device, from_recipe  # noqa: E402
 from lenet5.data import MEAN, STD, load_mnist  # noqa: E402
 from lenet5.errors import Lenet5Error  # noqa: E402
@@ -101,14 +106,39 @@ def lenet5_epoch(data, device, batch_size: int, **overrides) -> float:
 
 
 @contextlib.contextmanager
-def torch_kernels():
-    """As with LENET5_NATIVE=0: the CPU path without lenet5's native kernels."""
-    saved = kernels._lib
-    kernels._lib = None
+def cpu_kernels(native: str, level: str | None = None):
+    """Run the block as with LENET5_NATIVE=`native` ("0": torch's kernels, "1": the native ones)
+    and LENET5_ISA=`level`."""
+    saved = {k: os.environ.get(k) for k in ("LENET5_NATIVE", "LENET5_ISA")}
+    os.environ["LENET5_NATIVE"] = native
+    if level:
+        os.environ["LENET5_ISA"] = level
+    kernels.forget()
     try:
         yield
     finally:
-        kernels._lib = saved
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        kernels.forget()
+
+
+# what caps torch's own CPU kernels at an x86-64 level: aten's vector code and oneDNN's
+TORCH_CAPS = {"x86-64-v2": ("default", "SSE41"), "x86-64-v3": ("avx2", "AVX2"),
+              "x86-64-v4": ("avx512", "AVX512_CORE")}
+
+
+def cap_cpu_level(level: str) -> None:
+    """Re-run this benchmark with every CPU path capped at `level` (torch reads its caps at start)."""
+    if os.environ.get("LENET5_ISA") == level:
+        return
+    if level not in TORCH_CAPS:
+        sys.exit(f"bench_speed: --cpu-level {level}: one of {', '.join(TORCH_CAPS)}")
+    aten, onednn = TORCH_CAPS[level]
+    os.environ.update(LENET5_ISA=level, ATEN_CPU_CAPABILITY=aten, ONEDNN_MAX_CPU_ISA=onednn)
+    os.execv(sys.executable, [sys.executable, *sys.argv])
 
 
 def sync(device):
@@ -175,6 +205,12 @@ def targets(out: dict, device) -> dict:
         }
     return {
         "batch 64 >= 3x the seed pipeline": out["speedup_batch64"] >= 3.0,
+        "default path within 5% of torch's kernels or faster": out["default_vs_torch"] >= 0.95,
+        "native >= 1.5x torch's kernels (step and inference)": any(
+            r["step_vs_torch"] >= 1.5 and r["inference_vs_torch"] >= 1.5
+            for k, r in out["cpu_paths"].items() if k == out["level"]),
+        "fast >= 99.0% in less than one seed-pipeline epoch": reached(
+            ["fast_recipe"], 0.990, out["seed_epoch_s"]),
         "fast >= 99.0% in < 15 s": reached(["fast_recipe"], 0.990, 15.0),
         "default >= 99.3% in < 60 s": reached(["default_recipe"], 0.993, 60.0),
         "training RSS < 1 GB": out["training_peak_rss_mb"] < 1024,
@@ -187,15 +223,24 @@ def main() -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--full", action="store_true", help="also train the default and best recipes")
     p.add_argument("--out", default=None, help="JSON file (default: bench/results/speed-<time>.json)")
+    p.add_argument("--cpu-level", default=None, metavar="LEVEL",
+                   help="x86-64-v2 | x86-64-v3 | x86-64-v4: measure as on a CPU of that level")
     args = p.parse_args()
+    if args.cpu_level:
+        cap_cpu_level(args.cpu_level)
     device = choose_device(args.device)
     import tempfile
 
     TMP = Path(tempfile.mkdtemp(prefix="lenet5-bench-"))
     data = load_mnist(ROOT / "data")
-    out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-           or platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "cpu": kernels.cpu_model(), "cpu_levels": kernels.levels(),
+           "level": kernels.default_level(), "capped": bool(args.cpu_level),
+           "torch": torch.__version__, "threads": torch.get_num_threads(),
            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    print(f"{out['cpu']} (runs {', '.join(out['cpu_levels'])}); measuring at {out['level']}"
+          f"{' (capped: torch too)' if args.cpu_level else ''}; torch {torch.__version__}, "
+          f"{out['threads']} threads", flush=True)
 
     def report(key, value, text):
         out[key] = value
@@ -204,6 +249,9 @@ def main() -> int:
     seed_s = seed_epoch(data, device)
     report("seed_epoch_s", round(seed_s, 3), f"seed pipeline, epoch at batch 64:     {seed_s:6.2f} s")
     ours_s = lenet5_epoch(data, device, 64)
+    if device.type == "cpu":
+        path = compute.for_training(LeNet5().to(memory_format=torch.channels_last), device)
+        report("path", path.line(), f"lenet5's own choice: {path.line()}")
     report("lenet5_epoch_s", round(ours_s, 3), f"lenet5 path, epoch at batch 64:       {ours_s:6.2f} s")
     report("speedup_batch64", round(seed_s / ours_s, 2), f"speed-up at batch 64:                 {seed_s / ours_s:6.2f}x")
     if device.type == "cuda":  # the default records each step as a CUDA graph; plain steps for comparison
@@ -212,14 +260,37 @@ def main() -> int:
         alt_key, alt_label, alt = "lenet5_epoch_nchw_s", "batch 64, NCHW", {"channels_last": False}
     alt_s = lenet5_epoch(data, device, 64, **alt)
     report(alt_key, round(alt_s, 3), f"{'lenet5 path, ' + alt_label + ':':<38}{alt_s:6.2f} s")
-    if device.type == "cpu" and kernels.load() is not None:  # NHWC with torch's kernels instead
-        with torch_kernels():
-            torch_s = lenet5_epoch(data, device, 64)
-            rate = inference_rate(data, device, 1024, channels_last=True)
-        report("lenet5_epoch_torch_kernels_s", round(torch_s, 3),
-               f"{'lenet5 path, batch 64, torch kernels:':<38}{torch_s:6.2f} s (LENET5_NATIVE=0)")
-        report("inference_b1024_torch_kernels_images_per_s", round(rate),
-               f"inference, test set, batch  1024 torch kernels: {rate:>10,.0f} images/s")
+    if device.type == "cpu":  # each CPU path by itself: torch's kernels, the native ones per level
+        levels = kernels.levels()
+        if args.cpu_level and args.cpu_level in levels:
+            levels = levels[:levels.index(args.cpu_level) + 1]
+        runs = [("torch", "0", None)] + [(level, "1", level) for level in levels]
+        rows = {}
+        for name, native, level in runs:
+            with cpu_kernels(native, level):
+                if native == "1" and kernels.load() is None:
+                    print(f"{name}: {kernels.status()}")
+                    continue
+                epoch_s = lenet5_epoch(data, device, 64)
+                rate = inference_rate(data, device, 1024, channels_last=True)
+                step = compute.step_ms(kernels.load() if native == "1" else None, True, reps=40)
+            rows[name] = {"epoch_b64_s": round(epoch_s, 3), "step_b64_ms": step,
+                          "inference_b1024_images_per_s": round(rate)}
+        torch_row = rows["torch"]
+        for name, row in rows.items():
+            row["epoch_vs_torch"] = round(torch_row["epoch_b64_s"] / row["epoch_b64_s"], 2)
+            row["step_vs_torch"] = round(torch_row["step_b64_ms"] / row["step_b64_ms"], 2)
+            row["inference_vs_torch"] = round(row["inference_b1024_images_per_s"]
+                                              / torch_row["inference_b1024_images_per_s"], 2)
+            row["epoch_vs_seed"] = round(seed_s / row["epoch_b64_s"], 2)
+            label = "torch's kernels" if name == "torch" else f"native {name}"
+            print(f"{label:<18} epoch at batch 64 {row['epoch_b64_s']:6.2f} s ({row['epoch_vs_seed']:.2f}x "
+                  f"the seed pipeline, {row['epoch_vs_torch']:.2f}x torch's kernels); step "
+                  f"{row['step_b64_ms']:.2f} ms ({row['step_vs_torch']:.2f}x); inference "
+                  f"{row['inference_b1024_images_per_s']:>9,} images/s ({row['inference_vs_torch']:.2f}x)",
+                  flush=True)
+        out["cpu_paths"] = rows
+        out["default_vs_torch"] = round(torch_row["epoch_b64_s"] / ours_s, 2)
     big_s = lenet5_epoch(data, device, 256)
     report("lenet5_epoch_b256_s", round(big_s, 3), f"lenet5 path, epoch at batch 256:      {big_s:6.2f} s "
                                                    f"({seed_s / big_s:.2f}x the seed pipeline)")

@@ -136,7 +136,8 @@ def test_graph_mode_trains_and_resumes_as_plain_steps(tmp_path, mnist, monkeypat
     monkeypatch.setattr(train_mod, "GraphedStep", ReplayOnCPU)
     # torch's kernels, as on CUDA: the native conv1 sums in its own order, and over 40 steps the
     # float and tensor learning rates' last-bit differences grow past the tolerance below
-    monkeypatch.setattr(kernels, "load", lambda: None)
+    monkeypatch.setenv("LENET5_NATIVE", "0")
+    kernels.forget()
     monkeypatch.setattr(train_mod, "use_cuda_graphs", lambda cfg, device, world: cfg.cuda_graphs)
 
     def cfg(name, graphs):  # 2,500 training images: 19 full batches of 128 and a short one

@@ -2,14 +2,14 @@
 
 Two things made a CPU step at the seed's batch of 64 slow, and neither was arithmetic:
 - oneDNN's kernels vectorise badly over LeNet-5's 1, 6 and 16 channels: the convolutions and
-  their max-pools were over two thirds of a 2.7 ms step. The native kernels in convs.cpp (built by
-  kernels.py) run the whole convolution stack forward and backward with 16 images in each
-  vector's 16 lanes: 0.63 ms.
+  their max-pools were most of a step. The native kernels in convs.cpp (built by kernels.py) run
+  the whole convolution stack forward and backward with one image in each lane of a vector.
 - Autograd records and walks a graph of ~20 nodes every step. Here the fully connected layers and
   the loss call the aten kernels autograd would call, in the same order, with the same arguments.
 
-Without the native kernels (no compiler, LENET5_NATIVE=0) the convolutions are aten's too and the
-gradients are bit for bit autograd's; with them they agree to float rounding (both are tested).
+compute.py decides whether the native kernels or aten's run the convolutions and passes them in
+(`kernels=None`: aten's). On aten's kernels the gradients are bit for bit autograd's; on the native
+ones they agree to float rounding, at every ISA level built (both are tested).
 It covers what CPU training runs: a float32 LeNet5 in NHWC (channels_last), cross-entropy summed
 over the batch then scaled, no label smoothing. Everything else (CUDA, DDP, --compile, label
 smoothing, NCHW) uses autograd.
@@ -17,12 +17,10 @@ smoothing, NCHW) uses autograd.
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 from torch.profiler import record_function
 
-from . import kernels
+from .kernels import Kernels
 from .model import LeNet5
 
 aten = torch.ops.aten
@@ -61,21 +59,21 @@ def _pool_backward(g, x, indices):
     return aten.max_pool2d_with_indices_backward(g, x, TWO, TWO, ZERO, ONE, False, indices)
 
 
-def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
-    return ctypes.c_void_p(t.data_ptr())
+def _ptr(t: torch.Tensor) -> int:
+    return t.data_ptr()
 
 
-class _Convs:
+class Convs:
     """conv1 -> pool -> ReLU -> conv2 -> pool -> ReLU -> flatten, forward then backward.
 
-    The native kernels (convs.cpp), or aten's, called as autograd calls them.
+    The native kernels (convs.cpp), or aten's (`kernels=None`), called as autograd calls them.
     """
 
-    def __init__(self, lib, model: LeNet5, x: torch.Tensor):
-        self.lib, self.model, self.x = lib, model, x
+    def __init__(self, kernels: Kernels | None, model: LeNet5, x: torch.Tensor):
+        self.kernels, self.model, self.x = kernels, model, x
         self.n = n = x.shape[0]
         m = model
-        if lib is None:
+        if kernels is None:
             self.c1 = _conv(x, m.conv1.weight, m.conv1.bias)  # (B, 6, 24, 24)
             p1, self.i1 = aten.max_pool2d_with_indices(self.c1, TWO, TWO)
             self.r1 = aten.relu(p1)  # (B, 6, 12, 12)
@@ -84,54 +82,51 @@ class _Convs:
             self.r2 = aten.relu(p2)  # (B, 16, 4, 4)
             self.out = self.r2.flatten(1)  # (B, 256)
             return
-        chunks = (n + 15) // 16
+        lanes = kernels.lanes  # images per chunk: one per lane of the build's vector
+        chunks = (n + lanes - 1) // lanes
         self.w2 = m.conv2.weight.contiguous()  # (16, 6, 5, 5) in NCHW order, as the kernels read it
-        self.xk = torch.empty(chunks, 784, 16)
-        self.r1, self.arg1 = torch.empty(chunks, 864, 16), torch.empty(chunks, 864, 16)
-        self.r2, self.arg2 = torch.empty(chunks, 256, 16), torch.empty(chunks, 256, 16)
+        self.xk = torch.empty(chunks, 784, lanes)
+        self.r1, self.arg1 = torch.empty(chunks, 864, lanes), torch.empty(chunks, 864, lanes)
+        self.r2, self.arg2 = torch.empty(chunks, 256, lanes), torch.empty(chunks, 256, lanes)
         self.out = torch.empty(n, 256)
         self.rows = x.reshape(n, 28 * 28).contiguous()  # one image a row (a view for NHWC input)
         with record_function("lenet5::convs_forward"):  # a row of its own in torch.profiler
-            lib.convs_forward(_ptr(self.rows), n, _ptr(m.conv1.weight), _ptr(m.conv1.bias),
-                              _ptr(self.w2), _ptr(m.conv2.bias), _ptr(self.xk), _ptr(self.r1),
-                              _ptr(self.arg1), _ptr(self.r2), _ptr(self.arg2), _ptr(self.out),
-                              kernels.threads())
+            kernels.forward(_ptr(self.rows), n, _ptr(m.conv1.weight), _ptr(m.conv1.bias),
+                            _ptr(self.w2), _ptr(m.conv2.bias), _ptr(self.xk), _ptr(self.r1),
+                            _ptr(self.arg1), _ptr(self.r2), _ptr(self.arg2), _ptr(self.out))
 
     def backward(self, g: torch.Tensor) -> list[torch.Tensor]:
         """g: (B, 256), the gradient at the flattened output; returns conv1's and conv2's."""
         m = self.model
-        if self.lib is None:
+        if self.kernels is None:
             g = g.view(self.r2.shape)  # (B, 16, 4, 4)
             g = _pool_backward(aten.threshold_backward(g, self.r2, 0), self.c2, self.i2)
             g, w2, b2 = _conv_backward(g, self.r1, m.conv2.weight, True)  # (B, 6, 12, 12)
             g = _pool_backward(aten.threshold_backward(g, self.r1, 0), self.c1, self.i1)
             _, w1, b1 = _conv_backward(g, self.x, m.conv1.weight, False)
             return [w1, b1, w2, b2]
-        chunks = self.xk.shape[0]
+        chunks, lanes = self.xk.shape[0], self.xk.shape[2]
         g = g.contiguous()
-        scratch = [torch.empty(chunks, size, 16) for size in (256, 1024, 864)]  # alive until done
+        scratch = [torch.empty(chunks, size, lanes) for size in (256, 1024, 864)]  # alive until done
         grads = [torch.zeros(6, 1, 5, 5), torch.zeros(6), torch.zeros(16, 6, 5, 5), torch.zeros(16)]
         with record_function("lenet5::convs_backward"):
-            self.lib.convs_backward(_ptr(g), self.n, _ptr(self.w2), _ptr(self.xk), _ptr(self.r1),
-                                    _ptr(self.arg1), _ptr(self.r2), _ptr(self.arg2),
-                                    *map(_ptr, scratch), *map(_ptr, grads), kernels.threads())
+            self.kernels.backward(_ptr(g), self.n, _ptr(self.w2), _ptr(self.xk), _ptr(self.r1),
+                                  _ptr(self.arg1), _ptr(self.r2), _ptr(self.arg2),
+                                  *map(_ptr, scratch), *map(_ptr, grads))
         return grads
 
 
-def forward(model: LeNet5, x: torch.Tensor) -> torch.Tensor:
-    """model(x) for inference on the CPU: the native forward where the kernels are built."""
-    lib = kernels.load()
-    if lib is None or not applies(model, 0.0) or x.dtype != torch.float32:
-        return model(x)
+def forward(model: LeNet5, x: torch.Tensor, kernels: Kernels | None) -> torch.Tensor:
+    """model(x) for inference, written out: x (B, 1, 28, 28) float32 channels_last on the CPU."""
     m = model
     with torch.no_grad():
-        f = _Convs(lib, m, x).out  # (B, 256)
+        f = Convs(kernels, m, x).out  # (B, 256)
         h = aten.relu(aten.addmm(m.fc1.bias, f, m.fc1.weight.t()))
         h = aten.relu(aten.addmm(m.fc2.bias, h, m.fc2.weight.t()))
         return aten.addmm(m.fc3.bias, h, m.fc3.weight.t())
 
 
-def grads(model: LeNet5, x: torch.Tensor, y: torch.Tensor, scale: float):
+def grads(model: LeNet5, x: torch.Tensor, y: torch.Tensor, scale: float, kernels: Kernels | None):
     """Forward and backward for `loss = cross_entropy(model(x), y, reduction="sum") * scale`.
 
     x: (B, 1, 28, 28) channels_last. Returns (loss before `scale`, logits, gradients in the order
@@ -140,7 +135,7 @@ def grads(model: LeNet5, x: torch.Tensor, y: torch.Tensor, scale: float):
     m = model
     with torch.no_grad():
         # forward, saving what the backward reads (as autograd would)
-        convs = _Convs(kernels.load(), m, x)
+        convs = Convs(kernels, m, x)
         f = convs.out  # (B, 256)
         h1 = aten.relu(aten.addmm(m.fc1.bias, f, m.fc1.weight.t()))  # (B, 120)
         h2 = aten.relu(aten.addmm(m.fc2.bias, h1, m.fc2.weight.t()))  # (B, 84)

@@ -11,43 +11,20 @@ Formats read:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pickle
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
+from . import files
 from .errors import CheckpointError
 from .model import LeNet5
 
 FORMAT = "lenet5"
 VERSION = 1
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """A temporary path beside `path`, moved into place only if the block succeeds.
-
-    A crash or Ctrl-C leaves the old file or the new one, never half of either. The new file gets
-    the usual permissions (0666 less the umask), not mkstemp's 0600.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def portable(obj):
@@ -74,10 +51,7 @@ def serialise(obj) -> bytes:
 def write(data: bytes, *paths: str | os.PathLike) -> None:
     """`data` to each path atomically, flushed to disk before it is moved into place."""
     for path in paths:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        files.write_bytes(path, data)
 
 
 def save(obj, *paths: str | os.PathLike) -> None:

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .checkpoint import atomic_path
+from .files import atomic_path
 from .errors import DataError
 
 MEAN, STD = 0.1307, 0.3081  # statistics of the MNIST training images, as in the seed

@@ -21,7 +21,7 @@ import torch
 
 from . import __version__
 from .data import normalize
-from .checkpoint import atomic_path
+from .files import atomic_path
 from .errors import Lenet5Error
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # format -> file suffix

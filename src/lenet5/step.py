@@ -5,8 +5,9 @@ bit for bit), without the optimizer's per-call Python: 3.5% of a CPU epoch at ba
 optimizer object still owns the state (momentum buffers, lr, momentum), so schedules, checkpoints
 and resume are unchanged; Adam-style optimizers take the plain `optimizer.step()`.
 
-On the CPU, a plain LeNet5 in NHWC takes its forward and backward from backprop.py: lenet5's
-native convolutions and no autograd graph, the gradients autograd's to float rounding.
+Which forward and backward a step runs is compute.py's choice (`compute.Path`): on the CPU, a plain
+LeNet5 in NHWC takes them from backprop.py (lenet5's native convolutions or torch's, and no
+autograd graph; the gradients autograd's to float rounding), anything else autograd's.
 
 On CUDA, `GraphedStep` (`--cuda-graphs`, on by default) records a whole step once and replays it
 with one launch per batch: at LeNet-5's size a GPU step is mostly launch and Python overhead, not
@@ -20,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import backprop
+from . import backprop, compute
 
 Number = float | torch.Tensor
 
@@ -72,7 +73,7 @@ class TrainStep:
     """
 
     def __init__(self, model, optimizer: torch.optim.Optimizer, label_smoothing: float = 0.0,
-                 world: int = 1):
+                 world: int = 1, path: compute.Path | None = None):
         self.model, self.optimizer = model, optimizer
         self.group = optimizer.param_groups[0]
         self.params = list(self.group["params"])
@@ -88,8 +89,10 @@ class TrainStep:
         self.lr = torch.zeros((), device=device)
         self.momentum = torch.zeros((), device=device)
         self.values = (None, None)  # the (lr, momentum) last written to the device tensors
-        # the CPU's NHWC LeNet5: native convolutions, no autograd graph (backprop.py)
-        self.written_out = backprop.applies(model, label_smoothing)
+        # the CPU's NHWC LeNet5: native convolutions or torch's, no autograd graph (backprop.py)
+        self.path = path or compute.for_training(model, device, label_smoothing=label_smoothing,
+                                                 world=world)
+        self.written_out = self.path.name in ("native", "written-out")
 
     def reset(self, running: dict | None = None) -> None:
         """Start the epoch's sums at zero, or where an interrupted epoch left them."""
@@ -119,7 +122,8 @@ class TrainStep:
 
     def _step(self, x, y, global_n: int, lr: Number, momentum: Number) -> None:
         if self.written_out:
-            loss, logits, grads = backprop.grads(self.model, x, y, self.world / global_n)
+            loss, logits, grads = backprop.grads(self.model, x, y, self.world / global_n,
+                                                 self.path.kernels)
             loss = loss * (self.world / global_n)
             for p, g in zip(self.model.parameters(), grads):
                 p.grad = g
@@ -151,7 +155,8 @@ class GraphedStep(TrainStep):
 
     def __init__(self, model, optimizer: torch.optim.SGD, batch_size: int, channels_last: bool,
                  label_smoothing: float = 0.0):
-        super().__init__(model, optimizer, label_smoothing)
+        super().__init__(model, optimizer, label_smoothing,
+                         path=compute.Path("cuda-graphs", why="the whole step replayed as one CUDA graph"))
         device = self.params[0].device
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.batch_size = batch_size

@@ -12,16 +12,9 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError
+from .files import write_text
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
-
-
-def write_text(path: Path, text: str) -> None:
-    """Atomic text write: a crash leaves the old file or the new one, never half of either."""
-    from .checkpoint import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 class RunDir:
@@ -47,6 +40,14 @@ class RunDir:
 
     def write_config(self, config: dict) -> None:
         write_text(self.path / "config.json", json.dumps(config, indent=2) + "\n")
+
+    def write_environment(self, path, device, world: int) -> None:
+        """env.json: where and how the run trained (versions, CPU, compute path, command line)."""
+        from .environment import describe
+
+        env = describe(device)
+        env.update({"compute_path": path.name, "compute_detail": path.why, "processes": world})
+        write_text(self.path / "env.json", json.dumps(env, indent=2) + "\n")
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics_csv.exists():

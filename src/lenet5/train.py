@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, compute
 from .config import Config, choose_device, to_dict
 from .data import MNIST, EpochPlan, load_mnist, split_validation
 from .errors import ConfigError, TrainingError
@@ -134,6 +134,13 @@ def use_cuda_graphs(cfg: Config, device: torch.device, world: int) -> bool:
             and not cfg.compile)
 
 
+def training_path(cfg: Config, model, device: torch.device, world: int) -> compute.Path:
+    """compute.py's choice for this run's steps (`model` as the step will call it)."""
+    return compute.for_training(model, device, label_smoothing=cfg.label_smoothing, world=world,
+                                compiled=cfg.compile,
+                                cuda_graphs=use_cuda_graphs(cfg, device, world))
+
+
 def use_channels_last(cfg: Config, device: torch.device) -> bool:
     """NHWC where it pays: oneDNN's CPU convolutions (~15 % faster steps). On CUDA, NCHW measured
     faster for training and inference alike (cuDNN's NHWC kernels add layout conversions)."""
@@ -145,11 +152,11 @@ def run_name(cfg: Config) -> str:
 
 
 def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None = None,
-        on_epoch=None, on_end=None) -> dict:
+        on_epoch=None, on_end=None, on_start=None) -> dict:
     """Train a LeNet5 as `cfg` says; return a summary (run folder, best metrics, history).
 
     `resume` is a `last.pt` to continue exactly where it stopped. On the primary process,
-    `on_epoch(row)` is called after each epoch (the CLI prints the epoch line) and
+    `on_start(path)` is called once the compute path is chosen (a `compute.Path`), `on_epoch(row)` after each epoch (the CLI prints the epoch line) and
     `on_end(run_path, data)` once training is done, with the MNIST set already loaded, before the
     wandb mirror closes, so what it adds to the run folder (test metrics, plots) is mirrored too.
     """
@@ -158,11 +165,11 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
         torch.set_num_threads(cfg.threads)
     dist_info, device = setup_distributed(cfg)
     if dist_info.world == 1:
-        return _fit(cfg, dist_info, device, data, resume, on_epoch, on_end)
+        return _fit(cfg, dist_info, device, data, resume, on_epoch, on_end, on_start)
     import torch.distributed as dist
 
     try:
-        return _fit(cfg, dist_info, device, data, resume, on_epoch, on_end)
+        return _fit(cfg, dist_info, device, data, resume, on_epoch, on_end, on_start)
     except (dist.DistError, RuntimeError) as e:  # a peer died or stopped answering
         raise TrainingError(f"rank {dist_info.rank}: lost contact with the other processes "
                             f"({_first_line(e)}); the job stopped, its last epoch is in last.pt: "
@@ -172,7 +179,7 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
 
 
 def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None, resume, on_epoch,
-         on_end) -> dict:
+         on_end, on_start=None) -> dict:
     seed_everything(cfg)
     primary = dist_info.primary
 
@@ -225,10 +232,15 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
         train_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     step_model = torch.compile(train_model) if cfg.compile else train_model
-    if use_cuda_graphs(cfg, device, dist_info.world):
+    path = training_path(cfg, step_model, device, dist_info.world)
+    if path.name == "cuda-graphs":
         train_step = GraphedStep(step_model, optimizer, cfg.batch_size, channels_last, cfg.label_smoothing)
     else:
-        train_step = TrainStep(step_model, optimizer, cfg.label_smoothing, dist_info.world)
+        train_step = TrainStep(step_model, optimizer, cfg.label_smoothing, dist_info.world, path)
+    if primary:
+        run.write_environment(path, device, dist_info.world)
+        if on_start:
+            on_start(path)
     tracker = None
     if primary and cfg.wandb:
         from .tracking import start_wandb
@@ -381,7 +393,7 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
 
     return {"run_dir": str(run.path), "best": best_metrics, "history": history,
             "stopped_early": stopped_early, "epochs_run": epoch + 1, "device": str(device),
-            "primary": primary}
+            "primary": primary, "path": path.name}
 
 
 STOP_CHECK_EVERY = 10  # under torchrun, steps between the processes' checks for a stop signal
