@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lenet5 import backprop, compute, kernels
+from lenet5 import backprop, kernels
 from lenet5.backprop import Convs
 from lenet5.data import normalize
 from lenet5.model import LeNet5

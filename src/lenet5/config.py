@@ -11,53 +11,61 @@ import torch
 from .errors import ConfigError
 
 
+def opt(default, help: str):
+    """A Config field: its default and its --help text (a list default is given as `list`)."""
+    if default is list:
+        return field(default_factory=list, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class Config:
     # what to run
-    recipe: str = "default"  # the preset these values came from (seed | default | best | fast)
-    data_dir: str = "data"  # MNIST root: <data_dir>/MNIST/raw/ or the files directly in it
-    out_dir: str = "runs"  # run folders go here
-    name: str = ""  # run folder name; empty: <recipe>-<date>-<time>
+    recipe: str = opt("default", "the preset the other values start from: seed | default | best | fast")
+    data_dir: str = opt("data", "MNIST root: <data_dir>/MNIST/raw/ or the files directly in it")
+    out_dir: str = opt("runs", "where run folders go")
+    name: str = opt("", "run folder name; empty: <recipe>-<date>-<time>")
     # optimisation
-    epochs: int = 20
-    batch_size: int = 128  # global batch size (split across processes under torchrun)
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.05  # peak learning rate for onecycle, the starting one otherwise
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # onecycle (per step) | step (per epoch, StepLR) | constant
-    step_size: int = 5  # StepLR: epochs between decays
-    gamma: float = 0.1  # StepLR: decay factor
-    warmup: float = 0.25  # onecycle: fraction of steps spent rising to lr
-    label_smoothing: float = 0.0
+    epochs: int = opt(20, "passes over the training images")
+    batch_size: int = opt(128, "images per step (the global batch, split across processes under torchrun)")
+    optimizer: str = opt("sgd", "sgd | adamw")
+    lr: float = opt(0.05, "learning rate: the peak for onecycle, the starting one otherwise")
+    momentum: float = opt(0.9, "SGD momentum (0: plain SGD)")
+    nesterov: bool = opt(True, "Nesterov momentum")
+    weight_decay: float = opt(5e-4, "L2 weight decay")
+    schedule: str = opt("onecycle", "onecycle (per step) | step (per epoch, StepLR) | constant")
+    step_size: int = opt(5, "StepLR: epochs between decays")
+    gamma: float = opt(0.1, "StepLR: decay factor")
+    warmup: float = opt(0.25, "onecycle: the share of steps spent rising to --lr")
+    label_smoothing: float = opt(0.0, "cross-entropy label smoothing (0: none)")
     # data
-    shift: int = 2  # random translation of training images, up to this many pixels each way
-    val_size: int = 5000  # images held out of the training set for validation (fixed, seeded)
-    limit: int = 0  # train on only the first N training images (0: all); for quick runs and tests
-    mean: float = 0.1307  # normalisation, stored in every checkpoint
-    std: float = 0.3081
-    # early stopping
-    monitor: str = "val_loss"  # val_loss | val_acc | train_loss (the seed's choice) | none
-    # Off by default: OneCycle, the default schedule, does its best work in its last low-rate
-    # epochs, and stopping it midway cost up to 0.4 % (99.01 % against 99.39-99.42 % over 3 seeds).
-    patience: int = 0  # epochs without improvement before stopping (0: never stop early)
+    shift: int = opt(2, "random shifts of training images, up to this many pixels each way (0: none)")
+    val_size: int = opt(5000, "training images held out for validation (a fixed, seeded split)")
+    limit: int = opt(0, "train on only the first N training images (0: all); for quick runs and tests")
+    mean: float = opt(0.1307, "normalisation mean, stored in every checkpoint")
+    std: float = opt(0.3081, "normalisation standard deviation, stored in every checkpoint")
+    # early stopping: off by default, as OneCycle does its best work in its last low-rate epochs
+    # (README, "Recipes")
+    monitor: str = opt("val_loss", "what best.pt and early stopping watch: val_loss | val_acc | "
+                                   "train_loss (the seed's choice) | none")
+    patience: int = opt(0, "epochs without improvement before stopping (0: never stop early)")
     # machinery
-    seed: int = 0
-    deterministic: bool = False  # deterministic kernels (slower on GPU)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    threads: int = 0  # CPU threads for torch (0: torch's default)
-    channels_last: bool = True  # NHWC convolutions on the CPU: ~15 % faster steps (oneDNN)
-    compile: bool = False  # torch.compile the model
-    cuda_graphs: bool = True  # CUDA: replay each step as one recorded graph (with SGD, one process, no --compile)
-    eval_batch_size: int = 1024  # images per batch when scoring the validation set
-    dist_timeout: int = 300  # seconds a process waits for the others under torchrun before giving up
-    progress: bool = True  # progress bars
-    dry_run: bool = False  # a few steps of one epoch through the real path, then stop
-    wandb: bool = False  # mirror the run to Weights & Biases (offline without an account)
-    wandb_project: str = "lenet5"
-    wandb_name: str = ""
-    wandb_tags: list[str] = field(default_factory=list)
+    seed: int = opt(0, "random seed: initial weights, the validation split, batch order, shifts")
+    deterministic: bool = opt(False, "deterministic kernels (slower on a GPU)")
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps")
+    threads: int = opt(0, "CPU threads for torch and the native kernels (0: torch's default)")
+    channels_last: bool = opt(True, "NHWC on the CPU, which the fast CPU paths need")
+    compile: bool = opt(False, "torch.compile the model")
+    cuda_graphs: bool = opt(True, "CUDA: replay each step as one recorded graph (SGD, one process, "
+                                  "no --compile)")
+    eval_batch_size: int = opt(1024, "images per batch when scoring the validation set")
+    dist_timeout: int = opt(300, "seconds a process waits for the others under torchrun before giving up")
+    progress: bool = opt(True, "progress bars (on a terminal)")
+    dry_run: bool = opt(False, "a few steps of one epoch through the real path, then stop")
+    wandb: bool = opt(False, "mirror the run to Weights & Biases (offline without an account)")
+    wandb_project: str = opt("lenet5", "Weights & Biases project")
+    wandb_name: str = opt("", "Weights & Biases run name (empty: the run folder's name)")
+    wandb_tags: list[str] = opt(list, "Weights & Biases tags")
 
     def validate(self) -> "Config":
         choices = {
@@ -88,21 +96,19 @@ class Config:
         return self
 
 
-# Each recipe is a set of overrides on the Config defaults above.
+# Each recipe is a set of overrides on the Config defaults above. What each reaches, and in how
+# long on which machine: the README's table of figures.
 RECIPES: dict[str, dict] = {
     # The seed, exactly: batch 64, SGD 0.001/0.9, StepLR(5, 0.1), 10 epochs, early stopping with
     # patience 2 on the training loss, all 60,000 training images, no augmentation.
     "seed": dict(epochs=10, batch_size=64, lr=0.001, momentum=0.9, nesterov=False, weight_decay=0.0,
                  schedule="step", step_size=5, gamma=0.1, shift=0, val_size=0, monitor="train_loss",
                  patience=2),
-    # The default: >= 99.3 % test accuracy with the unchanged architecture (99.39 / 99.45 / 99.42 %
-    # for seeds 0 / 1 / 2), about 25 s on 2 CPU cores.
+    # The default: the Config above, the unchanged architecture trained with OneCycle and shifts.
     "default": dict(),
-    # Ten epochs more: on an H200 99.43 % (median of 3 seeds) against the default's 99.40 %; on
-    # 2 CPU cores (about 35 s) no better than the default over 3 seeds.
+    # Ten epochs more: a little better on a GPU, no better on the CPU (README).
     "best": dict(epochs=30),
-    # Time to 99 %: big batches, five epochs of OneCycle, all 60,000 images, no validation pass
-    # (99.14 / 99.21 / 99.16 % test accuracy for seeds 0 / 1 / 2, about 5 s on 2 CPU cores).
+    # Time to 99 %: big batches, five epochs of OneCycle, all 60,000 images, no validation pass.
     "fast": dict(epochs=5, batch_size=256, lr=0.08, val_size=0, monitor="none", warmup=0.2),
 }
 

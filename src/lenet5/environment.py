@@ -5,7 +5,6 @@ What `lenet5 info` prints and what every run folder keeps as env.json.
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 import sys

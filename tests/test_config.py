@@ -1,0 +1,73 @@
+"""The Config dataclass: every field a flag with its own help, recipes, checked values."""
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from lenet5.cli import build_parser
+from lenet5.config import RECIPES, Config, from_dict, from_recipe, to_dict
+from lenet5.errors import ConfigError
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "lenet5"
+
+
+def test_every_field_has_help_and_a_flag():
+    for f in fields(Config):
+        assert f.metadata.get("help"), f"{f.name} has no help text"
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    flags = {opt for action in train._actions for opt in action.option_strings}
+    assert {f"--{f.name.replace('_', '-')}" for f in fields(Config) if f.name != "recipe"} <= flags
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_help_shows_the_chosen_recipes_defaults(recipe, capsys):
+    from lenet5.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--recipe", recipe, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"passes over the training images (default: {from_recipe(recipe).epochs})" in out
+
+
+def test_a_config_survives_plain_types_both_ways():
+    cfg = from_recipe("fast", wandb_tags=["a", "b"], lr=0.1)
+    assert from_dict(to_dict(cfg)) == cfg
+    assert from_dict({**to_dict(cfg), "epochs": 7}).epochs == 7
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"epochs": "3"}, "config key 'epochs' must be int"),
+    ({"epochs": True}, "config key 'epochs' must be int"),
+    ({"learning_rate": 1}, "unknown config key"),
+    ({"optimizer": "adam"}, "--optimizer 'adam'"),
+    ({"monitor": "val_acc", "val_size": 0}, "--monitor val_acc needs a validation split"),
+    ({"std": 0.0}, "--std must be positive"),
+    ({"name": "a/b"}, "--name 'a/b' must be a plain folder name"),
+    ({"shift": 9}, "--shift 9"),
+])
+def test_wrong_values_are_refused_with_the_flag_named(values, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(values)
+
+
+def test_an_int_is_taken_where_a_float_is_expected():
+    assert from_dict({"lr": 1}).lr == 1.0 and isinstance(from_dict({"lr": 1}).lr, float)
+
+
+def test_help_works_from_a_byte_compiled_install(tmp_path):
+    """No .py sources at all (a byte-compiled install): help comes from the fields, not the source."""
+    package = tmp_path / "lenet5"
+    shutil.copytree(SRC, package, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-b", str(package)], check=True)
+    for source in package.rglob("*.py"):
+        source.unlink()
+    proc = subprocess.run([sys.executable, "-c", "from lenet5.cli import main; main(['train', '--help'])"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)},
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    assert "--epochs EPOCHS" in proc.stdout and "passes over the training images" in proc.stdout
