@@ -118,12 +118,15 @@ class Convs:
 
 def forward(model: LeNet5, x: torch.Tensor, kernels: Kernels | None) -> torch.Tensor:
     """model(x) for inference, written out: x (B, 1, 28, 28) float32 channels_last on the CPU."""
-    m = model
     with torch.no_grad():
-        f = Convs(kernels, m, x).out  # (B, 256)
-        h = aten.relu(aten.addmm(m.fc1.bias, f, m.fc1.weight.t()))
-        h = aten.relu(aten.addmm(m.fc2.bias, h, m.fc2.weight.t()))
-        return aten.addmm(m.fc3.bias, h, m.fc3.weight.t())
+        return _fully_connected(model, Convs(kernels, model, x).out)[2]
+
+
+def _fully_connected(m: LeNet5, f: torch.Tensor):
+    """fc1 -> ReLU -> fc2 -> ReLU -> fc3 on the flattened features f (B, 256): (h1, h2, logits)."""
+    h1 = aten.relu(aten.addmm(m.fc1.bias, f, m.fc1.weight.t()))  # (B, 120)
+    h2 = aten.relu(aten.addmm(m.fc2.bias, h1, m.fc2.weight.t()))  # (B, 84)
+    return h1, h2, aten.addmm(m.fc3.bias, h2, m.fc3.weight.t())  # (B, 10)
 
 
 def grads(model: LeNet5, x: torch.Tensor, y: torch.Tensor, scale: float, kernels: Kernels | None):
@@ -137,9 +140,7 @@ def grads(model: LeNet5, x: torch.Tensor, y: torch.Tensor, scale: float, kernels
         # forward, saving what the backward reads (as autograd would)
         convs = Convs(kernels, m, x)
         f = convs.out  # (B, 256)
-        h1 = aten.relu(aten.addmm(m.fc1.bias, f, m.fc1.weight.t()))  # (B, 120)
-        h2 = aten.relu(aten.addmm(m.fc2.bias, h1, m.fc2.weight.t()))  # (B, 84)
-        logits = aten.addmm(m.fc3.bias, h2, m.fc3.weight.t())  # (B, 10)
+        h1, h2, logits = _fully_connected(m, f)
         logp = aten._log_softmax(logits, 1, False)
         loss, total_weight = aten.nll_loss_forward(logp, y, None, SUM, -100)
 

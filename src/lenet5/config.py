@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
+from .data import MEAN, STD
 from .errors import ConfigError
 
 
@@ -42,8 +43,8 @@ class Config:
     shift: int = opt(2, "random shifts of training images, up to this many pixels each way (0: none)")
     val_size: int = opt(5000, "training images held out for validation (a fixed, seeded split)")
     limit: int = opt(0, "train on only the first N training images (0: all); for quick runs and tests")
-    mean: float = opt(0.1307, "normalisation mean, stored in every checkpoint")
-    std: float = opt(0.3081, "normalisation standard deviation, stored in every checkpoint")
+    mean: float = opt(MEAN, "normalisation mean, stored in every checkpoint")
+    std: float = opt(STD, "normalisation standard deviation, stored in every checkpoint")
     # early stopping: off by default, as OneCycle does its best work in its last low-rate epochs
     # (README, "Recipes")
     monitor: str = opt("val_loss", "what best.pt and early stopping watch: val_loss | val_acc | "
