@@ -151,7 +151,8 @@ def test_a_bomb_past_pillows_own_limit_is_refused_with_its_real_size(client):
 
 
 def test_large_pictures_decode_one_at_a_time_and_drawings_together(ckpt, monkeypatch):
-    """The pixel budget: three 12-megapixel pictures never decode at once, three drawings do."""
+    """The pixel budget: three 12-megapixel pictures never decode at once, three drawings do, and a
+    drawing is decoded beside a large picture, not after it."""
     real, inside, most, lock = lenet5.images.load_digit, [0], [0], threading.Lock()
     barrier = threading.Barrier(2)
 
@@ -181,6 +182,11 @@ def test_large_pictures_decode_one_at_a_time_and_drawings_together(ckpt, monkeyp
         with ThreadPoolExecutor(3) as pool:
             assert list(pool.map(post, [drawing] * 3)) == [200] * 3
         assert most[0] >= 2
+        barrier.reset()
+        most[0] = 0
+        with ThreadPoolExecutor(2) as pool:
+            assert list(pool.map(post, [png_header(4032, 3024), drawing])) == [422, 200]
+        assert most[0] == 2
 
 
 def test_health_answers_while_every_worker_thread_decodes(ckpt, monkeypatch, mnist):

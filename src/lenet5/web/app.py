@@ -52,6 +52,7 @@ MAX_UPLOAD = 2 * 1024 * 1024  # bytes per request body; a drawn digit is a PNG o
 MAX_PIXELS = 13_000_000
 HEADER_TIMEOUT = 10.0  # seconds from connecting (or a request's first byte) to the end of its headers
 BODY_TIMEOUT = 30.0  # seconds from the end of the headers to the end of the body: 2 MB at 70 KB/s
+DRAWING_PIXELS = 1_000_000  # pictures this small (the page's drawings) skip the line behind photos
 MAX_CONNECTIONS = 200  # open at once; more are refused with a 503 (never above half the fd limit)
 
 
@@ -132,22 +133,25 @@ def _problem(status: int, detail: str) -> JSONResponse:
 
 
 class PixelBudget:
-    """At most `total` pixels decoded at once, first come first served.
+    """At most `total` + `small` pixels decoded at once.
 
-    Decoding memory follows pixels, not requests: drawings (a few thousand pixels) go through
-    together, a large photo waits until its pixels are free, and a stream of small pictures does not
-    pass a large one waiting in line. Waiting happens on the event loop, holding no worker thread.
+    Decoding memory follows pixels, not requests. Pictures larger than `small` queue first come
+    first served, each waiting until its pixels are free: a large photo waits for the one before it
+    and is not passed by a stream of others. Pictures up to `small` (drawings) skip that line and
+    use the `small` pixels a large one leaves free, so they never wait behind photos, and photos
+    never starve behind them. Waiting happens on the event loop, holding no worker thread.
     """
 
-    def __init__(self, total: int):
-        self.total = self.free = total
+    def __init__(self, total: int, small: int):
+        self.total, self.small, self.free = total, small, total + small
         self.line = asyncio.Lock()  # the first in line waits for pixels; the rest wait behind it
         self.freed = asyncio.Condition()
 
     @contextlib.asynccontextmanager
     async def hold(self, pixels: int):
-        pixels = min(pixels, self.total)  # a picture over the budget runs alone
-        async with self.line, self.freed:
+        pixels = min(pixels, self.total)
+        line = contextlib.nullcontext() if pixels <= self.small else self.line
+        async with line, self.freed:
             await self.freed.wait_for(lambda: self.free >= pixels)
             self.free -= pixels
         try:
@@ -188,7 +192,7 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     device = choose_device(device)
     model, obj = load_model(checkpoint, device)
     mean, std = normalization(obj)
-    budget = PixelBudget(max_pixels)
+    budget = PixelBudget(max_pixels, min(DRAWING_PIXELS, max_pixels))
 
     # FastAPIOffline: FastAPI whose /docs and /redoc pages serve their scripts from here, not a
     # CDN, so the API documentation works offline too.
