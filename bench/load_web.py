@@ -6,7 +6,13 @@ off-centre, JPEG), so every request goes through the whole preprocessing. Report
 errors (anything but a 200 with a digit; must be 0), latency p50/p99, throughput, how many answers
 match the true label, and the server's resident memory before the load, after it, and at its peak.
 
-    python bench/load_web.py [CHECKPOINT] [--clients 16] [--requests 40] [--time-limit 120]
+    python bench/load_web.py [CHECKPOINT] [--clients 16] [--requests 40] [--time-limit 120] [--hostile]
+
+--hostile adds, alongside the normal clients: slow sockets (silent, trickled headers, trickled
+bodies), concurrent worst-case uploads (16-bit PNGs at the pixel limit and over it, decompression-
+bomb headers, truncated and garbage bodies, wrong content types), garbage requests, and a monitor
+polling /api/health. It reports the 5xx count, p99 of the normal requests and of /api/health, how
+long the server took to close the slow sockets, and the server's peak memory.
 
 CHECKPOINT is a file or run folder (default: the newest run under runs/). Prints the figures and
 writes them as JSON (default: bench/results/load_web.json).
@@ -67,6 +73,118 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def png16(width: int, height: int) -> bytes:
+    """A worst-case upload for its size: 16-bit grayscale (2 bytes a pixel decoded, more converted),
+    a dark bar on light paper, compressing to a few KB so it passes any upload limit."""
+    from PIL import Image
+
+    a = np.full((height, width), 60000, np.uint16)
+    a[height // 4: 3 * height // 4, width // 2 - width // 20: width // 2 + width // 20] = 2000
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels and holds none: a bomb's header, a few bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def hostile(url: str, port: int, deadline: float, worst: int, slow: int) -> dict:
+    """Run the hostile clients until done or `deadline`; their figures."""
+    import httpx
+
+    big = png16(4160, 3120)  # 13 megapixels: the most the server admits
+    bodies = [dict(content=big), dict(files={"file": ("big.png", big, "image/png")}),
+              dict(content=png16(4000, 4000)),  # 16 megapixels: over the limit
+              dict(content=png_header(20_000, 20_000)), dict(content=big[: len(big) // 2]),
+              dict(content=bytes(range(256)) * 64), dict(content=big, headers={"content-type": "text/plain"}),
+              dict(content=b"--x\r\nnonsense", headers={"content-type": "multipart/form-data; boundary=x"})]
+    garbage = [b"GARBAGE\r\n\r\n", b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n",
+               b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n"]
+    trickles = [b"", b"GET /api/health HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 200,
+                b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"\0" * 20000]
+    statuses, health, closed, problems = [], [], [], []
+    lock, stop = threading.Lock(), threading.Event()
+
+    def upload(k: int) -> None:
+        with httpx.Client(timeout=60) as c:
+            for j in range(3):
+                if time.monotonic() > deadline:
+                    return
+                try:
+                    r = c.post(f"{url}/api/predict", **bodies[(k + j) % len(bodies)])
+                    with lock:
+                        statuses.append(r.status_code)
+                except httpx.HTTPError as e:
+                    with lock:
+                        problems.append(f"upload: {type(e).__name__}: {e}")
+
+    def raw(data: bytes) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(data)
+            answer = s.recv(1024)
+        with lock:
+            statuses.append(int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0)
+
+    def trickle(k: int) -> None:
+        """Send a request a few bytes at a time, and note when the server closes the socket."""
+        data, start = trickles[k % len(trickles)], time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            try:
+                for i in range(0, max(len(data), 1), 16):
+                    if time.monotonic() > deadline:
+                        return
+                    s.sendall(data[i:i + 16])
+                    if stop.wait(0.25):  # a slow client's pace, not a wait for the server
+                        return
+                s.settimeout(120)
+                while s.recv(4096):
+                    pass
+            except (ConnectionError, socket.timeout):
+                pass
+        with lock:
+            closed.append(time.monotonic() - start)
+
+    def monitor() -> None:
+        with httpx.Client(timeout=30) as c:
+            while not stop.is_set() and time.monotonic() < deadline:
+                start = time.perf_counter()
+                try:
+                    ok = c.get(f"{url}/api/health").status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                with lock:
+                    health.append(time.perf_counter() - start)
+                    if not ok:
+                        problems.append("health did not answer 200")
+                stop.wait(0.05)  # the monitor's polling interval
+
+    threads = ([threading.Thread(target=upload, args=(k,)) for k in range(worst)]
+               + [threading.Thread(target=raw, args=(g,)) for g in garbage * 2]
+               + [threading.Thread(target=trickle, args=(k,)) for k in range(slow)])
+    watcher = threading.Thread(target=monitor)
+    watcher.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    watcher.join()
+    ms = np.array(health or [0]) * 1000
+    return {"hostile_requests": len(statuses), "hostile_5xx": sum(s >= 500 for s in statuses),
+            "hostile_statuses": {str(k): statuses.count(k) for k in sorted(set(statuses))},
+            "hostile_problems": problems[:5], "health_polls": len(health),
+            "health_p99_ms": round(float(np.percentile(ms, 99)), 1), "health_max_ms": round(float(ms.max()), 1),
+            "slow_sockets": slow, "slow_closed_max_s": round(max(closed, default=0), 2)}
+
+
 def wait_healthy(client, url: str, proc: subprocess.Popen, limit_s: float) -> None:
     import httpx
 
@@ -93,6 +211,11 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=40, help="requests per client (default: 40)")
     p.add_argument("--time-limit", type=float, default=120, help="stop the load after this many "
                    "seconds, finished or not (default: 120)")
+    p.add_argument("--hostile", action="store_true", help="add slow, worst-case and garbage "
+                   "clients alongside the normal ones")
+    p.add_argument("--worst", type=int, default=16, help="hostile upload clients, 3 uploads each "
+                   "(default: 16)")
+    p.add_argument("--slow", type=int, default=40, help="hostile slow sockets (default: 40)")
     p.add_argument("--images", type=int, default=100, help="distinct test digits sent (default: 100)")
     p.add_argument("--data-dir", default=str(ROOT / "data"), help="MNIST root (default: data)")
     p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
@@ -141,6 +264,10 @@ def main() -> int:
                             correct += 1
 
         threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
+        hostile_result = {}
+        if args.hostile:
+            threads.append(threading.Thread(target=lambda: hostile_result.update(
+                hostile(url, port, deadline, args.worst, args.slow))))
         t0 = time.perf_counter()
         for t in threads:
             t.start()
@@ -164,7 +291,7 @@ def main() -> int:
         "p99_ms": round(float(np.percentile(ms, 99)), 1), "max_ms": round(float(ms.max()), 1),
         "requests_per_s": round(len(latencies) / wall, 1), "wall_s": round(wall, 2),
         "memory_mib": {"before": before["rss"], "after": after["rss"], "peak": after["peak"]},
-        "cpus": os.cpu_count(), "python": sys.version.split()[0],
+        "cpus": os.cpu_count(), "python": sys.version.split()[0], **hostile_result,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -174,8 +301,14 @@ def main() -> int:
           f"{correct} read right; latency p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
           f"max {result['max_ms']} ms; server memory {before['rss']} MiB before, {after['rss']} MiB "
           f"after (peak {after['peak']} MiB)")
+    if args.hostile:
+        print(f"hostile: {result['hostile_requests']} requests, {result['hostile_5xx']} 5xx "
+              f"{result['hostile_statuses']}; /api/health p99 {result['health_p99_ms']} ms, max "
+              f"{result['health_max_ms']} ms over {result['health_polls']} polls; {args.slow} slow "
+              f"sockets closed within {result['slow_closed_max_s']} s; problems: {result['hostile_problems']}")
     print(f"wrote {out}")
-    return 1 if errors or len(latencies) < result["planned"] else 0
+    failed = errors or len(latencies) < result["planned"]
+    return 1 if failed or result.get("hostile_5xx") or result.get("hostile_problems") else 0
 
 
 if __name__ == "__main__":

@@ -143,6 +143,12 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; 0.0.0.0 opens it to the network (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port, 0 picks a free one (default: 8000)")
+    p.add_argument("--header-timeout", type=float, default=10.0, help="seconds a client has to send "
+                   "a request's headers; slower ones get a 408 and are closed (default: 10)")
+    p.add_argument("--body-timeout", type=float, default=30.0, help="seconds a client has to send "
+                   "a request's body once its headers are in (default: 30)")
+    p.add_argument("--max-connections", type=int, default=200, help="connections open at once; "
+                   "more get a 503 (at most half the open-file limit) (default: 200)")
     _location_flags(p, data_help=None)
 
     p = sub.add_parser("info", help="this machine: CPU and ISA level, compiler, torch, threads, "
@@ -494,11 +500,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     path = resolve(args.checkpoint, args.out_dir)
     app = create_app(path, args.device)
+    srv = server(app, header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                 max_connections=args.max_connections)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {path} at http://{shown}:{port}/  (API docs: /docs; Ctrl-C stops)", flush=True)
-    server(app).run(sockets=[sock])
+    srv.run(sockets=[sock])
     return 0
 
 

@@ -9,16 +9,23 @@ Bad requests get a 4xx and {"detail": reason}, never a 500: empty bodies (400), 
 upload limit (413, checked before anything is parsed), too many pixels (413, read from the image
 header before decoding), pictures that are not images or hold no digit (422). The model is loaded
 once, when the app is made; requests share it read-only (eval mode, no gradients), which PyTorch
-allows from many threads, and a semaphore bounds how many images are decoded at once so memory
-stays bounded under load. fastapi, uvicorn, python-multipart and Pillow are the `web` extra.
+allows from many threads.
+
+Under load and against hostile clients the server keeps answering: the pixels decoded at once are
+bounded (memory follows pixels, not requests), /api/health runs on the event loop and never waits
+behind decoding, and the connection protocol closes clients that are slow to send their headers or
+body and refuses connections beyond a limit, so idle sockets cannot use up file descriptors.
+fastapi, uvicorn, python-multipart and Pillow are the `web` extra.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
+import json
 import os
 import socket
-import threading
 import warnings
 from pathlib import Path
 
@@ -33,13 +40,20 @@ try:
     from pydantic import BaseModel, Field
     from starlette.concurrency import run_in_threadpool
     from fastapi_offline import FastAPIOffline
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 except ImportError as e:
     raise Lenet5Error(f"the web demo needs {e.name}: pip install 'lenet5[web]'") from None
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 2 * 1024 * 1024  # bytes per request body; a drawn digit is a PNG of a few KB
-MAX_PIXELS = 16_000_000  # width x height; below images.MAX_PIXELS as a server decodes for anyone
-MAX_DECODING = 4  # images decoded and classified at once; the rest wait their turn
+# width x height; admits 12- and 13-megapixel phone photos (4032x3024, 4160x3120), far below
+# images.MAX_PIXELS as a server decodes for anyone. A drawing from the page is 0.08 megapixels.
+MAX_PIXELS = 13_000_000
+HEADER_TIMEOUT = 10.0  # seconds from connecting (or a request's first byte) to the end of its headers
+BODY_TIMEOUT = 30.0  # seconds from the end of the headers to the end of the body: 2 MB at 70 KB/s
+DRAWING_PIXELS = 1_000_000  # pictures this small (the page's drawings) skip the line behind photos
+MAX_CONNECTIONS = 200  # open at once; more are refused with a 503 (never above half the fd limit)
 
 
 class Prediction(BaseModel):
@@ -118,6 +132,55 @@ def _problem(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
+class PixelBudget:
+    """At most `total` + `small` pixels decoded at once.
+
+    Decoding memory follows pixels, not requests. Pictures larger than `small` queue first come
+    first served, each waiting until its pixels are free: a large photo waits for the one before it
+    and is not passed by a stream of others. Pictures up to `small` (drawings) skip that line and
+    use the `small` pixels a large one leaves free, so they never wait behind photos, and photos
+    never starve behind them. Waiting happens on the event loop, holding no worker thread.
+    """
+
+    def __init__(self, total: int, small: int):
+        self.total, self.small, self.free = total, small, total + small
+        self.line = asyncio.Lock()  # the first in line waits for pixels; the rest wait behind it
+        self.freed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, pixels: int):
+        pixels = min(pixels, self.total)
+        line = contextlib.nullcontext() if pixels <= self.small else self.line
+        async with line, self.freed:
+            await self.freed.wait_for(lambda: self.free >= pixels)
+            self.free -= pixels
+        try:
+            yield
+        finally:
+            async with self.freed:
+                self.free += pixels
+                self.freed.notify_all()
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the image header, nothing decoded; None when Pillow cannot read one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(io.BytesIO(data)).size
+        except Image.DecompressionBombError:
+            # Past Pillow's own limit Image.open gives no size; each format's reader still parses
+            # the header without that check, so ask the ones that recognise the first bytes.
+            for kind in Image.ID:
+                factory, accept = Image.OPEN[kind]
+                if accept is None or accept(data[:16]):
+                    with contextlib.suppress(Exception):
+                        return factory(io.BytesIO(data)).size
+        except Exception:  # not an image Pillow knows: load_digit says so properly
+            pass
+    return None
+
+
 def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: int = MAX_UPLOAD,
                max_pixels: int = MAX_PIXELS) -> FastAPI:
     """The app for one checkpoint, its model loaded now and shared by every request."""
@@ -129,7 +192,7 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     device = choose_device(device)
     model, obj = load_model(checkpoint, device)
     mean, std = normalization(obj)
-    gate = threading.BoundedSemaphore(MAX_DECODING)
+    budget = PixelBudget(max_pixels, min(DRAWING_PIXELS, max_pixels))
 
     # FastAPIOffline: FastAPI whose /docs and /redoc pages serve their scripts from here, not a
     # CDN, so the API documentation works offline too.
@@ -144,28 +207,12 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     health = Health(status="ok", checkpoint=str(checkpoint), device=str(device), mean=mean, std=std,
                     max_upload_bytes=max_upload, max_pixels=max_pixels, version=__version__)
 
-    def check_size(data: bytes, name: str) -> None:
-        """Refuse huge pixel dimensions from the header alone, before anything is decoded."""
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                width, height = Image.open(io.BytesIO(data)).size
-        except Image.DecompressionBombError:
-            width, height = max_pixels + 1, 1
-        except Exception:  # not an image Pillow knows: load_digit says so properly
-            return
-        if width * height > max_pixels:
-            raise HTTPException(413, f"{name}: {width}x{height} pixels is more than this server "
-                                     f"takes ({max_pixels:,}); scale it down first")
-
     def predict_bytes(data: bytes, name: str) -> Prediction:
-        with gate:
-            check_size(data, name)
-            try:
-                digit = load_digit(data, name)  # (28, 28) uint8
-            except ImageError as e:
-                raise HTTPException(422, str(e)) from None
-            probs = classify(model, digit.unsqueeze(0), mean, std, device)[0]
+        try:
+            digit = load_digit(data, name)  # (28, 28) uint8
+        except ImageError as e:
+            raise HTTPException(422, str(e)) from None
+        probs = classify(model, digit.unsqueeze(0), mean, std, device)[0]
         best = int(probs.argmax())
         return Prediction(digit=best, probability=float(probs[best]),
                           probabilities=[float(p) for p in probs], image=digit.tolist())
@@ -175,7 +222,7 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
         return FileResponse(STATIC / "index.html")
 
     @app.get("/api/health", response_model=Health, summary="What is loaded")
-    def get_health() -> Health:
+    async def get_health() -> Health:  # async: on the event loop, never queued behind decoding
         return health
 
     errors = {code: {"model": Problem, "description": text} for code, text in (
@@ -201,7 +248,13 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
             data, name = await request.body(), "body"
         if not data:
             raise HTTPException(400, f"{name}: empty; send an image file")
-        return await run_in_threadpool(predict_bytes, data, name)
+        # Huge pixel dimensions are refused from the header alone, before anything is decoded.
+        width, height = declared_size(data) or (0, 0)
+        if width * height > max_pixels:
+            raise HTTPException(413, f"{name}: {width}x{height} pixels is more than this server "
+                                     f"takes ({max_pixels:,}); scale it down first")
+        async with budget.hold(width * height):
+            return await run_in_threadpool(predict_bytes, data, name)
 
     return app
 
@@ -227,8 +280,95 @@ def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
     return sock
 
 
-def server(app: FastAPI, log_level: str = "info"):
+def _plain(status: str, detail: str) -> bytes:
+    """A whole HTTP response that closes the connection, for answers given outside the app."""
+    body = json.dumps({"detail": detail}).encode()
+    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}"
+            f"\r\nconnection: close\r\n\r\n").encode() + body
+
+
+class GuardedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with deadlines for slow clients and a cap on connections.
+
+    uvicorn times out idle keep-alive connections only; a client that connects and sends nothing,
+    or trickles its headers or body, would hold its socket (a file descriptor) for good. Here each
+    request must finish its headers within `header_timeout` seconds of the connection (or of the
+    request's first byte) and its body within `body_timeout` seconds after them, else it gets a 408
+    and is closed. Connections beyond `max_connections` get a 503 and are closed at once, so open
+    sockets stay below the process's file limit. (uvicorn's own limit_concurrency answers 503 only
+    once a request arrives, so silent sockets it never refuses.)
+    """
+
+    header_timeout = HEADER_TIMEOUT
+    body_timeout = BODY_TIMEOUT
+    max_connections = MAX_CONNECTIONS
+    _deadline: asyncio.TimerHandle | None = None
+    _phase: str | None = None  # "headers" or "body" while a deadline runs
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            transport.write(_plain("503 Service Unavailable", "too many connections; try again shortly"))
+            transport.close()
+            return
+        self._watch("headers")
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        state = self.conn.their_state
+        self._watch("headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._watch(None)
+        super().connection_lost(exc)
+
+    def _watch(self, phase: str | None) -> None:
+        """Start the deadline of `phase` unless it already runs; None: the request is all in."""
+        if phase == self._phase:
+            return
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._phase, self._deadline = phase, None
+        if phase is not None and not self.transport.is_closing():
+            timeout = self.header_timeout if phase == "headers" else self.body_timeout
+            self._deadline = self.loop.call_later(timeout, self._expire, timeout)
+
+    def _expire(self, timeout: float) -> None:
+        what = self._phase
+        self._phase = self._deadline = None
+        if self.transport.is_closing():
+            return
+        # A request begun and no answer begun yet: say why. The app, if it is waiting for the body,
+        # hears a disconnect and whatever it sends later goes nowhere. A socket that sent nothing
+        # (a browser's spare connection) is closed quietly, as an idle keep-alive one is.
+        begun = self.conn.their_state is not h11.IDLE or self.conn.trailing_data[0]
+        if begun and self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.cycle.disconnected = True
+            self.transport.write(_plain("408 Request Timeout",
+                                        f"the request {what} took longer than {timeout:g} s"))
+        self.transport.close()
+
+
+def server(app: FastAPI, log_level: str = "info", header_timeout: float = HEADER_TIMEOUT,
+           body_timeout: float = BODY_TIMEOUT, max_connections: int = MAX_CONNECTIONS):
     """A uvicorn server for `app`; `.run(sockets=[bind(...)])` serves until Ctrl-C."""
     import uvicorn
 
-    return uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5))
+    for flag, value in (("--header-timeout", header_timeout), ("--body-timeout", body_timeout),
+                        ("--max-connections", max_connections)):
+        if not value > 0:
+            raise ConfigError(f"{flag} {value:g}: must be more than 0")
+    try:
+        import resource
+
+        files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if files != resource.RLIM_INFINITY:
+            # Half the file limit for client sockets: the rest is for the model, libraries, logs.
+            max_connections = max(1, min(max_connections, files // 2))
+    except ImportError:  # Windows: no such limit to respect
+        pass
+    protocol = type("Protocol", (GuardedH11,), dict(
+        header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections))
+    return uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5,
+                                         http=protocol))

@@ -1,0 +1,284 @@
+"""The web server against slow and hostile clients: request deadlines, the connection cap, the pixel
+limit and budget, /api/health answering while images decode, and a mixed hostile load with no 5xx.
+
+Servers run under uvicorn on 127.0.0.1 in a thread, with short deadlines so each test takes seconds."""
+
+import contextlib
+import io
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+import lenet5.images
+from lenet5.cli import main
+from lenet5.web.app import bind, create_app, server
+
+from test_web import paper_digit, png, png_header
+
+
+@pytest.fixture(scope="module")
+def ckpt(small_run):
+    return small_run / "best.pt"
+
+
+@contextlib.contextmanager
+def serving(app, **limits):
+    """`app` under uvicorn on a free port with `limits` (server() keywords), in a thread; its URL."""
+    sock = bind("127.0.0.1", 0)
+    srv = server(app, log_level="critical", **limits)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        deadline = time.monotonic() + 30
+        while not srv.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)  # polling a flag uvicorn sets once it serves
+        yield url
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+def connect(url: str, send: bytes = b"") -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(send)
+    return s
+
+
+def read_until_closed(s: socket.socket, limit_s: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the socket, and when that was; fails after limit_s."""
+    start, data = time.monotonic(), b""
+    s.settimeout(limit_s)
+    try:
+        while chunk := s.recv(4096):
+            data += chunk
+    except socket.timeout:
+        pytest.fail(f"the server kept the connection open over {limit_s} s (got {data[:60]!r})")
+    finally:
+        s.close()
+    return data, time.monotonic() - start
+
+
+def health_ms(url: str) -> float:
+    start = time.perf_counter()
+    r = httpx.get(f"{url}/api/health", timeout=5)
+    assert r.status_code == 200
+    return (time.perf_counter() - start) * 1000
+
+
+def png16(width: int, height: int) -> bytes:
+    """A worst-case upload for its size: a 16-bit grayscale PNG (decoded at 2 bytes a pixel and up),
+    a dark bar on light paper, so it compresses to a few KB."""
+    a = np.full((height, width), 60000, np.uint16)
+    a[height // 4: 3 * height // 4, width // 2 - width // 20: width // 2 + width // 20] = 2000
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG")
+    return buf.getvalue()
+
+
+SLOW = {
+    "silent": b"",
+    "partial headers": b"GET /api/health HTTP/1.1\r\nHost: x\r\nUser-Ag",
+    "partial body": b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                    b"Content-Length: 5000\r\n\r\n\x89PNG",
+}
+
+
+def test_slow_clients_are_closed_within_the_deadlines_while_health_answers(ckpt):
+    with serving(create_app(ckpt), header_timeout=1, body_timeout=1.5) as url:
+        slow = [(kind, connect(url, data)) for kind, data in SLOW.items() for _ in range(8)]
+        assert max(health_ms(url) for _ in range(5)) < 500  # 24 stalled sockets hold nothing up
+        with ThreadPoolExecutor(len(slow)) as pool:
+            closed = list(pool.map(lambda ks: (ks[0], *read_until_closed(ks[1], 5)), slow))
+        for kind, data, seconds in closed:
+            assert seconds < 3.5, (kind, seconds)  # the deadline (1 or 1.5 s) plus slack
+            if kind == "silent":
+                assert data == b""  # nothing asked, nothing answered: closed quietly
+            else:
+                assert data.startswith(b"HTTP/1.1 408 ") and b"longer than" in data, data
+        assert health_ms(url) < 500
+
+
+def test_connections_beyond_the_limit_are_refused_at_once(ckpt):
+    with serving(create_app(ckpt), max_connections=4) as url:
+        held = [connect(url) for _ in range(4)]
+        data, seconds = read_until_closed(connect(url), 5)
+        assert data.startswith(b"HTTP/1.1 503 ") and b"too many connections" in data and seconds < 1
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 5
+        while True:  # the server notices the closed sockets as its loop runs
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the server did not take connections again"
+
+
+@pytest.mark.parametrize("flag", ["--header-timeout", "--body-timeout", "--max-connections"])
+def test_serve_refuses_limits_that_are_not_positive(ckpt, capsys, flag):
+    assert main(["serve", str(ckpt), flag, "0", "--port", "0", "--device", "cpu"]) == 1
+    assert capsys.readouterr().err.strip() == f"lenet5: error: {flag} 0: must be more than 0"
+
+
+@pytest.fixture(scope="module")
+def client(ckpt):
+    with TestClient(create_app(ckpt)) as c:
+        yield c
+
+
+def test_the_pixel_limit_admits_a_phone_photo_and_refuses_more(client):
+    phone = client.post("/api/predict", content=png_header(4032, 3024))  # 12 megapixels
+    assert phone.status_code == 422, phone.text  # past the limit; this header holds no pixels
+    r = client.post("/api/predict", content=png_header(4000, 4000))  # 16 megapixels
+    assert r.status_code == 413 and "4000x4000 pixels is more than this server takes" in r.json()["detail"]
+    assert client.get("/api/health").json()["max_pixels"] == 13_000_000
+
+
+def test_a_bomb_past_pillows_own_limit_is_refused_with_its_real_size(client):
+    r = client.post("/api/predict", files={"file": ("bomb.png", png_header(20_000, 20_000), "image/png")})
+    assert r.status_code == 413, r.text
+    assert r.json()["detail"].startswith("bomb.png: 20000x20000 pixels is more than")
+
+
+def test_large_pictures_decode_one_at_a_time_and_drawings_together(ckpt, monkeypatch):
+    """The pixel budget: three 12-megapixel pictures never decode at once, three drawings do, and a
+    drawing is decoded beside a large picture, not after it."""
+    real, inside, most, lock = lenet5.images.load_digit, [0], [0], threading.Lock()
+    barrier = threading.Barrier(2)
+
+    def watched(data, name):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            barrier.wait(timeout=1)  # passes only if a second picture is decoded at the same time
+        except threading.BrokenBarrierError:
+            pass
+        finally:
+            with lock:
+                inside[0] -= 1
+        return real(data, name)
+
+    monkeypatch.setattr(lenet5.images, "load_digit", watched)
+    with serving(create_app(ckpt)) as url:
+        def post(data):
+            return httpx.post(f"{url}/api/predict", content=data, timeout=30).status_code
+
+        with ThreadPoolExecutor(3) as pool:
+            assert list(pool.map(post, [png_header(4032, 3024)] * 3)) == [422] * 3
+        assert most[0] == 1
+        barrier.reset()
+        drawing = png(np.pad(np.full((12, 4), 255, np.uint8), 8))
+        with ThreadPoolExecutor(3) as pool:
+            assert list(pool.map(post, [drawing] * 3)) == [200] * 3
+        assert most[0] >= 2
+        barrier.reset()
+        most[0] = 0
+        with ThreadPoolExecutor(2) as pool:
+            assert list(pool.map(post, [png_header(4032, 3024), drawing])) == [422, 200]
+        assert most[0] == 2
+
+
+def test_health_answers_while_every_worker_thread_decodes(ckpt, monkeypatch, mnist):
+    """/api/health runs on the event loop: 45 uploads stuck in decoding (more than the 40 worker
+    threads) do not hold it up."""
+    real, entered, release = lenet5.images.load_digit, threading.Semaphore(0), threading.Event()
+
+    def stuck(data, name):
+        entered.release()
+        release.wait(timeout=20)
+        return real(data, name)
+
+    monkeypatch.setattr(lenet5.images, "load_digit", stuck)
+    body = png(mnist.test_images[0])
+    with serving(create_app(ckpt)) as url, ThreadPoolExecutor(45) as pool:
+        try:
+            answers = [pool.submit(httpx.post, f"{url}/api/predict", content=body, timeout=30)
+                       for _ in range(45)]
+            for _ in range(40):  # the worker threads are all busy once 40 have entered
+                assert entered.acquire(timeout=20)
+            assert max(health_ms(url) for _ in range(5)) < 500
+        finally:
+            release.set()
+        assert [a.result().status_code for a in answers] == [200] * 45
+
+
+def test_hostile_mix_gets_no_5xx_and_health_keeps_answering(ckpt, mnist):
+    """Slow sockets, worst-case uploads, bombs, broken and garbage requests, and normal clients, all
+    at once against one server: no 5xx, every normal request answered right, health answered fast."""
+    worst = png16(1000, 1000)  # the limit below, at 16 bits a pixel
+    uploads = [
+        ("worst", dict(content=worst), {200, 422}),
+        ("worst form", dict(files={"file": ("w.png", worst, "image/png")}), {200, 422}),
+        ("bomb", dict(content=png_header(30_000, 30_000)), {413}),
+        ("over the limit", dict(content=png_header(2000, 2000)), {413}),
+        ("truncated", dict(content=worst[: len(worst) // 2]), {422}),
+        ("garbage", dict(content=bytes(range(256)) * 40), {422}),
+        ("text as png", dict(files={"file": ("t.png", b"hello", "image/png")}), {422}),
+        ("png as text", dict(content=png(mnist.test_images[1]), headers={"content-type": "text/plain"}), {200}),
+        ("broken form", dict(content=b"--x\r\nnonsense", headers={"content-type": "multipart/form-data; boundary=x"}), {400, 422}),
+        ("form no boundary", dict(content=b"abc", headers={"content-type": "multipart/form-data"}), {400, 422}),
+        ("too large", dict(content=b"\0" * 300_001), {413}),
+    ]
+    garbage = [b"GARBAGE\r\n\r\n", b"GET /\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n", b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+               b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",
+               b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+               b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n",
+               b"GET /%ff%fe/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n"]
+    normal = [(paper_digit(mnist.test_images[i]), int(mnist.test_labels[i])) for i in range(8)]
+    app = create_app(ckpt, max_upload=300_000, max_pixels=1_000_000)
+    with serving(app, header_timeout=1, body_timeout=1) as url:
+        slow = [connect(url, data) for data in SLOW.values() for _ in range(5)]
+        stop, health = threading.Event(), []
+
+        def poll_health():
+            with httpx.Client(timeout=5) as c:  # one connection, as a monitor keeps
+                while not stop.is_set():
+                    start = time.perf_counter()
+                    assert c.get(f"{url}/api/health").status_code == 200
+                    health.append((time.perf_counter() - start) * 1000)
+
+        def upload(job):
+            kind, kw, allowed = job
+            r = httpx.post(f"{url}/api/predict", timeout=30, **kw)
+            assert r.status_code in allowed, (kind, r.status_code, r.text[:200])
+            return r.status_code
+
+        def raw(data):
+            with connect(url, data) as s:
+                answer = s.recv(1024)  # the status line; odd but valid requests keep their socket
+            status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+            assert 0 < status < 500, (data[:40], answer[:100])
+            return status
+
+        def reader(job):
+            data, label = job
+            r = httpx.post(f"{url}/api/predict", files={"file": ("d.jpg", data, "image/jpeg")}, timeout=30)
+            assert r.status_code == 200, r.text
+            return r.json()["digit"] == label
+
+        poller = threading.Thread(target=poll_health)
+        poller.start()
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                jobs = ([pool.submit(upload, j) for j in uploads * 2] + [pool.submit(raw, g) for g in garbage]
+                        + [pool.submit(reader, n) for n in normal])
+                statuses = [j.result() for j in jobs]
+                closed = list(pool.map(lambda s: read_until_closed(s, 5), slow))
+        finally:
+            stop.set()
+            poller.join()
+        assert all(isinstance(s, bool) or s < 500 for s in statuses)
+        assert sum(s is True for s in statuses) >= 6  # the normal pictures are read (mostly) right
+        assert all(seconds < 3 for _, seconds in closed)
+        assert len(health) >= 3 and max(health) < 1000, health
