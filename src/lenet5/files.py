@@ -30,7 +30,7 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None):
 
     The block writes the file (and may flush it itself); it is fsynced here before the rename.
     The new file gets `mode`, else the usual permissions (0666 less the umask), not mkstemp's 0600.
-    An OSError (full disk, read-only folder) is raised naming `path`.
+    An OSError writing it (full disk, read-only folder) is raised naming `path`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +49,8 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None):
             os.chmod(tmp, mode)
             _fsync(tmp)
         except OSError as e:
+            if e.filename not in (None, tmp):  # about another file the block used: as it is
+                raise
             raise _naming(e, path) from None
         _kill_point("before", path)
         try:

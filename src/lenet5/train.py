@@ -453,8 +453,8 @@ def _writing(run: RunDir):
     try:
         yield
     except OSError as e:
-        raise TrainingError(f"{run.path}/: {e.strerror or e}; the run folder cannot be written "
-                            "there: choose another --out-dir, writable and with room") from None
+        raise TrainingError(f"{run.path}/: {e.strerror or e}; the run folder cannot be written: "
+                            "make room or allow writing there, or choose another --out-dir") from None
 
 
 def _written(writer: checkpoint.Writer, run: RunDir, when: str) -> None:
