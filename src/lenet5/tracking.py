@@ -61,16 +61,23 @@ class RunDir:
         return run
 
     def lock(self) -> None:
-        """Take the folder for this process (see the module docstring); sweep stale temporaries."""
-        import fcntl
+        """Take the folder for this process (see the module docstring); sweep stale temporaries.
 
+        Where there are no locks (Windows, a filesystem without flock) the run goes on unlocked."""
+        try:
+            import fcntl
+        except ImportError:
+            fcntl = None
         fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise ConfigError(f"{self.path}/: another lenet5 train is writing this run now; wait "
                               "for it to end, or choose another --name") from None
+        except OSError:  # this filesystem has no flock
+            pass
         self._lock = fd
         clean_temporaries(self.path)
 
