@@ -218,19 +218,17 @@ def metrics_epochs(run: Path) -> list[int]:
 
 def test_a_full_disk_stops_training_at_the_next_step_naming_the_file(tmp_path, mnist, monkeypatch):
     """Room for epoch 1's files, not epoch 2's: the write that fails (in the background, while
-    epoch 3 trains) stops training before another step starts, names its file, and leaves the run
+    epoch 3 trains) stops training at the next step boundary, names its file, and leaves the run
     at epoch 1, whole, which resumes once there is room."""
-    failed = []
+    steps, failed_at = [0], []  # training steps started; how many had when a write failed
     write = checkpoint_mod.write
 
     def noting_failures(data, *paths):
         try:
             write(data, *paths)
         except OSError:
-            failed.append(steps[0])
+            failed_at.append(steps[0])
             raise
-
-    steps = [0]
 
     class CountingStep(train_mod.TrainStep):
         def __call__(self, *args):
@@ -251,7 +249,8 @@ def test_a_full_disk_stops_training_at_the_next_step_naming_the_file(tmp_path, m
                             rf"training stopped at epoch 3, step \d+; {run}/last\.pt holds epoch 1, "
                             rf"whole: make room, then continue with: lenet5 train --resume {run}",
                             message), message
-        assert len(failed) == 1 and steps[0] - failed[0] <= 1  # at most the step under way finished
+        # no step after the next boundary: at most one began between that check and the failure
+        assert len(failed_at) == 1 and steps[0] - failed_at[0] <= 1
         assert [r["epoch"] for r in rows] == [1, 2]
         assert load(run / "last.pt")["epoch"] == 1 and metrics_epochs(run) == [1]
         assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
