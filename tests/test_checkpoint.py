@@ -100,3 +100,18 @@ def test_writer_saves_in_order_in_the_background_and_reports_failures(tmp_path):
     with pytest.raises(OSError):
         writer.close()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_writer_stops_at_its_first_failure_and_names_the_file(tmp_path):
+    """A failed write (here: a folder that cannot be made) ends the writing: what was queued after
+    it (a metrics table claiming that epoch) is not written, and the error names the destination."""
+    (tmp_path / "file").write_text("")
+    writer = Writer()
+    writer.save({"i": torch.tensor(1)}, tmp_path / "file" / "last.pt")
+    writer.write(b"epoch\n1\n", tmp_path / "metrics.csv")
+    with pytest.raises(OSError) as info:
+        writer.wait()
+    assert info.value.filename == str(tmp_path / "file")  # mkdir of the folder failed: that folder
+    assert isinstance(writer.failure, OSError)
+    assert not (tmp_path / "metrics.csv").exists()
+    writer.close()  # reported once: a `finally` that closes does not raise it over a clearer error

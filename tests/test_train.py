@@ -1,17 +1,28 @@
 """Training on real MNIST subsets: it learns, resumes exactly, stops cleanly, fails clearly."""
 
+import contextlib
+import os
+import random
+import re
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import Crash, crash_after_epoch_1
+from conftest import DATA, Crash, crash_after_epoch_1
+from lenet5 import checkpoint as checkpoint_mod
 from lenet5 import train as train_mod
 from lenet5.checkpoint import load, load_model
 from lenet5.config import from_recipe
 from lenet5.errors import ConfigError, TrainingError
 from lenet5.evaluate import evaluate
+from lenet5.cli import main
 from lenet5.model import LeNet5
+from lenet5.plots import RUN_PLOTS
+from lenet5.tracking import RunDir
 from lenet5.train import fit
 
 QUICK = dict(limit=6000, val_size=1000, epochs=2, batch_size=128, progress=False, threads=0)
@@ -170,3 +181,190 @@ def test_a_second_signal_stops_at_once_but_never_cuts_the_save_short():
     finally:
         flag.restore()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+# --- the run folder under crashes, a full disk, a read-only folder and a second training -------
+
+TINY = ["--limit", "2000", "--val-size", "500", "--epochs", "2", "--threads", "1", "--no-progress"]
+COMPLETE = {"config.json", "env.json", "metrics.csv", "best.pt", "last.pt", "mnist_lenet5.pth",
+            "test_metrics.json", *RUN_PLOTS}
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, size: str, *options: str):
+    """A tmpfs of `size` at `where`, unmounted afterwards; the test is skipped where none can be
+    mounted (not root, no permission, no mount command)."""
+    where.mkdir()
+    try:
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]),
+                               "tmpfs", str(where)], capture_output=True, text=True)
+    except OSError as e:
+        pytest.skip(f"cannot mount a tmpfs here: {e}")
+    if made.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip() or made.returncode}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def remount(where: Path, *options: str) -> None:
+    subprocess.run(["mount", "-o", ",".join(["remount", *options]), str(where)], check=True)
+
+
+def metrics_epochs(run: Path) -> list[int]:
+    return [r["epoch"] for r in RunDir(run).read_metrics()]
+
+
+def test_a_full_disk_stops_training_at_the_next_step_naming_the_file(tmp_path, mnist, monkeypatch):
+    """Room for epoch 1's files, not epoch 2's: the write that fails (in the background, while
+    epoch 3 trains) stops training at the next step boundary, names its file, and leaves the run
+    at epoch 1, whole, which resumes once there is room."""
+    steps, failed_at = [0], []  # training steps started; how many had when a write failed
+    write = checkpoint_mod.write
+
+    def noting_failures(data, *paths):
+        try:
+            write(data, *paths)
+        except OSError:
+            failed_at.append(steps[0])
+            raise
+
+    class CountingStep(train_mod.TrainStep):
+        def __call__(self, *args):
+            steps[0] += 1
+            return super().__call__(*args)
+
+    monkeypatch.setattr(checkpoint_mod, "write", noting_failures)
+    monkeypatch.setattr(train_mod, "TrainStep", CountingStep)
+    with mounted_tmpfs(tmp_path / "disk", "1000k") as disk:
+        cfg = from_recipe("default", out_dir=str(disk), name="full",
+                          **{**QUICK, "limit": 1000, "val_size": 200, "epochs": 3})
+        rows = []
+        with pytest.raises(TrainingError) as info:
+            fit(cfg, mnist, on_epoch=rows.append)
+        message = str(info.value)
+        run = disk / "full"
+        assert re.fullmatch(rf"could not write {run}/(last\.pt|mnist_lenet5\.pth) \(No space left on device\); "
+                            rf"training stopped at epoch 3, step \d+; {run}/last\.pt holds epoch 1, "
+                            rf"whole: make room, then continue with: lenet5 train --resume {run}",
+                            message), message
+        # no step after the next boundary: at most one began between that check and the failure
+        assert len(failed_at) == 1 and steps[0] - failed_at[0] <= 1
+        assert [r["epoch"] for r in rows] == [1, 2]
+        assert load(run / "last.pt")["epoch"] == 1 and metrics_epochs(run) == [1]
+        assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+        remount(disk, "size=4m")  # room made
+        resumed = fit(cfg, mnist, resume=run / "last.pt")
+        assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3] == metrics_epochs(run)
+
+
+def test_a_read_only_folder_is_one_line_naming_it(tmp_path, capsys):
+    with mounted_tmpfs(tmp_path / "ro", "100k") as ro:
+        remount(ro, "ro")
+        code = main(["train", "--data-dir", str(DATA), "--out-dir", str(ro), "--name", "x",
+                     "--dry-run", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and err == (f"lenet5: error: {ro / 'x'}/: Read-only file system; the run folder "
+                                 "cannot be written: make room or allow writing there, or choose "
+                                 "another --out-dir\n"), err
+
+
+def test_a_second_training_with_the_same_name_is_refused(tmp_path, capsys):
+    """Whoever holds the run folder (here this test, as a running training would) keeps it: a
+    second training of that --name is refused at once and writes nothing there."""
+    held = RunDir.create(tmp_path / "same")
+    try:
+        code = main(["train", "--data-dir", str(DATA), "--out-dir", str(tmp_path), "--name", "same",
+                     "--dry-run", "--no-progress"])
+        assert code == 1
+        assert capsys.readouterr().err == (f"lenet5: error: {tmp_path / 'same'}/: another lenet5 "
+                                           "train is writing this run now; wait for it to end, or "
+                                           "choose another --name\n")
+        assert list(held.path.iterdir()) == []
+    finally:
+        held.release()
+    assert main(["train", "--data-dir", str(DATA), "--out-dir", str(tmp_path), "--name", "same",
+                 "--dry-run", "--no-progress", "--no-test"]) == 0  # released: free again
+
+
+def test_leftovers_of_a_killed_run_are_swept_and_never_counted_twice(tmp_path, mnist):
+    """What a killed process can leave: a temporary, a metrics row written after last.pt, a row
+    without any last.pt. A resume, or the same command again, cleans them up."""
+    cfg = cfg_for(tmp_path, name="left", limit=1000, val_size=200)
+    with pytest.raises(Crash):
+        fit(cfg, mnist, on_epoch=crash_after_epoch_1)
+    run = tmp_path / "runs" / "left"
+    (run / "last.pt").unlink()  # killed before epoch 1's last.pt: the same command again
+    fit(cfg, mnist)
+    assert metrics_epochs(run) == [1, 2]
+    with pytest.raises(Crash):
+        fit(cfg, mnist, on_epoch=crash_after_epoch_1, overwrite=True)
+    (run / ".best.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")
+    rows = (run / "metrics.csv").read_text().splitlines()
+    (run / "metrics.csv").write_text("\n".join(rows + [rows[-1].replace("1,", "2,", 1)]) + "\n")
+    fit(cfg, mnist, resume=run / "last.pt")
+    assert metrics_epochs(run) == [1, 2]
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+
+
+def lenet5_train(*args: str, env: dict | None = None, kill_on: str | None = None):
+    """`python -m lenet5 train ARGS`; with `kill_on`, SIGKILLed on the stdout line it starts with."""
+    proc = subprocess.Popen([sys.executable, "-m", "lenet5", "train", "--data-dir", str(DATA), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "LENET5_NATIVE": "0", "PYTHONUNBUFFERED": "1",
+                                 **(env or {})})
+    for line in proc.stdout:
+        if kill_on and line.startswith(kill_on):
+            proc.kill()
+            break
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
+# Where a kill lands: first while an epoch's files are written (some points leave no last.pt yet,
+# `#2` is epoch 2's file), then in the final test and plots. Each is the seam in files.py
+# (LENET5_KILL_AT) or a line the process prints.
+KILL_POINTS = [
+    ["before:config.json", "after:mnist_lenet5.pth", "before:best.pt", "after:best.pt",
+     "before:last.pt", "after:last.pt", "before:metrics.csv", "before:last.pt#2", "after:last.pt#2",
+     "before:metrics.csv#2"],
+    ["line:test accuracy", "before:test_metrics.json"],
+]
+
+
+def test_killed_anywhere_the_run_resumes_to_the_same_weights(tmp_path, mnist, monkeypatch, capsys):
+    """kill -9 a real `lenet5 train` at two points chosen by a seeded RNG, each time going on as a
+    user would: --resume, or the same command again where no epoch was saved yet. The end is the
+    weights of an uninterrupted run, bit for bit, a metrics row for each epoch in last.pt, no stray
+    file, and the final test and plots, which the last --resume (here in this process) finishes."""
+    monkeypatch.setenv("LENET5_NATIVE", "0")  # the same arithmetic in every process
+    threads = torch.get_num_threads()
+    try:
+        reference = tmp_path / "reference"
+        fit(from_recipe("default", out_dir=str(tmp_path), name="reference", limit=2000,
+                        val_size=500, epochs=2, threads=1, progress=False), mnist)
+
+        rng = random.Random(5)
+        points = [rng.choice(stage) for stage in KILL_POINTS]
+        run = tmp_path / "killed"
+        for point in points:
+            kind, _, where = point.partition(":")
+            resume = ["--resume", str(run)] if (run / "last.pt").exists() else []
+            code, err = lenet5_train(*(resume or ["--out-dir", str(tmp_path), "--name", "killed", *TINY]),
+                                     env={} if kind == "line" else {"LENET5_KILL_AT": point},
+                                     kill_on=where if kind == "line" else None)
+            assert code == -signal.SIGKILL, (points, point, err)
+            last = load(run / "last.pt")["epoch"] if (run / "last.pt").exists() else 0
+            assert set(metrics_epochs(run)) <= set(range(1, last + 1)), (points, point)  # none ahead
+        assert load(run / "last.pt")["epoch"] == 2 and not (run / "test_metrics.json").exists()
+        capsys.readouterr()
+        assert main(["train", "--data-dir", str(DATA), "--resume", str(run)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert f"{run}: training is done; running the final test and plots it lacks" in capsys.readouterr().out
+    assert {p.name for p in run.iterdir()} == COMPLETE, points
+    assert metrics_epochs(run) == [1, 2]
+    for name in ("last.pt", "best.pt"):
+        for k, v in weights(reference / name).items():
+            assert torch.equal(v, weights(run / name)[k]), (points, name, k)

@@ -62,19 +62,43 @@ def save(obj, *paths: str | os.PathLike) -> None:
 class Writer:
     """Saves checkpoints while training goes on: each is serialised at once, on the caller's thread
     (so it holds the state as it is now), and written and flushed to disk on one background thread,
-    in order. `wait()` returns when everything handed over is on disk, raising the first failure."""
+    in order. `wait()` returns when everything handed over is on disk, raising the first failure.
+
+    After a failure nothing more is written, so the files on disk stay the set a resume can trust
+    (a metrics.csv queued after a failed last.pt must not claim that epoch). `failure` is set by the
+    background thread the moment a write fails: training checks it at every step, and stops there
+    instead of epochs later.
+    """
 
     def __init__(self):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lenet5-checkpoints")
         self._pending: list[Future] = []
+        self.failure: BaseException | None = None
+        self._raised = False
 
     def save(self, obj, *paths: str | os.PathLike) -> None:
-        self._pending.append(self._pool.submit(write, serialise(obj), *paths))
+        self.write(serialise(obj), *paths)
+
+    def write(self, data: bytes, *paths: str | os.PathLike) -> None:
+        """`data` (a file's bytes) to each path, in turn with the checkpoints."""
+        self._pending.append(self._pool.submit(self._write, data, paths))
+
+    def _write(self, data: bytes, paths) -> None:
+        if self.failure is not None:
+            return
+        try:
+            write(data, *paths)
+        except BaseException as e:
+            self.failure = e
 
     def wait(self) -> None:
+        """Block until everything handed over is on disk; raise the first failure (once)."""
         pending, self._pending = self._pending, []
         for future in pending:
             future.result()
+        if self.failure is not None and not self._raised:
+            self._raised = True  # reported once: a `finally` that closes must not hide it again
+            raise self.failure
 
     def close(self) -> None:
         try:

@@ -206,7 +206,8 @@ def _config_overrides(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import checkpoint
-    from .train import fit
+    from .tracking import RunDir
+    from .train import finished_state, fit
 
     overrides = _config_overrides(args)
     resume = None
@@ -225,13 +226,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{flag(fixed[0])} cannot change when resuming: the run continues "
                               f"with the config saved in {resume}")
         cfg = from_dict({**state["config"], **overrides})
-        if int(state["epoch"]) >= cfg.epochs:
-            print(f"{resume.parent}: already trained all {cfg.epochs} epochs; nothing to resume")
-            return 0
+        if finished_state(state):
+            # Killed during the final test and plots: finish those (test_metrics.json comes last).
+            if not args.test or RunDir(resume.parent).finished_outputs():
+                print(f"{resume.parent}: training and its final test are done; nothing to resume")
+                return 0
+            print(f"{resume.parent}: training is done; running the final test and plots it lacks")
     else:
         cfg = from_recipe(args.recipe, **overrides)
-        if args.overwrite:
-            _clear_run(Path(cfg.out_dir) / cfg.name if cfg.name else None)
+        if args.overwrite and not cfg.name:
+            raise ConfigError("--overwrite needs --name: the run folder to reuse")
 
     def on_epoch(row: dict) -> None:
         val = (f"val_loss {row['val_loss']:.4f}  val_acc {100 * row['val_acc']:.2f}%  "
@@ -247,7 +251,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     def on_start(path) -> None:
         print(f"compute path: {path.line()}", flush=True)
 
-    result = fit(cfg, resume=resume, on_epoch=on_epoch, on_end=on_end, on_start=on_start)
+    result = fit(cfg, resume=resume, on_epoch=on_epoch, on_end=on_end, on_start=on_start,
+                 overwrite=bool(args.overwrite and not resume))
     if not result["primary"]:
         return 0
     run = Path(result["run_dir"])
@@ -257,7 +262,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _test_and_plot(cfg: Config, run: Path, data) -> None:
-    """After training: score best.pt on the test set, then draw the run's plots beside it."""
+    """After training: score best.pt on the test set, then draw the run's plots beside it.
+
+    test_metrics.json is written last: it marks the run complete, so a process killed before it
+    leaves a run that `--resume` finishes."""
     from .checkpoint import load_model, normalization
     from .config import choose_device
     from .evaluate import metrics_from_logits, predict_logits
@@ -268,24 +276,14 @@ def _test_and_plot(cfg: Config, run: Path, data) -> None:
     model, obj = load_model(run / "best.pt", device)
     logits = predict_logits(model, data.test_images, *normalization(obj), device=device).cpu()
     metrics = metrics_from_logits(logits, data.test_labels)
-    write_text(run / "test_metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(f"test accuracy {100 * metrics['accuracy']:.2f}%  test loss {metrics['loss']:.4f}  "
-          f"(best.pt, 10,000 MNIST test images)")
+          f"(best.pt, 10,000 MNIST test images)", flush=True)
     try:
         written = draw_run(run, data.test_images, data.test_labels, device, logits=logits)
         print(f"plots: {', '.join(str(p) for p in written)}")
     except Lenet5Error as e:  # e.g. matplotlib missing: the trained model is what matters
         print(f"lenet5: plots skipped: {e}", file=sys.stderr)
-
-
-def _clear_run(path: Path | None) -> None:
-    if path is None:
-        raise ConfigError("--overwrite needs --name: the run folder to reuse")
-    from .plots import RUN_PLOTS
-
-    for name in ("last.pt", "best.pt", "mnist_lenet5.pth", "metrics.csv", "config.json",
-                 "test_metrics.json", *RUN_PLOTS):
-        (path / name).unlink(missing_ok=True)
+    write_text(run / "test_metrics.json", json.dumps(metrics, indent=2) + "\n")
 
 
 def _load_for_inference(args: argparse.Namespace):

@@ -3,17 +3,25 @@
 A file is written to a temporary name beside its destination, flushed to disk and then moved into
 place with `os.replace`: a crash, a full disk or Ctrl-C leaves the old file or the new one, never
 half of either, and never a stray temporary (stale ones a killed process left are swept by
-`clean_temporaries`).
+`clean_temporaries`). A failure names the destination, not the temporary nobody asked for.
+
+Test seam: with LENET5_KILL_AT=EVENT:NAME[#N] in the environment, the process kills itself with
+SIGKILL (no cleanup, no `finally`, as a power cut or `kill -9` would) the N-th time (default the
+first) it writes a file called NAME: EVENT `before` with the temporary written and flushed but not
+yet moved into place, `after` once it is. The crash tests use it to stop a real `lenet5 train` at
+exact points; unset, it costs one dictionary lookup per file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
+KILL_AT = "LENET5_KILL_AT"  # the test seam above
 
 
 @contextlib.contextmanager
@@ -22,20 +30,34 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None):
 
     The block writes the file (and may flush it itself); it is fsynced here before the rename.
     The new file gets `mode`, else the usual permissions (0666 less the umask), not mkstemp's 0600.
+    An OSError writing it (full disk, read-only folder) is raised naming `path`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    except OSError as e:
+        raise _naming(e, path) from None
     os.close(fd)
     try:
-        yield Path(tmp)
-        if mode is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        _fsync(tmp)
-        os.replace(tmp, path)
+        try:
+            yield Path(tmp)
+            if mode is None:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
+            os.chmod(tmp, mode)
+            _fsync(tmp)
+        except OSError as e:
+            if e.filename not in (None, tmp):  # about another file the block used: as it is
+                raise
+            raise _naming(e, path) from None
+        _kill_point("before", path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _naming(e, path) from None
+        _kill_point("after", path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -59,6 +81,28 @@ def clean_temporaries(folder: str | os.PathLike) -> list[Path]:
             tmp.unlink()
             removed.append(tmp)
     return removed
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """`e` as the same kind of OSError (errno chooses the subclass), about `path`."""
+    if e.errno is None:
+        return e
+    return OSError(e.errno, e.strerror, str(path))
+
+
+_kills_seen: dict[str, int] = {}
+
+
+def _kill_point(event: str, path: Path) -> None:
+    spec = os.environ.get(KILL_AT)
+    if not spec:
+        return
+    point, _, nth = spec.partition("#")
+    if point != f"{event}:{path.name}":
+        return
+    _kills_seen[point] = _kills_seen.get(point, 0) + 1
+    if _kills_seen[point] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fsync(path: str) -> None:

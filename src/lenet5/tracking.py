@@ -1,20 +1,30 @@
 """The run folder: config.json, a per-epoch metrics.csv, and an optional wandb mirror of them.
 
 The local files are always written; wandb (`--wandb`) only mirrors them, and never stops training.
+
+One training owns a run folder at a time: it holds an exclusive lock (flock) on the folder itself
+from before its first file until it ends, and the kernel drops the lock when the process dies,
+however it dies: a second `lenet5 train` with the same --name is refused, and a crashed run never
+leaves a lock behind to clear by hand. Holding the lock, the owner sweeps the temporaries a killed
+writer left.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
 from pathlib import Path
 
 from .errors import ConfigError
-from .files import write_text
+from .files import clean_temporaries, write_text
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+# What a training writes into its folder (--overwrite clears these); plots.RUN_PLOTS come with them.
+RUN_FILES = ("last.pt", "best.pt", "mnist_lenet5.pth", "metrics.csv", "config.json", "env.json",
+             "test_metrics.json")
 
 
 class RunDir:
@@ -22,17 +32,70 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._lock: int | None = None
 
     @classmethod
     def create(cls, path: str | os.PathLike, overwrite: bool = False) -> "RunDir":
+        """The folder for a new run, locked; refused if it holds a run (unless `overwrite`)."""
         run = cls(path)
-        if (run.path / "last.pt").exists() and not overwrite:
-            raise ConfigError(
-                f"{run.path}/ already holds a run; continue it with --resume {run.path} "
-                "or choose another --name"
-            )
         run.path.mkdir(parents=True, exist_ok=True)
+        run.lock()
+        try:
+            if overwrite:
+                run.clear()
+            elif (run.path / "last.pt").exists():
+                raise ConfigError(
+                    f"{run.path}/ already holds a run; continue it with --resume {run.path} "
+                    "or choose another --name"
+                )
+        except BaseException:
+            run.release()
+            raise
         return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "RunDir":
+        """An existing run's folder, locked, to continue it."""
+        run = cls(path)
+        run.lock()
+        return run
+
+    def lock(self) -> None:
+        """Take the folder for this process (see the module docstring); sweep stale temporaries.
+
+        Where there are no locks (Windows, a filesystem without flock) the run goes on unlocked."""
+        try:
+            import fcntl
+        except ImportError:
+            fcntl = None
+        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            if fcntl:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"{self.path}/: another lenet5 train is writing this run now; wait "
+                              "for it to end, or choose another --name") from None
+        except OSError:  # this filesystem has no flock
+            pass
+        self._lock = fd
+        clean_temporaries(self.path)
+
+    def release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor drops the flock
+            self._lock = None
+
+    def clear(self) -> None:
+        """Remove a previous run's files (--overwrite)."""
+        from .plots import RUN_PLOTS
+
+        for name in (*RUN_FILES, *RUN_PLOTS):
+            (self.path / name).unlink(missing_ok=True)
+
+    def finished_outputs(self) -> bool:
+        """The final test and plots are done: test_metrics.json is written after the plots."""
+        return (self.path / "test_metrics.json").is_file()
 
     @property
     def metrics_csv(self) -> Path:
@@ -56,21 +119,26 @@ class RunDir:
             return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
                     for row in csv.DictReader(f)]
 
-    def append_metrics(self, row: dict) -> None:
-        new = not self.metrics_csv.exists()
-        with open(self.metrics_csv, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
+    @staticmethod
+    def metrics_text(rows: list[dict]) -> str:
+        """metrics.csv's whole content for `rows`: the file is rewritten whole, never appended to,
+        so it is always some epoch's complete table."""
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
             writer.writerow({k: row.get(k, "") for k in COLUMNS})
+        return out.getvalue()
 
-    def truncate_metrics(self, last_epoch: int) -> None:
-        """Drop rows after `last_epoch` (written after the checkpoint a resume starts from)."""
+    def write_metrics(self, rows: list[dict]) -> None:
+        write_text(self.metrics_csv, self.metrics_text(rows))
+
+    def truncate_metrics(self, last_epoch: int) -> list[dict]:
+        """Keep the rows up to `last_epoch` (those a checkpoint a resume starts from knows)."""
         rows = [r for r in self.read_metrics() if r["epoch"] <= last_epoch]
         if self.metrics_csv.exists():
-            self.metrics_csv.unlink()
-        for r in rows:
-            self.append_metrics(r)
+            self.write_metrics(rows)
+        return rows
 
 
 # --- the optional wandb mirror ------------------------------------------------------------------

@@ -6,6 +6,7 @@ Reads top to bottom. Under torchrun each process trains on its own slice of ever
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint, compute
-from .config import Config, choose_device, to_dict
+from .config import Config, choose_device, from_dict, to_dict
 from .data import MNIST, EpochPlan, load_mnist, split_validation
 from .errors import ConfigError, TrainingError
 from .evaluate import evaluate
@@ -152,24 +153,35 @@ def run_name(cfg: Config) -> str:
 
 
 def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None = None,
-        on_epoch=None, on_end=None, on_start=None) -> dict:
+        on_epoch=None, on_end=None, on_start=None, overwrite: bool = False) -> dict:
     """Train a LeNet5 as `cfg` says; return a summary (run folder, best metrics, history).
 
     `resume` is a `last.pt` to continue exactly where it stopped. On the primary process,
     `on_start(path)` is called once the compute path is chosen (a `compute.Path`), `on_epoch(row)` after each epoch (the CLI prints the epoch line) and
     `on_end(run_path, data)` once training is done, with the MNIST set already loaded, before the
     wandb mirror closes, so what it adds to the run folder (test metrics, plots) is mirrored too.
+    A resumed run whose training is over (`finished`) trains no more: it only calls `on_end`.
+    `overwrite`: start afresh in a run folder that holds a run, removing its files.
+
+    The run folder always agrees with its newest last.pt, whatever stops the process: the files
+    an epoch improves (mnist_lenet5.pth, best.pt) are written before its last.pt, metrics.csv after
+    it, and a resume rewrites metrics.csv from the rows last.pt carries. A checkpoint that cannot
+    be written (a full disk) stops training at the next step, naming the file; last.pt is then an
+    earlier epoch's, whole and resumable. One training at a time owns a run folder (RunDir.lock).
     """
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist_info, device = setup_distributed(cfg)
+    args = (cfg, dist_info, device, data, resume, on_epoch, on_end, on_start, overwrite)
     if dist_info.world == 1:
-        return _fit(cfg, dist_info, device, data, resume, on_epoch, on_end, on_start)
+        with contextlib.ExitStack() as cleanup:
+            return _fit(*args, cleanup)
     import torch.distributed as dist
 
     try:
-        return _fit(cfg, dist_info, device, data, resume, on_epoch, on_end, on_start)
+        with contextlib.ExitStack() as cleanup:
+            return _fit(*args, cleanup)
     except (dist.DistError, RuntimeError) as e:  # a peer died or stopped answering
         raise TrainingError(f"rank {dist_info.rank}: lost contact with the other processes "
                             f"({_first_line(e)}); the job stopped, its last epoch is in last.pt: "
@@ -179,7 +191,7 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
 
 
 def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None, resume, on_epoch,
-         on_end, on_start=None) -> dict:
+         on_end, on_start, overwrite: bool, cleanup: contextlib.ExitStack) -> dict:
     seed_everything(cfg)
     primary = dist_info.primary
 
@@ -206,6 +218,10 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
 
     start_epoch, start_step, history, best_metrics = 0, 0, [], {}
     run = RunDir(Path(resume).parent) if resume else RunDir(Path(cfg.out_dir) / run_name(cfg))
+    if primary:  # the folder is this process's until fit returns or raises
+        with _writing(run):
+            run = RunDir.open(run.path) if resume else RunDir.create(run.path, overwrite)
+        cleanup.callback(run.release)
     resume_sums = None
     if resume:
         state = checkpoint.load(resume)
@@ -218,12 +234,12 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
         start_epoch, start_step = int(state["epoch"]), int(state["step"])
         best_metrics = dict(state.get("best_metrics", {}))
         resume_sums = state.get("running")
-        if primary:
-            run.truncate_metrics(start_epoch)
-            history = run.read_metrics()
+        if primary:  # metrics.csv as last.pt knows it: rows written after last.pt was are dropped
+            with _writing(run):
+                history = _history_at(run, state, start_epoch)
     elif primary:
-        run = RunDir.create(run.path)
-        run.write_config(to_dict(cfg))
+        with _writing(run):
+            run.write_config(to_dict(cfg))
 
     train_model = model
     if dist_info.world > 1:
@@ -238,7 +254,8 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
     else:
         train_step = TrainStep(step_model, optimizer, cfg.label_smoothing, dist_info.world, path)
     if primary:
-        run.write_environment(path, device, dist_info.world)
+        with _writing(run):
+            run.write_environment(path, device, dist_info.world)
         if on_start:
             on_start(path)
     tracker = None
@@ -257,6 +274,7 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
             "rng": {"generator": epoch_gen_state, "torch": torch.get_rng_state()},
             "best_metrics": best_metrics, "config": to_dict(cfg),
             "normalize": {"mean": cfg.mean, "std": cfg.std},
+            "history": history,  # metrics.csv's rows: a resume rewrites the file from these
         }
 
     from tqdm import tqdm
@@ -264,12 +282,13 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
     world, rank = dist_info.world, dist_info.rank
     if world > 1:
         import torch.distributed as dist
-    stopped_early = False
-    epoch = start_epoch
+    done = finished(cfg, start_epoch, start_step, stopper)
+    stopped_early = done and stopper.should_stop
+    epochs_run = start_epoch
     interrupt = InterruptFlag()
     writer = checkpoint.Writer()  # epoch checkpoints reach the disk while the next epoch trains
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, start_epoch if done else cfg.epochs):
             epoch_gen_state = generator.get_state()
             plan = EpochPlan(n, cfg.batch_size, cfg.shift, generator, device)
             whole = None
@@ -299,10 +318,12 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
                     dist.all_reduce(sums)
                 if primary:
                     interrupt.saving = True  # a signal now must not cut this save short
-                    writer.wait()  # the last epoch's files first, then this one over them
+                    _written(writer, run, f"at epoch {epoch + 1}, step {step + 1}")  # older files first
                     loss_sum, correct, seen_all = sums.tolist()
                     running = {"loss_sum": loss_sum, "correct": int(correct), "seen": int(seen_all)}
-                    checkpoint.save(snapshot(epoch, step, epoch_gen_state, running), run.path / "last.pt")
+                    with _saving(run, f"at epoch {epoch + 1}, step {step + 1}"):
+                        checkpoint.save(snapshot(epoch, step, epoch_gen_state, running),
+                                        run.path / "last.pt")
                 raise Interrupted(run.path / "last.pt", signum) from None
 
             for step in bar:
@@ -318,6 +339,8 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
                     signum = 0
                 if signum:  # stop between steps, so the state is exact
                     stop(step, signum)
+                if writer.failure is not None:  # a checkpoint did not reach the disk: stop now
+                    _written(writer, run, f"at epoch {epoch + 1}, step {step + 1}")
                 if whole is not None:
                     rows = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
                     x, y = whole[0][rows], whole[1][rows]
@@ -365,13 +388,19 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
             improved = stopper.update(row)
             if improved:
                 best_metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+            epochs_run = epoch + 1
             if primary:
+                # In this order, so that a crash anywhere leaves last.pt the newest word: what
+                # this epoch improved, then last.pt, then the table (rewritten from last.pt on resume).
+                history.append(row)
                 state = checkpoint.portable(snapshot(epoch + 1, 0, generator.get_state()))
-                writer.save(state, *([run.path / "best.pt"] if improved else []), run.path / "last.pt")
+                if writer.failure is not None:
+                    _written(writer, run, f"at the end of epoch {epoch + 1}")
                 if improved:
                     writer.save(state["model"], run.path / "mnist_lenet5.pth")
-                run.append_metrics(row)
-                history.append(row)
+                writer.write(checkpoint.serialise(state),
+                             *([run.path / "best.pt"] if improved else []), run.path / "last.pt")
+                writer.write(run.metrics_text(history).encode(), run.metrics_csv)
                 if tracker:
                     tracker.log_epoch(row)
                 if on_epoch:
@@ -382,7 +411,7 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
                 stopped_early = True
                 break
             start_step = 0
-        writer.wait()
+        _written(writer, run, f"at the end of epoch {epochs_run}")
         if primary and on_end:
             on_end(run.path, data)
     finally:
@@ -392,8 +421,67 @@ def _fit(cfg: Config, dist_info: Dist, device: torch.device, data: MNIST | None,
             tracker.finish(run, best_metrics)
 
     return {"run_dir": str(run.path), "best": best_metrics, "history": history,
-            "stopped_early": stopped_early, "epochs_run": epoch + 1, "device": str(device),
+            "stopped_early": stopped_early, "epochs_run": epochs_run, "device": str(device),
             "primary": primary, "path": path.name}
+
+
+def finished(cfg: Config, epoch: int, step: int, stopper: EarlyStopping) -> bool:
+    """A run at (epoch, step) has no more epochs to train: all done, or early stopping ended it."""
+    return step == 0 and (epoch >= cfg.epochs or stopper.should_stop)
+
+
+def finished_state(state: dict) -> bool:
+    """`finished` for a loaded last.pt."""
+    cfg = from_dict(state["config"])
+    stopper = EarlyStopping(cfg.monitor, cfg.patience)
+    stopper.load_state_dict(state["early_stopping"])
+    return finished(cfg, int(state["epoch"]), int(state["step"]), stopper)
+
+
+def _history_at(run: RunDir, state: dict, epoch: int) -> list[dict]:
+    """The metrics rows of the first `epoch` epochs, and metrics.csv rewritten to hold just them."""
+    if "history" not in state:  # written before last.pt carried its rows: trust the file's
+        return run.truncate_metrics(epoch)
+    history = [dict(row) for row in state["history"]]
+    run.write_metrics(history)
+    return history
+
+
+@contextlib.contextmanager
+def _writing(run: RunDir):
+    """The run folder's set-up files: an OSError (read-only folder, full disk) becomes one line."""
+    try:
+        yield
+    except OSError as e:
+        raise TrainingError(f"{run.path}/: {e.strerror or e}; the run folder cannot be written: "
+                            "make room or allow writing there, or choose another --out-dir") from None
+
+
+def _written(writer: checkpoint.Writer, run: RunDir, when: str) -> None:
+    """Wait until the checkpoints handed to `writer` are on disk; a failed one stops training."""
+    with _saving(run, when):
+        writer.wait()
+
+
+@contextlib.contextmanager
+def _saving(run: RunDir, when: str):
+    """A checkpoint write that fails stops training (`when`: where it stood) with the file, the
+    reason and the way on."""
+    try:
+        yield
+    except OSError as e:
+        raise TrainingError(_write_failed_message(e, run, when)) from None
+
+
+def _write_failed_message(e: OSError, run: RunDir, when: str) -> str:
+    last = run.path / "last.pt"
+    try:
+        kept = f"{last} holds epoch {int(checkpoint.load(last)['epoch'])}, whole"
+        then = f"continue with: lenet5 train --resume {run.path}"
+    except Exception:  # none written yet (or unreadable): nothing to continue from
+        kept, then = "no epoch was saved", "start it again"
+    return (f"could not write {e.filename or run.path} ({e.strerror or e}); training stopped "
+            f"{when}; {kept}: make room, then {then}")
 
 
 STOP_CHECK_EVERY = 10  # under torchrun, steps between the processes' checks for a stop signal
