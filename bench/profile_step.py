@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from lenet5.config import choose_device, from_recipe  # noqa: E402
 from lenet5.data import load_mnist  # noqa: E402
 from lenet5.errors import Lenet5Error  # noqa: E402
-from lenet5.train import fit  # noqa: E402
+from lenet5.training import fit  # noqa: E402
 
 
 def main() -> int:

@@ -54,7 +54,7 @@ def write_gz(path: Path, content: bytes) -> Path:
 def small_run(mnist, tmp_path_factory):
     """A real short training run (~97 % test accuracy, seconds on a CPU): its run folder."""
     from lenet5.config import from_recipe
-    from lenet5.train import fit
+    from lenet5.training import fit
 
     out = tmp_path_factory.mktemp("small_run")
     cfg = from_recipe("default", out_dir=str(out), name="small", limit=12000, val_size=1000,

@@ -132,7 +132,7 @@ def test_every_help_page_prints(command, capsys):
 def test_ctrl_c_is_reported_once_under_torchrun(rank, monkeypatch, capsys, tmp_path):
     """Rank 0 saves last.pt and says so; the other ranks stop quietly instead of repeating it."""
     from lenet5 import cli
-    from lenet5.train import Interrupted
+    from lenet5.training import Interrupted
 
     def interrupted(args):
         raise Interrupted(tmp_path / "run" / "last.pt")

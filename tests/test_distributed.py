@@ -22,7 +22,7 @@ import torch
 from conftest import DATA, Crash, crash_after_epoch_1
 from lenet5.checkpoint import load
 from lenet5.config import from_recipe
-from lenet5.train import STOP_CHECK_EVERY, fit
+from lenet5.training import STOP_CHECK_EVERY, fit
 
 LR = 0.01
 ATOL = 1e-5

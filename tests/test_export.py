@@ -13,7 +13,7 @@ from lenet5.cli import main
 from lenet5.config import from_recipe
 from lenet5.data import normalize
 from lenet5.model import LeNet5
-from lenet5.train import fit
+from lenet5.training import fit
 
 MEAN, STD = 0.5, 0.25  # not MNIST's: an export that ignored the checkpoint's constants would show it
 

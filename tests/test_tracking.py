@@ -13,7 +13,8 @@ from conftest import DATA
 from lenet5.cli import main
 from lenet5.config import from_recipe
 from lenet5.plots import RUN_PLOTS
-from lenet5.tracking import RunDir, WandbTracker, start_wandb
+from lenet5.rundir import RunDir
+from lenet5.tracking import WandbTracker, start_wandb
 
 wandb = pytest.importorskip("wandb")  # the `wandb` extra; part of `make test`'s dev install
 

@@ -14,7 +14,7 @@ import torch
 
 from conftest import DATA, Crash, crash_after_epoch_1
 from lenet5 import checkpoint as checkpoint_mod
-from lenet5 import train as train_mod
+from lenet5 import training as train_mod
 from lenet5.checkpoint import load, load_model
 from lenet5.config import from_recipe
 from lenet5.errors import ConfigError, TrainingError
@@ -22,8 +22,8 @@ from lenet5.evaluate import evaluate
 from lenet5.cli import main
 from lenet5.model import LeNet5
 from lenet5.plots import RUN_PLOTS
-from lenet5.tracking import RunDir
-from lenet5.train import fit
+from lenet5.rundir import RunDir
+from lenet5.training import fit
 
 QUICK = dict(limit=6000, val_size=1000, epochs=2, batch_size=128, progress=False, threads=0)
 
@@ -69,27 +69,17 @@ def test_resume_ends_with_the_same_weights(tmp_path, mnist):
     assert resumed["history"][-1]["val_loss"] == full["history"][-1]["val_loss"]
 
 
-def test_ctrl_c_mid_epoch_saves_last_and_resume_is_exact(tmp_path, mnist, monkeypatch):
+def test_ctrl_c_mid_epoch_saves_last_and_resume_is_exact(tmp_path, mnist):
     fit(cfg_for(tmp_path, name="full"), mnist)
 
-    class CtrlCAtStep20(train_mod.InterruptFlag):
-        checks = 0
+    def ctrl_c_after_step_20(epoch, step):  # a real SIGINT, as a terminal sends it
+        if (epoch, step) == (0, 19):
+            os.kill(os.getpid(), signal.SIGINT)
 
-        @property
-        def requested(self):
-            CtrlCAtStep20.checks += 1
-            return signal.SIGINT if CtrlCAtStep20.checks == 20 + 1 else 0  # epoch 1, step 20
-
-        @requested.setter
-        def requested(self, value):
-            pass
-
-    monkeypatch.setattr(train_mod, "InterruptFlag", CtrlCAtStep20)
     with pytest.raises(train_mod.Interrupted) as info:
-        fit(cfg_for(tmp_path, name="cut"), mnist)
+        fit(cfg_for(tmp_path, name="cut"), mnist, on_step=ctrl_c_after_step_20)
     last = load(info.value.path)
     assert (last["epoch"], last["step"]) == (0, 20)
-    monkeypatch.undo()
     fit(cfg_for(tmp_path, name="cut"), mnist, resume=info.value.path)
     for k, v in weights(tmp_path / "runs" / "full" / "last.pt").items():
         assert torch.equal(v, weights(info.value.path)[k]), k
@@ -230,26 +220,23 @@ def test_a_full_disk_stops_training_at_the_next_step_naming_the_file(tmp_path, m
             failed_at.append(steps[0])
             raise
 
-    class CountingStep(train_mod.TrainStep):
-        def __call__(self, *args):
-            steps[0] += 1
-            return super().__call__(*args)
+    def count(epoch, step):
+        steps[0] += 1
 
     monkeypatch.setattr(checkpoint_mod, "write", noting_failures)
-    monkeypatch.setattr(train_mod, "TrainStep", CountingStep)
     with mounted_tmpfs(tmp_path / "disk", "1000k") as disk:
         cfg = from_recipe("default", out_dir=str(disk), name="full",
                           **{**QUICK, "limit": 1000, "val_size": 200, "epochs": 3})
         rows = []
         with pytest.raises(TrainingError) as info:
-            fit(cfg, mnist, on_epoch=rows.append)
+            fit(cfg, mnist, on_epoch=rows.append, on_step=count)
         message = str(info.value)
         run = disk / "full"
         assert re.fullmatch(rf"could not write {run}/(last\.pt|mnist_lenet5\.pth) \(No space left on device\); "
                             rf"training stopped at epoch 3, step \d+; {run}/last\.pt holds epoch 1, "
                             rf"whole: make room, then continue with: lenet5 train --resume {run}",
                             message), message
-        # no step after the next boundary: at most one began between that check and the failure
+        # no step after the next boundary: at most one ended between the failure and that check
         assert len(failed_at) == 1 and steps[0] - failed_at[0] <= 1
         assert [r["epoch"] for r in rows] == [1, 2]
         assert load(run / "last.pt")["epoch"] == 1 and metrics_epochs(run) == [1]

@@ -27,7 +27,7 @@ from lenet5.cli import main
 from lenet5.config import from_recipe
 from lenet5.images import load_digit
 from lenet5.predict import classify
-from lenet5.train import fit
+from lenet5.training import fit
 from lenet5.web.app import bind, create_app, server
 
 CHROMIUM = os.environ.get("LENET5_CHROMIUM", "/usr/bin/chromium")

@@ -139,7 +139,7 @@ def train(recipe: str = "default", *, data=None, **overrides) -> dict:
     """Train as `lenet5 train --recipe RECIPE --FLAG VALUE ...` does (no test pass, no printing):
     the summary of `train.fit` (run folder, best metrics, per-epoch history)."""
     from .config import from_recipe
-    from .train import fit
+    from .training import fit
 
     overrides.setdefault("progress", False)
     return fit(from_recipe(recipe, **overrides), data)

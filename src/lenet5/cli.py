@@ -11,12 +11,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
-from .config import RECIPES, Config, flag, from_dict, from_recipe
+from .config import RECIPES, Config, flag, from_recipe
 from .errors import ConfigError, Lenet5Error
-
-# Flags that may change when a run is resumed; everything else comes from the checkpoint.
-RESUMABLE = {"device", "threads", "progress", "data_dir", "dist_timeout", "cuda_graphs", "wandb", "wandb_project",
-             "wandb_name", "wandb_tags"}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, recipe: str) -> None:
@@ -205,28 +201,14 @@ def _config_overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import checkpoint
-    from .tracking import RunDir
-    from .train import finished_state, fit
+    from .rundir import RunDir
+    from .training import finished_state, fit, resume_config
 
     overrides = _config_overrides(args)
     resume = None
     if args.resume:
-        resume = checkpoint.resolve(args.resume, which="last.pt")
-        if resume.name != "last.pt":  # best.pt, mnist_lenet5.pth: the run goes on from its latest state
-            if not (resume.parent / "last.pt").is_file():
-                raise ConfigError(f"--resume {args.resume}: a run continues from the last.pt in its "
-                                  f"folder, and {resume.parent / 'last.pt'} does not exist")
-            resume = resume.parent / "last.pt"
-        state = checkpoint.load(resume)
-        if state.get("format") != checkpoint.FORMAT or "optimizer" not in state:
-            raise ConfigError(f"--resume {args.resume}: {resume} is not a lenet5 training checkpoint")
-        fixed = sorted(set(overrides) - RESUMABLE)
-        if fixed:
-            raise ConfigError(f"--{flag(fixed[0])} cannot change when resuming: the run continues "
-                              f"with the config saved in {resume}")
-        cfg = from_dict({**state["config"], **overrides})
-        if finished_state(state):
+        cfg, resume, saved = resume_config(args.resume, overrides)
+        if finished_state(saved):
             # Killed during the final test and plots: finish those (test_metrics.json comes last).
             if not args.test or RunDir(resume.parent).finished_outputs():
                 print(f"{resume.parent}: training and its final test are done; nothing to resume")
@@ -270,7 +252,7 @@ def _test_and_plot(cfg: Config, run: Path, data) -> None:
     from .config import choose_device
     from .evaluate import metrics_from_logits, predict_logits
     from .plots import draw_run
-    from .tracking import write_text
+    from .files import write_text
 
     device = choose_device(cfg.device)
     model, obj = load_model(run / "best.pt", device)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-RUN_PLOTS = ("curves.png", "confusion.png", "mistakes.png", "predictions.png", "filters.png")
+from .rundir import PLOTS as RUN_PLOTS, RunDir  # noqa: F401  (RUN_PLOTS: the names draw_run writes)
 
 
 def _pyplot():
@@ -232,7 +232,6 @@ def draw_run(run: str | os.PathLike, images: torch.Tensor, labels: torch.Tensor,
     """
     from .checkpoint import load_model, normalization, resolve
     from .evaluate import metrics_from_logits, predict_logits
-    from .tracking import RunDir
 
     path = resolve(run)
     out = Path(out_dir) if out_dir else path.parent

@@ -94,10 +94,12 @@ class TrainStep:
                                                  world=world)
         self.written_out = self.path.name in ("native", "written-out")
 
-    def reset(self, running: dict | None = None) -> None:
-        """Start the epoch's sums at zero, or where an interrupted epoch left them."""
+    def reset(self, running: dict | None = None) -> int:
+        """Start the epoch's sums at zero, or where an interrupted epoch left them; return the
+        images they already count."""
         self.loss_sum.fill_(running["loss_sum"] if running else 0.0)
         self.correct.fill_(int(running["correct"]) if running else 0)
+        return int(running["seen"]) if running else 0
 
     def sums(self, seen: int) -> torch.Tensor:
         """(loss sum, correct, seen) as one tensor, ready to add up across processes."""

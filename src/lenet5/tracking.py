@@ -1,147 +1,17 @@
-"""The run folder: config.json, a per-epoch metrics.csv, and an optional wandb mirror of them.
+"""Trackers: the optional wandb mirror of a run folder (rundir.py owns the folder itself).
 
 The local files are always written; wandb (`--wandb`) only mirrors them, and never stops training.
-
-One training owns a run folder at a time: it holds an exclusive lock (flock) on the folder itself
-from before its first file until it ends, and the kernel drops the lock when the process dies,
-however it dies: a second `lenet5 train` with the same --name is refused, and a crashed run never
-leaves a lock behind to clear by hand. Holding the lock, the owner sweeps the temporaries a killed
-writer left.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import sys
 from pathlib import Path
 
-from .errors import ConfigError
-from .files import clean_temporaries, write_text
-
-COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
-# What a training writes into its folder (--overwrite clears these); plots.RUN_PLOTS come with them.
-RUN_FILES = ("last.pt", "best.pt", "mnist_lenet5.pth", "metrics.csv", "config.json", "env.json",
-             "test_metrics.json")
-
-
-class RunDir:
-    """runs/<name>/: what a training run leaves behind, written by the primary process only."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self._lock: int | None = None
-
-    @classmethod
-    def create(cls, path: str | os.PathLike, overwrite: bool = False) -> "RunDir":
-        """The folder for a new run, locked; refused if it holds a run (unless `overwrite`)."""
-        run = cls(path)
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.lock()
-        try:
-            if overwrite:
-                run.clear()
-            elif (run.path / "last.pt").exists():
-                raise ConfigError(
-                    f"{run.path}/ already holds a run; continue it with --resume {run.path} "
-                    "or choose another --name"
-                )
-        except BaseException:
-            run.release()
-            raise
-        return run
-
-    @classmethod
-    def open(cls, path: str | os.PathLike) -> "RunDir":
-        """An existing run's folder, locked, to continue it."""
-        run = cls(path)
-        run.lock()
-        return run
-
-    def lock(self) -> None:
-        """Take the folder for this process (see the module docstring); sweep stale temporaries.
-
-        Where there are no locks (Windows, a filesystem without flock) the run goes on unlocked."""
-        try:
-            import fcntl
-        except ImportError:
-            fcntl = None
-        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            if fcntl:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ConfigError(f"{self.path}/: another lenet5 train is writing this run now; wait "
-                              "for it to end, or choose another --name") from None
-        except OSError:  # this filesystem has no flock
-            pass
-        self._lock = fd
-        clean_temporaries(self.path)
-
-    def release(self) -> None:
-        if self._lock is not None:
-            os.close(self._lock)  # closing the descriptor drops the flock
-            self._lock = None
-
-    def clear(self) -> None:
-        """Remove a previous run's files (--overwrite)."""
-        from .plots import RUN_PLOTS
-
-        for name in (*RUN_FILES, *RUN_PLOTS):
-            (self.path / name).unlink(missing_ok=True)
-
-    def finished_outputs(self) -> bool:
-        """The final test and plots are done: test_metrics.json is written after the plots."""
-        return (self.path / "test_metrics.json").is_file()
-
-    @property
-    def metrics_csv(self) -> Path:
-        return self.path / "metrics.csv"
-
-    def write_config(self, config: dict) -> None:
-        write_text(self.path / "config.json", json.dumps(config, indent=2) + "\n")
-
-    def write_environment(self, path, device, world: int) -> None:
-        """env.json: where and how the run trained (versions, CPU, compute path, command line)."""
-        from .environment import describe
-
-        env = describe(device)
-        env.update({"compute_path": path.name, "compute_detail": path.why, "processes": world})
-        write_text(self.path / "env.json", json.dumps(env, indent=2) + "\n")
-
-    def read_metrics(self) -> list[dict]:
-        if not self.metrics_csv.exists():
-            return []
-        with open(self.metrics_csv, newline="") as f:
-            return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
-                    for row in csv.DictReader(f)]
-
-    @staticmethod
-    def metrics_text(rows: list[dict]) -> str:
-        """metrics.csv's whole content for `rows`: the file is rewritten whole, never appended to,
-        so it is always some epoch's complete table."""
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in COLUMNS})
-        return out.getvalue()
-
-    def write_metrics(self, rows: list[dict]) -> None:
-        write_text(self.metrics_csv, self.metrics_text(rows))
-
-    def truncate_metrics(self, last_epoch: int) -> list[dict]:
-        """Keep the rows up to `last_epoch` (those a checkpoint a resume starts from knows)."""
-        rows = [r for r in self.read_metrics() if r["epoch"] <= last_epoch]
-        if self.metrics_csv.exists():
-            self.write_metrics(rows)
-        return rows
-
-
-# --- the optional wandb mirror ------------------------------------------------------------------
+from .files import write_text
+from .rundir import BEST, RunDir
 
 INIT_TIMEOUT_S = 20.0  # wandb's own default (90 s) stalls training start when the network is gone
 FINISH_TIMEOUT_S = 60.0  # an upload that cannot finish is left for `wandb sync`
@@ -197,21 +67,18 @@ class WandbTracker:
             return
         failed = sys.exc_info()[0] is not None  # called from a finally: is an exception on its way?
         try:
-            from .plots import RUN_PLOTS
-
             self.wb_run.summary.update({f"best/{k}": v for k, v in best_metrics.items()})
-            test = run.path / "test_metrics.json"
+            test = run.test_metrics
             if test.exists():
                 m = json.loads(test.read_text())
                 self.wb_run.summary.update({"test/accuracy": m["accuracy"], "test/loss": m["loss"]})
-            images = {f"plots/{Path(p).stem}": self.wandb.Image(str(run.path / p))
-                      for p in RUN_PLOTS if (run.path / p).exists()}
+            images = {f"plots/{p.stem}": self.wandb.Image(str(p)) for p in run.plots()}
             if images:
                 self.wb_run.log(images)
-            if (run.path / "best.pt").exists():
+            if run.best.exists():
                 art = self.wandb.Artifact(f"lenet5-{run.path.name}", type="model",
                                           metadata={k: v for k, v in best_metrics.items() if v == v})
-                for name in ("best.pt", "config.json", "metrics.csv"):
+                for name in (BEST, "config.json", "metrics.csv"):
                     if (run.path / name).exists():
                         art.add_file(str(run.path / name), name=name)
                 self.wb_run.log_artifact(art, aliases=["best"])
