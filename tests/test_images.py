@@ -196,7 +196,7 @@ def bomb(width: int, height: int) -> bytes:
 
 @pytest.mark.parametrize("data, message", [
     (b"", "file is empty"),
-    (b"hello, this is text", "not an image file"),
+    (b"hello, this is text", "not an image file lenet5 reads"),
     (png(Image.new("L", (50, 50), 255), "JPEG")[:200], "not a readable image"),
     (bomb(30000, 30000), "too large"),
     (bomb(200000, 200000), "too large"),
