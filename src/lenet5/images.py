@@ -74,8 +74,9 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
                  "or a decompression bomb); scale it down first")
     try:
         with warnings.catch_warnings():
-            # Pillow only warns below its own hard limit; we refuse by our limit instead.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow warns below its own hard limit (we refuse by ours instead) and about damaged
+            # headers (the damage that matters is an error below): neither is for the person.
+            warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data), formats=FORMATS)
             if img.width * img.height > MAX_PIXELS:
                 raise ImageError(f"{too_large} ({img.width}x{img.height})")
