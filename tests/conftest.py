@@ -2,6 +2,7 @@
 
 import contextlib
 import gzip
+import os
 import re
 import shutil
 import struct
@@ -9,6 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Property-based tests (tests/test_fuzz.py): a few hundred cases each by default, so the suite stays
+# quick; HYPOTHESIS_PROFILE=thorough runs 3,400 per property, over 10,000 in all. No deadline: the
+# machines running the suite are shared, and a slow case is not a wrong one.
+settings.register_profile("quick", max_examples=300, deadline=None)
+settings.register_profile("thorough", max_examples=3400, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
