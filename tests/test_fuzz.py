@@ -8,6 +8,7 @@ by default, 3,400 with HYPOTHESIS_PROFILE=thorough (over 10,000 for the three).
 
 import gzip
 import io
+import struct
 import tempfile
 from pathlib import Path
 
@@ -144,8 +145,6 @@ def idx_files(draw) -> tuple[str, bytes]:
     magic, shape, _ = FILES[name]
     magic = draw(st.sampled_from([magic, 2049, 2051, 0, 0x0803FFFF]))
     dims = draw(st.sampled_from([shape, (0,) * len(shape), (2**32 - 1,) * len(shape)]))
-    import struct
-
     ndim = magic & 0xFF if magic & 0xFF <= 4 else len(shape)
     dims = (tuple(dims) + (1,) * 4)[:ndim]
     content = struct.pack(f">I{ndim}I", magic, *dims) + draw(st.binary(max_size=256))
