@@ -1,12 +1,23 @@
 """Shared fixtures: the real MNIST files (loaded once) and helpers to build IDX files."""
 
+import contextlib
 import gzip
+import os
+import re
 import shutil
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Property-based tests (tests/test_fuzz.py): a few hundred cases each by default, so the suite stays
+# quick; HYPOTHESIS_PROFILE=thorough runs 3,400 per property, over 10,000 in all. No deadline: the
+# machines running the suite are shared, and a slow case is not a wrong one.
+settings.register_profile("quick", max_examples=300, deadline=None)
+settings.register_profile("thorough", max_examples=3400, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -37,6 +48,28 @@ class Crash(Exception):
 def crash_after_epoch_1(row):
     if row["epoch"] == 1:
         raise Crash
+
+
+def _status_kb(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
+
+
+@contextlib.contextmanager
+def peak_memory():
+    """How far this process's resident memory rises during the block: {"bytes": ...} once it ends.
+
+    Linux resets the process's peak (VmHWM) on writing 5 to /proc/self/clear_refs, so everything
+    counts (Pillow's and torch's own buffers too, which tracemalloc does not see); elsewhere the
+    test is skipped.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kb("VmRSS")
+    except (OSError, AttributeError):
+        pytest.skip("needs Linux's /proc/self/clear_refs to measure peak memory")
+    result = {}
+    yield result
+    result["bytes"] = (_status_kb("VmHWM") - before) * 1024
 
 
 def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:

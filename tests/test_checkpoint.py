@@ -115,3 +115,45 @@ def test_writer_stops_at_its_first_failure_and_names_the_file(tmp_path):
     assert isinstance(writer.failure, OSError)
     assert not (tmp_path / "metrics.csv").exists()
     writer.close()  # reported once: a `finally` that closes does not raise it over a clearer error
+
+
+@pytest.mark.parametrize("norm, message", [
+    ({"mean": 0.1307}, "normalize entry needs two numbers"),  # was a KeyError
+    ({"mean": 0.1307, "std": 0.0}, "std above zero"),  # was a ZeroDivisionError at the first prediction
+    ({"mean": 0.1307, "std": -1.0}, "std above zero"),
+    ({"mean": float("nan"), "std": 0.3}, "must be finite"),
+    ({"mean": 0.1, "std": float("inf")}, "must be finite"),
+    ({"mean": "a lot", "std": 0.3}, "normalize entry needs two numbers"),
+    ([0.1307, 0.3081], "normalize entry needs two numbers"),
+    ({"mean": torch.ones(2), "std": 0.3}, "normalize entry needs two numbers"),
+])
+def test_a_broken_normalize_entry_is_refused_naming_the_file(tmp_path, norm, message):
+    save({"format": "lenet5", "model": LeNet5().state_dict(), "normalize": norm}, tmp_path / "n.pt")
+    with pytest.raises(CheckpointError, match=message) as e:
+        load_model(tmp_path / "n.pt")
+    assert str(e.value).startswith(f"{tmp_path / 'n.pt'}: ") and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_with_nan_or_infinity_are_refused(tmp_path, bad, capsys):
+    from lenet5.cli import main
+
+    sd = LeNet5().state_dict()
+    sd["conv2.weight"][0, 0, 0, 0] = bad
+    save({"format": "lenet5", "model": sd, "normalize": {"mean": 0.1307, "std": 0.3081}}, tmp_path / "d.pt")
+    with pytest.raises(CheckpointError, match="d.pt: conv2.weight holds NaN or infinite values"):
+        load_model(tmp_path / "d.pt")
+    from conftest import DATA
+
+    argv = ["predict", "--index", "0", "--checkpoint", str(tmp_path / "d.pt"), "--data-dir", str(DATA)]
+    assert main(argv) == 1  # was "8 (nan%)" and exit 0
+    out, err = capsys.readouterr()
+    assert out == "" and "NaN" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_folder_without_checkpoints_names_each_file_once(tmp_path):
+    from lenet5.checkpoint import resolve
+
+    with pytest.raises(CheckpointError) as e:
+        resolve(tmp_path, which="last.pt")
+    assert str(e.value) == f"{tmp_path}/: holds no checkpoint (last.pt, best.pt or mnist_lenet5.pth)"

@@ -174,3 +174,45 @@ def test_whole_epoch_at_once_is_every_batch_in_order(mnist):
     for step in range(plan.steps):  # 15 full batches and a short one of 40
         x, y = plan.batch(step, images, labels, 0.1307, 0.3081)
         assert torch.equal(x, x_all[step * 64:(step + 1) * 64]) and torch.equal(y, y_all[step * 64:(step + 1) * 64])
+
+
+def gzip_of_zeros(path: Path, size: int, head: bytes = b"") -> Path:
+    """`head` then `size` zero bytes, gzipped: a few hundred KB on disk for hundreds of MB inside."""
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip container
+    chunk = bytes(1 << 20)
+    with open(path, "wb") as f:
+        f.write(packer.compress(head))
+        for _ in range(size >> 20):
+            f.write(packer.compress(chunk))
+        f.write(packer.flush())
+    return path
+
+
+@pytest.mark.parametrize("head, message", [
+    (b"", "wrong magic number"),  # zeros from the first byte
+    (idx_bytes(np.zeros(10000, np.uint8))[:8], "longer than its header says"),  # a right header, then more
+])
+def test_a_gzip_bomb_is_refused_after_reading_only_what_its_header_allows(tmp_path, head, message):
+    import tracemalloc
+
+    path = gzip_of_zeros(tmp_path / "t10k-labels-idx1-ubyte.gz", 256 << 20, head)
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=message):
+            verify(path, "t10k-labels-idx1-ubyte")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak  # the real file is 10,008 bytes; reading it all would cost 256 MB
+
+
+def test_damaged_deflate_data_is_a_clear_error(raw_copy):
+    path = raw_copy / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    data = bytearray(path.read_bytes())
+    data[40:60] = b"\xff" * 20  # inside the compressed stream: zlib, not gzip, notices
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: cannot be read"):
+        verify(path, "t10k-labels-idx1-ubyte")

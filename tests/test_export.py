@@ -101,3 +101,30 @@ def test_default_output_sits_beside_the_checkpoint(run, capsys):
 def _model(run):
     model, obj = load_model(run / "best.pt")
     return (model, *normalization(obj))
+
+
+def test_an_export_never_overwrites_a_checkpoint(run, capsys):
+    best, last = run / "best.pt", run / "last.pt"
+    before = best.read_bytes(), last.read_bytes()
+    for out, message in ((best, "is the checkpoint being exported"), (last, "is a PyTorch checkpoint")):
+        assert main(["export", str(best), "--format", "torchscript", "--out", str(out)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err == f"lenet5: error: --out {out}: {message}" + (
+            "; writing there would destroy it: choose another path" if out == best else
+            "; an export would replace it: choose another path"), err
+    assert (best.read_bytes(), last.read_bytes()) == before
+    again = run / "again.torchscript.pt"
+    for _ in range(2):  # an earlier export is replaced without fuss
+        assert main(["export", str(best), "--format", "torchscript", "--out", str(again)]) == 0
+
+
+@pytest.mark.parametrize("fmt, kind", [("onnx", "ONNX model"), ("torchscript", "TorchScript model")])
+def test_an_export_given_as_a_checkpoint_is_named_for_what_it_is(run, tmp_path, fmt, kind):
+    from lenet5.checkpoint import load
+    from lenet5.errors import CheckpointError
+
+    path = export.export(*_model(run), fmt, tmp_path / f"m{export.FORMATS[fmt]}")["path"]
+    with pytest.raises(CheckpointError) as e:
+        load(path)
+    assert str(e.value).startswith(f"{path}: is a {kind} (an export") and "pickled" not in str(e.value)
+    assert "give the checkpoint it was exported from" in str(e.value)

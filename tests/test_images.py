@@ -11,6 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from lenet5.images import ImageError, load_digit, open_image, prepare, save_input
+from conftest import peak_memory
 from people import render
 
 
@@ -196,7 +197,7 @@ def bomb(width: int, height: int) -> bytes:
 
 @pytest.mark.parametrize("data, message", [
     (b"", "file is empty"),
-    (b"hello, this is text", "not an image file"),
+    (b"hello, this is text", "not an image file lenet5 reads"),
     (png(Image.new("L", (50, 50), 255), "JPEG")[:200], "not a readable image"),
     (bomb(30000, 30000), "too large"),
     (bomb(200000, 200000), "too large"),
@@ -235,3 +236,74 @@ def test_save_input_writes_the_pixels_the_model_saw(tmp_path, clean):
     img = Image.open(path)
     assert img.size == (224, 224) and img.mode == "L"
     assert torch.equal(torch.from_numpy(np.array(img.resize((28, 28), Image.NEAREST))), clean)
+
+
+def test_tiny_pictures_and_specks_are_image_errors():
+    """2x2 and other pictures with no region big enough to be a stroke: an ImageError, never a crash."""
+    for a in ([[0, 255], [255, 0]], [[0]], [[0, 255, 0]], [[255, 0], [0, 0]]):
+        with pytest.raises(ImageError, match="tiny.png: no (digit|ink) found"):
+            load_digit(png(Image.fromarray(np.array(a, np.uint8))), "tiny.png")
+    rng = np.random.default_rng(0)
+    for i in range(200):  # small random specks: about half of these crashed
+        shape = rng.integers(1, 16, 2)
+        a = np.where(rng.random(shape) < rng.uniform(0.05, 0.5), 0, 255).astype(np.uint8)
+        try:
+            assert load_digit(png(Image.fromarray(a)), "speck.png").shape == (28, 28)
+        except ImageError as e:
+            assert str(e).startswith("speck.png: "), i
+
+
+@pytest.mark.parametrize("special", [np.inf, -np.inf, np.nan])
+def test_float_pictures_with_infinities_or_nan(seven, clean, special):
+    a = on_paper(seven).astype(np.float32) / 255
+    a[0, 0] = special  # one bad pixel in a corner: the digit is still there
+    assert similarity(load_digit(png(Image.fromarray(a, "F"), "TIFF")), clean) > 0.9
+    blank = np.full((40, 40), special, np.float32)
+    with pytest.raises(ImageError, match="no ink"):
+        load_digit(png(Image.fromarray(blank, "F"), "TIFF"), "f.tif")
+
+
+@pytest.mark.parametrize("fmt", ["SGI", "PCX", "ICO", "TGA", "PPM", "QOI", "DDS", "EPS"])
+def test_formats_outside_the_list_are_refused_unopened(fmt):
+    if fmt == "EPS":  # Pillow hands EPS to Ghostscript; a header is enough for it to try
+        data = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nshowpage\n"
+    else:
+        data = png(Image.new("RGB", (64, 64), "white"), fmt)
+        assert Image.open(io.BytesIO(data)).format == fmt  # Pillow itself would read it
+    with pytest.raises(ImageError) as e:
+        load_digit(data, f"pic.{fmt.lower()}")
+    assert str(e.value) == f"pic.{fmt.lower()}: not an image file lenet5 reads (PNG, JPEG, BMP, GIF, WebP, TIFF)"
+
+
+def test_any_other_failure_on_a_picture_becomes_its_image_error(monkeypatch, seven):
+    from lenet5 import images
+
+    def broken(*args):
+        raise RuntimeError("a bug met on a strange picture")
+
+    monkeypatch.setattr(images, "_ink", broken)
+    with pytest.raises(ImageError, match="odd.png: cannot be read as a digit picture .RuntimeError") as e:
+        load_digit(png(Image.fromarray(on_paper(seven))), "odd.png")
+    assert isinstance(e.value.__cause__, RuntimeError)  # kept, for a server to log with its traceback
+
+
+@pytest.fixture(scope="module")
+def big_16_bit_png(tmp_path_factory):
+    """A 16-megapixel 16-bit gray PNG of a 7 (45 KB on disk)."""
+    sheet = Image.new("I;16", (4000, 4000), 60000)
+    ImageDraw.Draw(sheet).line([(1200, 1000), (2800, 1000), (1900, 3200)], fill=2000, width=120)
+    path = tmp_path_factory.mktemp("big") / "big16.png"
+    sheet.save(path)
+    return path
+
+
+def test_a_big_picture_costs_bounded_memory(big_16_bit_png):
+    """All of it counted, Pillow's decoding too: the decoded picture is 32 MB (2 bytes a pixel);
+    float copies of the whole of it used to add 400 MB more."""
+    data = big_16_bit_png.read_bytes()
+    with peak_memory() as used:
+        digit = load_digit(data, "big16.png")
+    assert used["bytes"] < 100 << 20, used
+    sheet = Image.new("L", (400, 400), 255)  # the same 7 drawn small: the same digit
+    ImageDraw.Draw(sheet).line([(120, 100), (280, 100), (190, 320)], fill=8, width=12)
+    assert similarity(digit, load_digit(png(sheet))) > 0.95

@@ -113,7 +113,7 @@ def _blank_png():
     (dict(files={"file": ("e.png", b"", "image/png")}), 400, "e.png: empty"),
     (dict(files={"other": ("x.png", b"123", "image/png")}), 400, "no file in the field `file`"),
     (dict(data={"file": "just text"}, files={"x": ("x", b"1")}), 400, "no file in the field `file`"),
-    (dict(content=b"hello, not an image"), 422, "not an image file Pillow can read"),
+    (dict(content=b"hello, not an image"), 422, "not an image file lenet5 reads"),
     (dict(files={"file": ("t.png", png(torch.zeros(28, 28, dtype=torch.uint8))[:40], "image/png")}),
      422, "t.png: not an image file"),
     (dict(files={"file": ("w.png", _blank_png(), "image/png")}), 422, "no ink"),

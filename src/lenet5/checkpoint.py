@@ -12,8 +12,10 @@ Formats read:
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
+import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -112,20 +114,46 @@ def load(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    export = _export_kind(path)
+    if export:
+        raise CheckpointError(
+            f"{path}: is a {export} (an export: lenet5 writes it but does not read it back); "
+            "give the checkpoint it was exported from, e.g. runs/NAME/best.pt")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        raise CheckpointError(
-            f"{path}: refused: it holds pickled Python objects, not just weights ({first[:120]}); "
-            "only load checkpoints you trust, and re-save them as a plain state_dict"
-        ) from None
     except Exception as e:  # torch raises many kinds for a file that is not a checkpoint
-        msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({msg[:160]})") from None
+        raise _refusal(path, e) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a checkpoint or state_dict")
     return obj
+
+
+def _refusal(path: Path, e: Exception) -> CheckpointError:
+    """Why torch.load could not read `path`, said for a person: a pickle, or not a checkpoint."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, pickle.UnpicklingError):
+        return CheckpointError(
+            f"{path}: refused: it holds pickled Python objects, not just weights "
+            f"({(first or 'unsupported content')[:120]}); only load checkpoints you trust, and "
+            "re-save them as a plain state_dict")
+    msg = f"{type(e).__name__}: {first}"
+    return CheckpointError(f"{path}: not a readable PyTorch checkpoint ({msg[:160]})")
+
+
+def _export_kind(path: Path) -> str | None:
+    """'TorchScript model' or 'ONNX model' when `path` is one of the files `lenet5 export` writes."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:  # TorchScript keeps its code beside the weights
+                scripted = any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+            return "TorchScript model" if scripted else None
+        with open(path, "rb") as f:
+            head = f.read(1)
+    except Exception:  # a damaged archive: torch.load says what is wrong with it
+        return None
+    # An ONNX model is a protobuf opening with its IR version (field 1, a varint: byte 0x08); a
+    # PyTorch file is a zip archive or a pickle (byte 0x80).
+    return "ONNX model" if head == b"\x08" else None
 
 
 def model_state(obj: dict, path: str | os.PathLike = "checkpoint") -> dict:
@@ -148,17 +176,34 @@ def model_state(obj: dict, path: str | os.PathLike = "checkpoint") -> dict:
         if not isinstance(value, torch.Tensor) or value.shape != ref.shape:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise CheckpointError(f"{path}: {key} has shape {shape}, LeNet5 needs {tuple(ref.shape)}")
-    return {k: state[k].float() for k in expected}
+        if value.is_complex() or value.layout != torch.strided:
+            raise CheckpointError(f"{path}: {key} is a {value.dtype} {value.layout} tensor, "
+                                  "LeNet5 needs plain real numbers")
+    weights = {k: state[k].float() for k in expected}
+    for key, value in weights.items():
+        # A run that diverged saves NaN; a model holding it answers every picture with NaN.
+        if not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: {key} holds NaN or infinite values (the run that wrote it "
+                                  "diverged); use an earlier checkpoint or train again")
+    return weights
 
 
-def normalization(obj: dict) -> tuple[float, float]:
+def normalization(obj: dict, path: str | os.PathLike = "checkpoint") -> tuple[float, float]:
     """The (mean, std) the model was trained with; the seed's files carry none and used MNIST's."""
     from .data import MEAN, STD
 
-    norm = obj.get("normalize") if obj.get("format") == FORMAT else None
-    if isinstance(norm, dict):
-        return float(norm["mean"]), float(norm["std"])
-    return MEAN, STD
+    if obj.get("format") != FORMAT or obj.get("normalize") is None:
+        return MEAN, STD
+    norm = obj["normalize"]
+    try:
+        mean, std = float(norm["mean"]), float(norm["std"])
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError, RuntimeError):  # no number
+        raise CheckpointError(f"{path}: its normalize entry needs two numbers, mean and std "
+                              f"(it holds {str(norm)[:80]}); re-save it with them") from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise CheckpointError(f"{path}: its normalize entry has mean {mean} and std {std}; both must "
+                              "be finite and std above zero (MNIST's are 0.1307 and 0.3081)")
+    return mean, std
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[LeNet5, dict]:
@@ -166,6 +211,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     obj = load(path)
     model = LeNet5()
     model.load_state_dict(model_state(obj, path))
+    normalization(obj, path)  # refused here, naming the file, rather than at the first prediction
     return model.to(device).eval(), obj
 
 
@@ -174,10 +220,11 @@ def resolve(path: str | os.PathLike | None, out_dir: str = "runs", which: str = 
     if path:
         p = Path(path)
         if p.is_dir():
-            for name in (which, "best.pt", "last.pt", "mnist_lenet5.pth"):
+            names = list(dict.fromkeys((which, "best.pt", "last.pt", "mnist_lenet5.pth")))  # in order, once
+            for name in names:
                 if (p / name).is_file():
                     return p / name
-            raise CheckpointError(f"{p}/: holds no checkpoint ({which}, last.pt or mnist_lenet5.pth)")
+            raise CheckpointError(f"{p}/: holds no checkpoint ({', '.join(names[:-1])} or {names[-1]})")
         if not p.exists():
             raise CheckpointError(f"{p}: no such checkpoint file")
         return p

@@ -13,6 +13,7 @@ import os
 import struct
 import time
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -52,8 +53,8 @@ class MNIST:
     test_labels: torch.Tensor
 
 
-def parse_idx(raw: bytes, name: str, expect_magic: int, expect_shape: tuple[int, ...]) -> np.ndarray:
-    """Parse one uncompressed IDX file, checking magic number, dimensions and length."""
+def _check_header(raw: bytes, name: str, expect_magic: int, expect_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(header length, data length) from the start of an IDX file, checking magic and dimensions."""
     if len(raw) < 8:
         raise DataError(f"{name}: file is truncated ({len(raw)} bytes); delete it and download again")
     magic = struct.unpack(">I", raw[:4])[0]
@@ -69,33 +70,43 @@ def parse_idx(raw: bytes, name: str, expect_magic: int, expect_shape: tuple[int,
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     if tuple(shape) != tuple(expect_shape):
         raise DataError(f"{name}: dimensions {tuple(shape)} do not match MNIST's {tuple(expect_shape)}")
-    count = int(np.prod(shape))
+    return header, int(np.prod(shape))
+
+
+def parse_idx(raw: bytes, name: str, expect_magic: int, expect_shape: tuple[int, ...]) -> np.ndarray:
+    """Parse one uncompressed IDX file, checking magic number, dimensions and length."""
+    header, count = _check_header(raw, name, expect_magic, expect_shape)
     if len(raw) != header + count:
         what = "truncated" if len(raw) < header + count else "longer than its header says"
         raise DataError(
             f"{name}: file is {what} ({len(raw) - header} bytes of data, expected {count}); "
             "delete it and download again"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(expect_shape)
 
 
-def read_raw(path: Path) -> bytes:
-    """The uncompressed content of an IDX file, gzipped or not."""
+def read_raw(path: Path, expect_magic: int, expect_shape: tuple[int, ...]) -> bytes:
+    """The uncompressed content of an IDX file, gzipped or not, as far as its header allows.
+
+    The header is read and checked first, then at most the data it announces and one byte more
+    (which `parse_idx` reports as trailing data): a damaged or hostile file, a gzip bomb above all,
+    never costs more memory than the real file would.
+    """
     try:
         with open(path, "rb") as f:
-            head = f.read(2)
-        if head == b"\x1f\x8b":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+            gzipped = f.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+            raw = f.read(4 + 4 * len(expect_shape))
+            header, count = _check_header(raw, str(path), expect_magic, expect_shape)
+            return raw + f.read(header + count + 1 - len(raw))
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot be read ({e}); delete it and download again") from None
 
 
 def verify(path: Path, name: str) -> np.ndarray:
     """Read, check and return one MNIST file as a uint8 array."""
     magic, shape, md5 = FILES[name]
-    raw = read_raw(path)
+    raw = read_raw(path, magic, shape)
     array = parse_idx(raw, str(path), magic, shape)
     digest = hashlib.md5(raw).hexdigest()
     if digest != md5:

@@ -71,6 +71,7 @@ def export(model: torch.nn.Module, mean: float, std: float, fmt: str, out: str |
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     out = Path(out)
+    _check_out(out, source)
     wrapped = Pixels(model.cpu().eval(), mean, std).eval()
     meta = metadata(mean, std, source)
     try:
@@ -83,6 +84,33 @@ def export(model: torch.nn.Module, mean: float, std: float, fmt: str, out: str |
     if opset is not None:
         info["opset"] = opset
     return info
+
+
+def _check_out(out: Path, source: str) -> None:
+    """Refuse to write over the checkpoint being exported, or over any other PyTorch checkpoint;
+    an earlier export at `out` may be replaced."""
+    if not out.exists():
+        return
+    if out.is_dir():
+        raise ExportError(f"--out {out}: is a folder; give a file name")
+    if source and Path(source).exists() and out.samefile(source):
+        raise ExportError(f"--out {out}: is the checkpoint being exported; writing there would destroy "
+                          "it: choose another path")
+    try:
+        if zipfile.is_zipfile(out):
+            with zipfile.ZipFile(out) as archive:
+                names = archive.namelist()
+            # torch.save's archive holds data.pkl; a TorchScript archive holds its code as well.
+            checkpoint = (any(n.endswith("/data.pkl") for n in names)
+                          and not any("/code/" in n for n in names))
+        else:
+            with open(out, "rb") as f:
+                checkpoint = f.read(1) == b"\x80"  # a pickle: torch.save before PyTorch 1.6
+    except (OSError, zipfile.BadZipFile):
+        return  # unreadable: writing reports what is wrong with the path
+    if checkpoint:
+        raise ExportError(f"--out {out}: is a PyTorch checkpoint; an export would replace it: "
+                          "choose another path")
 
 
 def _need_onnx(runtime: bool = False):

@@ -20,6 +20,10 @@ from .errors import Lenet5Error
 
 MAX_PIXELS = 100_000_000  # larger images are refused (decompression bombs)
 MAX_BYTES = 50 * 1024 * 1024
+# The formats read, as Pillow names them; any other (EPS, SGI, ICO, ...) is refused unopened, so no
+# other decoder (nor Ghostscript, for EPS) ever sees an upload.
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+FORMAT_NAMES = "PNG, JPEG, BMP, GIF, WebP, TIFF"
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # looked for in folders
 WORK_SIZE = 256  # the ink is found at this size (longest side): detail enough, bounded cost
 MIN_CONTRAST = 0.15  # ink must stand this far (of black-to-white) above the paper
@@ -44,9 +48,10 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
 
     Animated images give their first frame; transparency is composited on white paper (on black
     when the visible strokes are themselves light); 16-bit and float images are scaled to 8 bits.
+    Big pictures are averaged down by Pillow (`_shrink`) before anything else is done with them.
     """
     Image = _pil()
-    from PIL import ImageOps, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     name = name or (str(source) if not isinstance(source, bytes) else "image")
     if isinstance(source, bytes):
@@ -69,9 +74,10 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
                  "or a decompression bomb); scale it down first")
     try:
         with warnings.catch_warnings():
-            # Pillow only warns below its own hard limit; we refuse by our limit instead.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            # Pillow warns below its own hard limit (we refuse by ours instead) and about damaged
+            # headers (the damage that matters is an error below): neither is for the person.
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
             if img.width * img.height > MAX_PIXELS:
                 raise ImageError(f"{too_large} ({img.width}x{img.height})")
             if img.format == "JPEG":
@@ -83,27 +89,60 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
     except Image.DecompressionBombError:
         raise ImageError(too_large) from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file Pillow can read (PNG, JPEG, BMP, GIF, WebP, "
-                         "TIFF, ...)") from None
+        raise ImageError(f"{name}: not an image file lenet5 reads ({FORMAT_NAMES})") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
         detail = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise ImageError(f"{name}: not a readable image, damaged or cut short ({detail})") from None
     try:
-        img = ImageOps.exif_transpose(img)  # phone photos: turn upright as the camera said
+        orientation = img.getexif().get(0x0112)  # phone photos: which way up the camera was held
     except Exception:  # a damaged EXIF block: the pixels are still good
-        pass
+        orientation = None
     try:
+        # Shrunk before turning upright: the turn copies the picture, and the shrunk one is small.
+        img = _upright(_shrink(img), orientation)
         return _to_gray(img)
     except (OSError, ValueError) as e:  # e.g. a mode Pillow decodes but cannot convert
         raise ImageError(f"{name}: cannot convert its pixels to gray ({str(e)[:120]})") from None
+
+
+def _shrink(img):
+    """A big picture averaged down (Pillow's box filter) to between 2 and 4 times the working size.
+
+    Every step after this one (gray conversion, float arrays) costs memory in proportion to the
+    pixels, 8 to 25 bytes each; done on the decoded picture, a 16-megapixel scan would cost
+    hundreds of MB. Twice the working size keeps the final anti-aliased resize in `prepare` as it
+    was (Pillow's own `reducing_gap` reasoning), so only the cost changes, not the digit.
+    """
+    Image = _pil()
+    factor = max(img.size) // (2 * WORK_SIZE)
+    if factor < 2:
+        return img
+    if img.mode == "1":
+        img = img.convert("L")
+    elif img.mode == "P":  # palette indices cannot be averaged; their colours can
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    size = (max(1, round(img.width / factor)), max(1, round(img.height / factor)))
+    return img.resize(size, Image.BOX)
+
+
+def _upright(img, orientation):
+    """`img` turned as its EXIF orientation tag (1-8) says; as `ImageOps.exif_transpose` does."""
+    Image = _pil()
+    T = Image.Transpose
+    method = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE,
+              6: T.ROTATE_270, 7: T.TRANSVERSE, 8: T.ROTATE_90}.get(orientation)
+    return img.transpose(method) if method is not None else img
 
 
 def _to_gray(img):
     """Mode 'L', compositing transparency and scaling 16-bit and float images down to 8 bits."""
     Image = _pil()
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.nan_to_num(np.asarray(img, dtype=np.float64))
-        hi = max(float(a.max()), 0.0) if a.size else 0.0
+        a = np.asarray(img, dtype=np.float64)
+        finite = np.isfinite(a)
+        hi = max(float(a[finite].max()), 0.0) if finite.any() else 0.0
+        # Float pictures may hold NaN and infinities: NaN is paper, +inf the brightest value there is.
+        a = np.nan_to_num(a, nan=0.0, posinf=hi, neginf=0.0)
         # The smallest bit depth that holds the data: 12-bit scans in 16-bit files keep their contrast.
         peak = 1.0 if img.mode == "F" and hi <= 1.0 else 2.0 ** max(8, int(np.ceil(np.log2(hi + 1)))) - 1
         return Image.fromarray(np.clip(a / peak * 255.0, 0, 255).astype(np.uint8), "L")
@@ -177,6 +216,8 @@ def _select_digit(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
     np.minimum.at(boxes[:, 2], inverse, xs)
     np.maximum.at(boxes[:, 3], inverse, xs)
     real = np.isin(ids, labels[strong & weak]) & (areas >= 3)
+    if not real.any():  # only specks of a pixel or two: no digit (the caller says so)
+        return np.zeros_like(weak)
     ids, areas, boxes = ids[real], areas[real], boxes[real]
     h, w = weak.shape
     margin = 2  # touching the edge, give or take a pixel of blur
@@ -278,7 +319,7 @@ def prepare(img, name: str = "image") -> torch.Tensor:
         level = max(_otsu(ink), 0.25)
     mask = _select_digit(ink > level, ink > max(0.5 * level, 0.12))
     rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    top, bottom, left, right = (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) if mask.any() else (0,) * 4
     if max(bottom - top, right - left) < MIN_SIZE:
         raise ImageError(f"{name}: no digit found, only a speck of ink; if the digit is tiny in the "
                          "picture, crop closer to it")
@@ -315,9 +356,20 @@ def prepare(img, name: str = "image") -> torch.Tensor:
 
 
 def load_digit(source: str | os.PathLike | bytes, name: str | None = None) -> torch.Tensor:
-    """Read an image file (or its bytes) and make it an MNIST-style uint8 (28, 28) input."""
+    """Read an image file (or its bytes) and make it an MNIST-style uint8 (28, 28) input.
+
+    Whatever goes wrong with one picture is an ImageError naming it, so a batch goes on past it and
+    a server answers 4xx. An error that is not an ImageError is a bug met on a strange picture: its
+    exception is kept as the `__cause__`, for whoever logs it with its traceback.
+    """
     name = name or (str(source) if not isinstance(source, bytes) else "image")
-    return prepare(open_image(source, name), name)
+    try:
+        return prepare(open_image(source, name), name)
+    except ImageError:
+        raise
+    except Exception as e:
+        detail = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}" if str(e) else type(e).__name__
+        raise ImageError(f"{name}: cannot be read as a digit picture ({detail})") from e
 
 
 def save_input(image: torch.Tensor, path: str | os.PathLike, scale: int = 8) -> Path:
