@@ -43,7 +43,7 @@ from lenet5 import LeNet5, compute, kernels  # noqa: E402
 from lenet5.config import choose_device, from_recipe  # noqa: E402
 from lenet5.data import MEAN, STD, load_mnist  # noqa: E402
 from lenet5.errors import Lenet5Error  # noqa: E402
-from lenet5.evaluate import predict_logits  # noqa: E402
+from lenet5.metrics import predict_logits  # noqa: E402
 from lenet5.training import fit  # noqa: E402
 from seed_code import SeedLeNet5  # noqa: E402
 from time_to_accuracy import one_run  # noqa: E402

@@ -28,7 +28,7 @@ from lenet5.checkpoint import load_model  # noqa: E402
 from lenet5.config import choose_device, from_recipe  # noqa: E402
 from lenet5.data import load_mnist  # noqa: E402
 from lenet5.errors import Lenet5Error  # noqa: E402
-from lenet5.evaluate import evaluate  # noqa: E402
+from lenet5.metrics import evaluate  # noqa: E402
 from lenet5.training import fit  # noqa: E402
 
 # The recipes with a time-to-accuracy target (fast: >= 99.0 %, best: >= 99.4 % on a GPU) and the

@@ -98,7 +98,7 @@ def test_training_steps_use_it_only_where_it_applies():
 
 def test_a_model_with_forward_hooks_runs_its_own_forward(mnist):
     """Hooks (feature maps, a user's own) see every layer: the written-out path steps aside."""
-    from lenet5.evaluate import predict_logits
+    from lenet5.metrics import predict_logits
 
     model = LeNet5().to(memory_format=CL)
     seen = []
@@ -124,7 +124,7 @@ def test_native_inference_agrees_with_the_model(mnist, built, n):
 
 
 def test_cpu_inference_runs_the_native_forward_and_agrees_with_the_model(mnist, monkeypatch):
-    from lenet5.evaluate import predict_logits
+    from lenet5.metrics import predict_logits
 
     monkeypatch.setenv("LENET5_NATIVE", "1")
     torch.manual_seed(2)

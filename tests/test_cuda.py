@@ -15,7 +15,7 @@ import torch
 from conftest import DATA, Crash, crash_after_epoch_1
 from lenet5.checkpoint import load, load_model
 from lenet5.config import from_recipe
-from lenet5.evaluate import evaluate, predict_logits
+from lenet5.metrics import evaluate, predict_logits
 from lenet5.training import fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -18,7 +18,7 @@ from lenet5 import training as train_mod
 from lenet5.checkpoint import load, load_model
 from lenet5.config import from_recipe
 from lenet5.errors import ConfigError, TrainingError
-from lenet5.evaluate import evaluate
+from lenet5.metrics import evaluate
 from lenet5.cli import main
 from lenet5.model import LeNet5
 from lenet5.plots import RUN_PLOTS

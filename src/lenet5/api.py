@@ -99,7 +99,7 @@ def _as_tensor(x) -> torch.Tensor | None:
     except ImportError:  # pragma: no cover - numpy is a dependency
         return None
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x))
+        return torch.from_numpy(np.array(x))  # a copy: the caller's array may be read-only
     return None
 
 
@@ -150,7 +150,7 @@ def evaluate(source: str | os.PathLike | None = None, data_dir: str | None = Non
     """Test-set metrics of a checkpoint (the shipped weights with none): what `lenet5 evaluate
     --json` prints (loss, accuracy, count, per_class, confusion)."""
     from .data import load_mnist
-    from .evaluate import evaluate as score
+    from .metrics import evaluate as score
 
     reader = load(source, device)
     data = load_mnist(data_dir) if data_dir else load_mnist()

@@ -215,8 +215,10 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     return model.to(device).eval(), obj
 
 
-def resolve(path: str | os.PathLike | None, out_dir: str = "runs", which: str = "best.pt") -> Path:
-    """A checkpoint path from what the user gave: a file, a run folder, or nothing (newest run)."""
+def resolve(path: str | os.PathLike | None, out_dir: str = "runs", which: str = "best.pt",
+            shipped: bool = False) -> Path:
+    """A checkpoint path from what the user gave: a file, a run folder, or nothing (the newest run;
+    with `shipped`, the weights that ship with lenet5 when there is none: see `is_shipped`)."""
     if path:
         p = Path(path)
         if p.is_dir():
@@ -229,9 +231,18 @@ def resolve(path: str | os.PathLike | None, out_dir: str = "runs", which: str = 
             raise CheckpointError(f"{p}: no such checkpoint file")
         return p
     runs = sorted(Path(out_dir).glob(f"*/{which}"), key=lambda f: f.stat().st_mtime)
-    if not runs:
-        raise CheckpointError(
-            f"no checkpoint given and none found in {out_dir}/*/{which}; "
-            "train one with `lenet5 train` or pass a checkpoint path"
-        )
-    return runs[-1]
+    if runs:
+        return runs[-1]
+    if shipped:
+        from .weights import shipped as shipped_weights
+
+        return shipped_weights()
+    raise CheckpointError(f"no checkpoint given and none found in {out_dir}/*/{which}; "
+                          "train one with `lenet5 train` or pass a checkpoint path")
+
+
+def is_shipped(path: Path) -> bool:
+    """Whether `path` is the weights that ship with lenet5."""
+    from .weights import HERE
+
+    return Path(path).resolve().parent == HERE.resolve()

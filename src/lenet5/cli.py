@@ -250,7 +250,7 @@ def _test_and_plot(cfg: Config, run: Path, data) -> None:
     leaves a run that `--resume` finishes."""
     from .checkpoint import load_model, normalization
     from .config import choose_device
-    from .evaluate import metrics_from_logits, predict_logits
+    from .metrics import metrics_from_logits, predict_logits
     from .plots import draw_run
     from .files import write_text
 
@@ -268,19 +268,34 @@ def _test_and_plot(cfg: Config, run: Path, data) -> None:
     write_text(run / "test_metrics.json", json.dumps(metrics, indent=2) + "\n")
 
 
+def _checkpoint(given, out_dir: str) -> Path:
+    """The checkpoint a command uses: the one given, else the newest run's, else the shipped
+    weights (said in one line on stderr)."""
+    from .checkpoint import is_shipped, resolve
+
+    path = resolve(given, out_dir, shipped=True)
+    if not given and is_shipped(path):
+        from .weights import card
+
+        info = card()
+        print(f"lenet5: no run in {out_dir}/: using the weights that ship with lenet5 ({info['recipe']} "
+              f"recipe, {100 * info['test_accuracy']:.2f}% on the MNIST test set)", file=sys.stderr)
+    return path
+
+
 def _load_for_inference(args: argparse.Namespace):
-    from .checkpoint import load_model, normalization, resolve
+    from .checkpoint import load_model, normalization
     from .config import choose_device
 
     device = choose_device(args.device)
-    path = resolve(args.checkpoint, args.out_dir)
+    path = _checkpoint(args.checkpoint, args.out_dir)
     model, obj = load_model(path, device)
     return path, model, normalization(obj), device
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_mnist
-    from .evaluate import evaluate, format_report
+    from .metrics import evaluate, format_report
 
     if args.batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
@@ -444,13 +459,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model, normalization, resolve
+    from .checkpoint import is_shipped, load_model, normalization
     from .export import default_path, export, verify
 
-    path = resolve(args.checkpoint, args.out_dir)
+    path = _checkpoint(args.checkpoint, args.out_dir)
     model, obj = load_model(path, "cpu")
     mean, std = normalization(obj)
-    out = Path(args.out) if args.out else default_path(path, args.format)
+    # beside the checkpoint, except the shipped weights': here, not inside the installed package
+    beside = Path("lenet5-default.pt") if is_shipped(path) else path
+    out = Path(args.out) if args.out else default_path(beside, args.format)
     info = export(model, mean, std, args.format, out, source=str(path))
     check = None
     if args.verify:
@@ -475,10 +492,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .checkpoint import resolve
     from .web.app import bind, create_app, server
 
-    path = resolve(args.checkpoint, args.out_dir)
+    path = _checkpoint(args.checkpoint, args.out_dir)
     app = create_app(path, args.device)
     srv = server(app, header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                  max_connections=args.max_connections)

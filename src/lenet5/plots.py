@@ -231,7 +231,7 @@ def draw_run(run: str | os.PathLike, images: torch.Tensor, labels: torch.Tensor,
     Returns the PNG paths written (into the run folder, or `out_dir`).
     """
     from .checkpoint import load_model, normalization, resolve
-    from .evaluate import metrics_from_logits, predict_logits
+    from .metrics import metrics_from_logits, predict_logits
 
     path = resolve(run)
     out = Path(out_dir) if out_dir else path.parent

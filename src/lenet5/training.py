@@ -34,7 +34,7 @@ from . import checkpoint, compute
 from .config import Config, choose_device, flag, from_dict, to_dict
 from .data import MNIST, EpochPlan, load_mnist, split_validation
 from .errors import ConfigError, TrainingError
-from .evaluate import evaluate
+from .metrics import evaluate
 from .model import LeNet5
 from .rundir import RunDir
 from .step import GraphedStep, TrainStep

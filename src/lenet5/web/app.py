@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import json
 import os
 import socket
@@ -45,6 +46,7 @@ try:
 except ImportError as e:
     raise Lenet5Error(f"the web demo needs {e.name}: pip install 'lenet5[web]'") from None
 
+log = logging.getLogger("lenet5.web")
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 2 * 1024 * 1024  # bytes per request body; a drawn digit is a PNG of a few KB
 # width x height; admits 12- and 13-megapixel phone photos (4032x3024, 4160x3120), far below
@@ -167,7 +169,9 @@ def declared_size(data: bytes) -> tuple[int, int] | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            return Image.open(io.BytesIO(data)).size
+            from ..images import FORMATS
+
+            return Image.open(io.BytesIO(data), formats=FORMATS).size
         except Image.DecompressionBombError:
             # Past Pillow's own limit Image.open gives no size; each format's reader still parses
             # the header without that check, so ask the ones that recognise the first bytes.
@@ -211,6 +215,8 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
         try:
             digit = load_digit(data, name)  # (28, 28) uint8
         except ImageError as e:
+            if e.__cause__ is not None:  # an unexpected failure, turned into this picture's error
+                log.error("reading %s failed", name, exc_info=e.__cause__)
             raise HTTPException(422, str(e)) from None
         probs = classify(model, digit.unsqueeze(0), mean, std, device)[0]
         best = int(probs.argmax())

@@ -1,4 +1,4 @@
-"""evaluate(): loss, accuracy, per-class accuracy and the confusion matrix of a model on a set."""
+"""Metrics: loss, accuracy, per-class accuracy and the confusion matrix of a model on a set."""
 
 from __future__ import annotations
 
