@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -148,3 +149,13 @@ def test_ctrl_c_is_reported_once_under_torchrun(rank, monkeypatch, capsys, tmp_p
         assert err == ""
     else:
         assert err == f"lenet5: interrupted; progress saved, continue with: lenet5 train --resume {tmp_path / 'run'}\n"
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`lenet5 summary | head -c 10`: the reader is gone before lenet5 writes; no error, no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "lenet5", "summary"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # closed before anything is written: every write fails with EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 128 + signal.SIGPIPE
+    assert err == ""

@@ -1,5 +1,6 @@
 """The Config dataclass: every field a flag with its own help, recipes, checked values."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -71,3 +72,59 @@ def test_help_works_from_a_byte_compiled_install(tmp_path):
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr[-1000:]
     assert "--epochs EPOCHS" in proc.stdout and "passes over the training images" in proc.stdout
+
+
+def test_a_config_file_is_read_and_flags_override_it(tmp_path, capsys):
+    from lenet5.cli import main
+
+    (tmp_path / "c.json").write_text('{"recipe": "fast", "epochs": 3, "lr": 0.02}')
+    (tmp_path / "c.yaml").write_text("recipe: seed\nepochs: 4\nwandb_tags: [a, b]\n")
+    printed = []
+    for argv in (["--config", str(tmp_path / "c.json")],
+                 ["--config", str(tmp_path / "c.json"), "--epochs", "7"],
+                 ["--config", str(tmp_path / "c.yaml")],
+                 ["--config", str(tmp_path / "c.json"), "--recipe", "best"]):
+        assert main(["train", *argv, "--print-config"]) == 0
+        printed.append(json.loads(capsys.readouterr().out))
+    assert (printed[0]["recipe"], printed[0]["epochs"], printed[0]["lr"], printed[0]["batch_size"]) == \
+        ("fast", 3, 0.02, from_recipe("fast").batch_size)
+    assert printed[1]["epochs"] == 7  # a flag beats the file
+    assert (printed[2]["recipe"], printed[2]["epochs"], printed[2]["wandb_tags"]) == ("seed", 4, ["a", "b"])
+    assert printed[3]["recipe"] == "best" and printed[3]["epochs"] == 3  # the file's values on best's defaults
+
+
+def test_a_run_folders_config_json_reruns_that_run(tmp_path, capsys):
+    from lenet5.cli import main
+
+    cfg = from_recipe("fast", epochs=2, name="old", seed=5)
+    (tmp_path / "config.json").write_text(json.dumps(to_dict(cfg)))
+    assert main(["train", "--config", str(tmp_path / "config.json"), "--name", "new", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out) == {**to_dict(cfg), "name": "new"}
+
+
+@pytest.mark.parametrize("content, said", [("[1, 2]", "holds a list"), ('{"epoch": 3}', "unknown config key"),
+                                           ("{nope", "not valid JSON"), ('{"epochs": "3"}', "must be int")])
+def test_a_wrong_config_file_is_one_line(tmp_path, capsys, content, said):
+    from lenet5.cli import main
+
+    (tmp_path / "c.json").write_text(content)
+    assert main(["train", "--config", str(tmp_path / "c.json"), "--print-config"]) == 1
+    err = capsys.readouterr().err
+    assert said in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_the_data_home_is_the_flag_then_here_then_the_variable_then_the_cache(tmp_path, monkeypatch):
+    from lenet5.data import data_home
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LENET5_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert data_home("given") == Path("given")
+    assert data_home() == tmp_path / "cache" / "lenet5" / "data"
+    monkeypatch.setenv("LENET5_DATA", str(tmp_path / "mine"))
+    assert data_home() == tmp_path / "mine"
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (SRC.parents[1] / "data" / "MNIST" / "raw").glob("*.gz"):
+        (raw / f.name).symlink_to(f)
+    assert data_home() == Path("data")  # ./data holds MNIST: it wins over the variable

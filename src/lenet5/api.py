@@ -153,6 +153,6 @@ def evaluate(source: str | os.PathLike | None = None, data_dir: str | None = Non
     from .metrics import evaluate as score
 
     reader = load(source, device)
-    data = load_mnist(data_dir) if data_dir else load_mnist()
+    data = load_mnist(data_dir)
     return score(reader.model, data.test_images, data.test_labels, reader.mean, reader.std,
                  device=reader.device)

@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
-from .config import RECIPES, Config, flag, from_recipe
+from .config import RECIPES, Config, flag, from_recipe, read_file, to_dict
 from .errors import ConfigError, Lenet5Error
 
 
@@ -36,11 +36,14 @@ def _add_config_flags(parser: argparse.ArgumentParser, recipe: str) -> None:
                                 help=help_text, metavar=f.name.upper())
 
 
-def _location_flags(p: argparse.ArgumentParser, data_help: str | None = "MNIST root (default: data)",
+DATA_HOME = "./data if it holds MNIST, else $LENET5_DATA, else ~/.cache/lenet5/data"
+
+
+def _location_flags(p: argparse.ArgumentParser, data_help: str | None = "MNIST root",
                     device: bool = True) -> None:
     """--data-dir, --out-dir (where the newest run is looked for) and --device."""
     if data_help:
-        p.add_argument("--data-dir", default="data", help=data_help)
+        p.add_argument("--data-dir", default="", help=f"{data_help} (default: {DATA_HOME})")
     p.add_argument("--out-dir", default="runs", help="where to look for the newest run (default: runs)")
     if device:
         p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
@@ -55,7 +58,12 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model (then score it on the test set)",
                        description="Train LeNet-5. A recipe sets the defaults; any flag overrides it.")
-    p.add_argument("--recipe", default="default", choices=list(RECIPES),
+    p.add_argument("--config", metavar="FILE",
+                   help="start from this JSON or YAML file of config values (a run folder's "
+                        "config.json reruns that run); flags override it")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the config these flags give, as JSON, and stop")
+    p.add_argument("--recipe", default=None, choices=list(RECIPES),
                    help="seed: the seed's exact recipe; default: OneCycle with shifts; best: the "
                         "default for 30 epochs; fast: time to 99%%. What each reaches: the README "
                         "(default: default)")
@@ -86,7 +94,7 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="files per batch (default: 256)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar (it only shows on a terminal anyway)")
-    _location_flags(p, data_help="MNIST root, for --index (default: data)")
+    _location_flags(p, data_help="MNIST root, for --index")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
     p = sub.add_parser("show", help="save a test image as PNG; --activations: what the conv layers see",
@@ -130,7 +138,7 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
                         "<name>.torchscript.pt)")
     p.add_argument("--verify", action="store_true",
                    help="run the export on all 10,000 MNIST test images and compare with PyTorch")
-    _location_flags(p, data_help="MNIST root, for --verify (default: data)", device=False)
+    _location_flags(p, data_help="MNIST root, for --verify", device=False)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = sub.add_parser("serve", help="a web page to draw digits on, and its JSON API",
@@ -168,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     except Lenet5Error as e:
         print(f"lenet5: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `lenet5 ... | head`: the reader is gone, which is no error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush is quiet too
+        return 128 + signal.SIGPIPE
     except OSError as e:  # a path given that cannot be read or written: the file and why, one line
         where = f"{e.filename}: " if e.filename else ""
         why = e.strerror or str(e)
@@ -207,6 +219,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = _config_overrides(args)
     resume = None
     if args.resume:
+        if args.config:
+            raise ConfigError("--config with --resume: a resumed run continues with the config in "
+                              "its last.pt (change only what may change, by flags)")
         cfg, resume, saved = resume_config(args.resume, overrides)
         if finished_state(saved):
             # Killed during the final test and plots: finish those (test_metrics.json comes last).
@@ -215,9 +230,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                 return 0
             print(f"{resume.parent}: training is done; running the final test and plots it lacks")
     else:
-        cfg = from_recipe(args.recipe, **overrides)
+        values = read_file(args.config) if args.config else {}
+        recipe = args.recipe or values.pop("recipe", None) or "default"
+        values.pop("recipe", None)
+        unknown = sorted(set(values) - {f.name for f in fields(Config)})
+        if unknown:
+            raise ConfigError(f"--config {args.config}: unknown config key(s): {', '.join(unknown)}")
+        cfg = from_recipe(recipe, **{**values, **overrides})
         if args.overwrite and not cfg.name:
             raise ConfigError("--overwrite needs --name: the run folder to reuse")
+
+    if args.print_config:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
 
     def on_epoch(row: dict) -> None:
         val = (f"val_loss {row['val_loss']:.4f}  val_acc {100 * row['val_acc']:.2f}%  "

@@ -23,7 +23,8 @@ def opt(default, help: str):
 class Config:
     # what to run
     recipe: str = opt("default", "the preset the other values start from: seed | default | best | fast")
-    data_dir: str = opt("data", "MNIST root: <data_dir>/MNIST/raw/ or the files directly in it")
+    data_dir: str = opt("", "MNIST root: <data_dir>/MNIST/raw/ or the files directly in it; empty: "
+                            "./data if it holds MNIST, else $LENET5_DATA, else ~/.cache/lenet5/data")
     out_dir: str = opt("runs", "where run folders go")
     name: str = opt("", "run folder name; empty: <recipe>-<date>-<time>")
     # optimisation
@@ -141,6 +142,36 @@ def from_dict(values: dict) -> Config:
         elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ConfigError(f"config key {key!r} must be {expected.__name__}, got {value!r}")
     return dataclasses.replace(defaults, **values).validate()
+
+
+def read_file(path: str | os.PathLike) -> dict:
+    """Config values from a JSON or YAML file (a run folder's config.json, or one of your own):
+    checked as `from_dict` checks them when the Config is made."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"--config {path}: {e.strerror or e}") from None
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            values = yaml.safe_load(text)
+        else:
+            import json
+
+            values = json.loads(text)
+    except ImportError:
+        raise ConfigError(f"--config {path}: YAML needs PyYAML: pip install pyyaml") from None
+    except Exception as e:  # JSONDecodeError, yaml.YAMLError: the parser says where
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--config {path}: not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'} "
+                          f"({first[:160]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path}: holds a {type(values).__name__}, not a mapping of "
+                          "config keys to values")
+    return values
 
 
 def to_dict(cfg: Config) -> dict:

@@ -179,10 +179,26 @@ def download(
             )
 
 
-def load_mnist(root: str | os.PathLike = "data", download_missing: bool = True,
+def data_home(given: str | os.PathLike | None = None) -> Path:
+    """Where MNIST lives: the folder given (--data-dir), else ./data when it holds MNIST, else
+    $LENET5_DATA, else the user's cache ($XDG_CACHE_HOME/lenet5/data or ~/.cache/lenet5/data):
+    an installed lenet5 finds, or downloads, one copy per user, wherever it runs."""
+    if given:
+        return Path(given)
+    here = Path("data")
+    if all(find_file(here, name) for name in FILES):
+        return here
+    if os.environ.get("LENET5_DATA"):
+        return Path(os.environ["LENET5_DATA"])
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "lenet5" / "data"
+
+
+def load_mnist(root: str | os.PathLike | None = None, download_missing: bool = True,
                fetch: Fetcher = _urllib_fetch, mirrors: tuple[str, ...] = MIRRORS) -> MNIST:
-    """Find (or download) and verify the four files; return them as tensors."""
-    root = Path(root)
+    """Find (or download) and verify the four files under `root` (default: `data_home()`);
+    return them as tensors."""
+    root = data_home(root)
     missing = [n for n in FILES if find_file(root, n) is None]
     if missing:
         if not download_missing:
