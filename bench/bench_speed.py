@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))  # seed_code.py: the seed's own model class
 sys.path.insert(0, str(ROOT / "bench"))  # time_to_accuracy.py: one timed run of a recipe
 
-from lenet5 import LeNet5, compute, kernels  # noqa: E402
+from lenet5 import LeNet5  # noqa: E402
+from lenet5.fast import choose as compute, native as kernels  # noqa: E402
 from lenet5.config import choose_device, from_recipe  # noqa: E402
 from lenet5.data import MEAN, STD, load_mnist  # noqa: E402
 from lenet5.errors import Lenet5Error  # noqa: E402

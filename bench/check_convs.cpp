@@ -4,7 +4,7 @@
 // (bench/check_isa.sh does every level and aarch64.) The Python tests check forward and backward
 // against PyTorch's autograd at every x86-64 level the CPU runs; this is the check where there is no
 // PyTorch: another architecture, run under an emulator.
-#include "../src/lenet5/convs.cpp"
+#include "../src/lenet5/fast/convs.cpp"
 
 #include <cmath>
 #include <cstdio>

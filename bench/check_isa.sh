@@ -26,13 +26,13 @@ count() {  # vector float ops, scalar float ops, and parity branches (scalar com
 }
 for level in $levels; do
   "$cxx" -O3 -march="$level" -fopenmp -o "$tmp/check-$level" bench/check_convs.cpp
-  "$cxx" -O3 -march="$level" -fopenmp -shared -fPIC -std=c++17 -o "$tmp/convs-$level.so" src/lenet5/convs.cpp
+  "$cxx" -O3 -march="$level" -fopenmp -shared -fPIC -std=c++17 -o "$tmp/convs-$level.so" src/lenet5/fast/convs.cpp
   printf '%-10s %s; ' "$level" "$(count "$tmp/convs-$level.so")"
   "$tmp/check-$level"
 done
 if command -v aarch64-linux-gnu-g++ >/dev/null; then
   aarch64-linux-gnu-g++ -O3 -static -o "$tmp/check-arm" bench/check_convs.cpp
-  aarch64-linux-gnu-g++ -O3 -fopenmp -shared -fPIC -std=c++17 -o "$tmp/convs-arm.so" src/lenet5/convs.cpp
+  aarch64-linux-gnu-g++ -O3 -fopenmp -shared -fPIC -std=c++17 -o "$tmp/convs-arm.so" src/lenet5/fast/convs.cpp
   ops=$(aarch64-linux-gnu-objdump -d --no-show-raw-insn "$tmp/convs-arm.so" |
         awk -F'\t' 'NF >= 2 { split($2, a, " "); print a[1] }' | grep -c '^fmla$' || true)
   printf 'aarch64    %s NEON fmla; ' "$ops"

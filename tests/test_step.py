@@ -4,11 +4,13 @@ import pytest
 import torch
 
 from conftest import Crash, crash_after_epoch_1
-from lenet5 import kernels, training as train_mod
+from lenet5 import training as train_mod
+from lenet5.fast import native as kernels
 from lenet5.checkpoint import load
 from lenet5.config import from_recipe
 from lenet5.model import LeNet5
-from lenet5.step import GraphedStep, TrainStep, sgd_update
+from lenet5.fast.cuda_graph import GraphedStep
+from lenet5.step import TrainStep, sgd_update
 from lenet5.training import fit, make_optimizer, make_scheduler, use_channels_last, use_cuda_graphs
 
 STEPS = 12

@@ -562,7 +562,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
-    from . import compute
+    from .fast import choose
     from .environment import describe
     from .model import LeNet5
 
@@ -570,9 +570,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     env = describe("cpu")
     model = LeNet5().to(memory_format=torch.channels_last)
-    train = compute.for_training(model, torch.device("cpu"))
-    infer = compute.for_inference(model)
-    rows = compute.survey()
+    train = choose.for_training(model, torch.device("cpu"))
+    infer = choose.for_inference(model)
+    rows = choose.survey()
     if args.json:
         print(json.dumps({**env, "train_path": train.line(), "inference_path": infer.line(),
                           "paths": rows}, indent=2))

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, kernels
+from . import __version__
+from .fast import native as kernels
 
 
 def describe(device: torch.device | str = "cpu") -> dict:

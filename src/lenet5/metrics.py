@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import backprop, compute
+from .fast import choose, cpu_step
 from .data import normalize
 
 
@@ -18,7 +18,7 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, mean: float, st
     channels_last (NHWC weights and inputs; None: on the CPU only) with batches of ~1024 is about
     1.5x faster on the CPU than NCHW, and batches of 10,000 fall out of cache; on CUDA NCHW is
     faster (measured in bench/bench_speed.py). On the CPU in NHWC, a plain LeNet5 runs its
-    convolutions in the native kernels where compute.py chooses them (backprop.forward).
+    convolutions in the native kernels where fast/choose.py chooses them (fast/cpu_step.py).
     """
     was_training = model.training
     model.eval()
@@ -27,14 +27,14 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, mean: float, st
     if channels_last:
         model.to(memory_format=torch.channels_last)
     cpu = torch.device(device).type == "cpu"
-    path = compute.for_inference(model) if channels_last and cpu else compute.Path("autograd")
+    path = choose.for_inference(model) if channels_last and cpu else choose.Path("autograd")
     out = []
     for i in range(0, len(images), batch_size):
         x = normalize(images[i:i + batch_size].to(device, non_blocking=True), mean, std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if path.name == "native":
-            out.append(backprop.forward(model, x, path.kernels))
+            out.append(cpu_step.forward(model, x, path.kernels))
         else:
             out.append(model(x).float())
     model.train(was_training)

@@ -5,15 +5,13 @@ bit for bit), without the optimizer's per-call Python: 3.5% of a CPU epoch at ba
 optimizer object still owns the state (momentum buffers, lr, momentum), so schedules, checkpoints
 and resume are unchanged; Adam-style optimizers take the plain `optimizer.step()`.
 
-Which forward and backward a step runs is compute.py's choice (`compute.Path`): on the CPU, a plain
-LeNet5 in NHWC takes them from backprop.py (lenet5's native convolutions or torch's, and no
+Which forward and backward a step runs is fast/choose.py's choice (a `Path`): on the CPU, a plain
+LeNet5 in NHWC takes them from fast/cpu_step.py (lenet5's native convolutions or torch's, and no
 autograd graph; the gradients autograd's to float rounding), anything else autograd's.
 
-On CUDA, `GraphedStep` (`--cuda-graphs`, on by default) records a whole step once and replays it
-with one launch per batch: at LeNet-5's size a GPU step is mostly launch and Python overhead, not
-arithmetic. Every CUDA step, recorded or not, reads lr and momentum from device tensors refreshed
-when the schedule changes them, so plain and recorded steps do the same arithmetic: the flag changes
-the speed, not the result.
+Every CUDA step reads lr and momentum from device tensors refreshed when the schedule changes them,
+so a plain step does the same arithmetic as the recorded one of fast/cuda_graph.py (GraphedStep):
+`--cuda-graphs` changes the speed, not the result.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import backprop, compute
+from .fast import choose, cpu_step
 
 Number = float | torch.Tensor
 
@@ -73,7 +71,7 @@ class TrainStep:
     """
 
     def __init__(self, model, optimizer: torch.optim.Optimizer, label_smoothing: float = 0.0,
-                 world: int = 1, path: compute.Path | None = None):
+                 world: int = 1, path: choose.Path | None = None):
         self.model, self.optimizer = model, optimizer
         self.group = optimizer.param_groups[0]
         self.params = list(self.group["params"])
@@ -89,8 +87,8 @@ class TrainStep:
         self.lr = torch.zeros((), device=device)
         self.momentum = torch.zeros((), device=device)
         self.values = (None, None)  # the (lr, momentum) last written to the device tensors
-        # the CPU's NHWC LeNet5: native convolutions or torch's, no autograd graph (backprop.py)
-        self.path = path or compute.for_training(model, device, label_smoothing=label_smoothing,
+        # the CPU's NHWC LeNet5: native convolutions or torch's, no autograd graph (fast/cpu_step.py)
+        self.path = path or choose.for_training(model, device, label_smoothing=label_smoothing,
                                                  world=world)
         self.written_out = self.path.name in ("native", "written-out")
 
@@ -124,7 +122,7 @@ class TrainStep:
 
     def _step(self, x, y, global_n: int, lr: Number, momentum: Number) -> None:
         if self.written_out:
-            loss, logits, grads = backprop.grads(self.model, x, y, self.world / global_n,
+            loss, logits, grads = cpu_step.grads(self.model, x, y, self.world / global_n,
                                                  self.path.kernels)
             loss = loss * (self.world / global_n)
             for p, g in zip(self.model.parameters(), grads):
@@ -143,60 +141,3 @@ class TrainStep:
                 self.optimizer.step()
             self.loss_sum += loss * (global_n / self.world)
             self.correct += (logits.argmax(1) == y).sum()
-
-
-class GraphedStep(TrainStep):
-    """CUDA, plain SGD, one process: full batches replay one recorded graph of the whole step.
-
-    The first few full batches run eagerly on a side stream (cuDNN picks its algorithms, cuBLAS
-    sets up, the momentum buffers appear), as torch's CUDA graph notes advise; they are real
-    training steps with the recorded one's arithmetic. A short last batch runs eagerly.
-    """
-
-    WARMUP = 3
-
-    def __init__(self, model, optimizer: torch.optim.SGD, batch_size: int, channels_last: bool,
-                 label_smoothing: float = 0.0):
-        super().__init__(model, optimizer, label_smoothing,
-                         path=compute.Path("cuda-graphs", why="the whole step replayed as one CUDA graph"))
-        device = self.params[0].device
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.batch_size = batch_size
-        self.x = torch.zeros(batch_size, 1, 28, 28, device=device).contiguous(memory_format=fmt)
-        self.y = torch.zeros(batch_size, dtype=torch.long, device=device)
-        self.on_device = True  # what the graph records, so every step here does the same
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.replay = None  # set once the step is recorded
-        self.warm = 0
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, global_n: int) -> None:
-        if len(y) != self.batch_size:
-            return super().__call__(x, y, global_n)
-        self.x.copy_(x)  # warm-up, capture and replay all see the same buffers, strides included
-        self.y.copy_(y)
-        if self.replay is None and self.warm < self.WARMUP:
-            self._warm_up(global_n)
-            self.warm += 1
-            return
-        if self.replay is None:
-            for p in self.params:  # the graph's backward makes (and keeps) its own gradients
-                p.grad = None
-            self.replay = self._record()
-        self.hyper()  # the tensors the graph reads, up to date
-        self.replay()
-
-    def _warm_up(self, global_n: int) -> None:
-        """One eager step on a side stream, as torch's CUDA graph notes advise before capture."""
-        device = self.x.device
-        side = torch.cuda.Stream(device=device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            super().__call__(self.x, self.y, global_n)
-        torch.cuda.current_stream(device).wait_stream(side)
-
-    def _record(self):
-        """Capture one step over the fixed buffers (nothing runs yet); return what replays it."""
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._step(self.x, self.y, self.batch_size, self.lr, self.momentum)
-        return self.graph.replay

@@ -30,14 +30,16 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, compute
+from . import checkpoint
 from .config import Config, choose_device, flag, from_dict, to_dict
 from .data import MNIST, EpochPlan, load_mnist, split_validation
 from .errors import ConfigError, TrainingError
 from .metrics import evaluate
 from .model import LeNet5
 from .rundir import RunDir
-from .step import GraphedStep, TrainStep
+from .fast import choose
+from .fast.cuda_graph import GraphedStep
+from .step import TrainStep
 
 STOP_CHECK_EVERY = 10  # under torchrun, steps between the processes' checks for a stop signal
 # Flags that may change when a run is resumed; everything else comes from its last.pt.
@@ -382,7 +384,7 @@ def use_cuda_graphs(cfg: Config, device: torch.device, world: int) -> bool:
 
 
 def make_step(cfg: Config, state: State, device: torch.device, world: int):
-    """The training step, on the compute path compute.py chooses for it: (step, path)."""
+    """The training step, on the compute path fast/choose.py picks for it: (step, path)."""
     model = state.model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -390,7 +392,7 @@ def make_step(cfg: Config, state: State, device: torch.device, world: int):
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
-    path = compute.for_training(model, device, label_smoothing=cfg.label_smoothing, world=world,
+    path = choose.for_training(model, device, label_smoothing=cfg.label_smoothing, world=world,
                                 compiled=cfg.compile, cuda_graphs=use_cuda_graphs(cfg, device, world))
     if path.name == "cuda-graphs":
         return GraphedStep(model, state.optimizer, cfg.batch_size, use_channels_last(cfg, device),

@@ -7,7 +7,7 @@
 // vector whatever the channel count, and each max-pool is 3 compares and blends. The vectors are
 // GCC/Clang vector extensions (no intrinsics) of exactly the native width: wider ones are split by
 // the compiler, which then lowers their compares and selects to scalar code with branches.
-// Built by kernels.py for each x86-64 level (or natively elsewhere); OpenMP, where the compiler
+// Built by native.py for each x86-64 level (or natively elsewhere); OpenMP, where the compiler
 // has it, shares chunks and channels among `threads`.
 //
 // Layout inside, "chunk-major": images in chunks of L, each value followed by the same value of

@@ -1,4 +1,4 @@
-"""The native kernels' build cache and the choice of compute path (kernels.py, compute.py).
+"""The native kernels' build cache and the choice of compute path (fast/native.py, fast/choose.py).
 
 Damaged or planted libraries are loaded in a fresh process, as a user's next run would: a
 library this process had mapped could not be truncated safely under it.
@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from lenet5 import compute, kernels
+from lenet5.fast import choose as compute, native as kernels
 from lenet5.cli import main
 from lenet5.model import LeNet5
 from lenet5.step import TrainStep
@@ -22,7 +22,7 @@ CL = torch.channels_last
 # a fresh process: load the kernels from LENET5_CACHE, run a forward pass, say what it loaded
 LOAD_AND_RUN = """
 import torch
-from lenet5 import backprop, kernels
+from lenet5.fast import cpu_step as backprop, native as kernels
 from lenet5.model import LeNet5
 k = kernels.load()
 print(kernels.status())

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from . import files
+from .. import files
 
 SOURCE = Path(__file__).with_name("convs.cpp")
 BASE_FLAGS = ["-O3", "-shared", "-fPIC", "-std=c++17"]

@@ -2,12 +2,12 @@
 
 Two things made a CPU step at the seed's batch of 64 slow, and neither was arithmetic:
 - oneDNN's kernels vectorise badly over LeNet-5's 1, 6 and 16 channels: the convolutions and
-  their max-pools were most of a step. The native kernels in convs.cpp (built by kernels.py) run
+  their max-pools were most of a step. The native kernels in convs.cpp (built by native.py) run
   the whole convolution stack forward and backward with one image in each lane of a vector.
 - Autograd records and walks a graph of ~20 nodes every step. Here the fully connected layers and
   the loss call the aten kernels autograd would call, in the same order, with the same arguments.
 
-compute.py decides whether the native kernels or aten's run the convolutions and passes them in
+choose.py decides whether the native kernels or aten's run the convolutions and passes them in
 (`kernels=None`: aten's). On aten's kernels the gradients are bit for bit autograd's; on the native
 ones they agree to float rounding, at every ISA level built (both are tested).
 It covers what CPU training runs: a float32 LeNet5 in NHWC (channels_last), cross-entropy summed
@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch.profiler import record_function
 
-from .kernels import Kernels
-from .model import LeNet5
+from ..model import LeNet5
+from .native import Kernels
 
 aten = torch.ops.aten
 

@@ -4,10 +4,10 @@ The reference is the model itself with autograd (`model.py`); every faster path 
 against it by the tests. Paths, by where they apply:
 
   cuda-graphs   CUDA, plain SGD, one process, uncompiled: the whole step recorded once as a CUDA
-                graph and replayed (step.GraphedStep)
+                graph and replayed (fast/cuda_graph.py)
   native        the CPU, a plain float32 LeNet5 in NHWC, no label smoothing: the convolutions in
-                lenet5's kernels (kernels.py, convs.cpp), the rest written out without autograd's
-                graph (backprop.py)
+                lenet5's kernels (native.py, convs.cpp), the rest written out without autograd's
+                graph (cpu_step.py)
   written-out   the same written-out step on torch's kernels, where the native ones are off,
                 cannot be built, or measured no faster than torch's on this CPU
   autograd      everything else: CUDA with --no-cuda-graphs, torchrun's DDP, --compile, label
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
-from . import backprop, kernels as native
-from .kernels import Kernels
-from .model import LeNet5
+from ..model import LeNet5
+from . import cpu_step, native
+from .native import Kernels
 
 FASTER = 0.97  # native runs where it takes less than this share of torch's kernels' time
 
@@ -51,7 +51,7 @@ def for_training(model, device: torch.device, *, label_smoothing: float = 0.0, w
     """The path a training step of `model` takes (model already on `device`, in its layout)."""
     if cuda_graphs:  # the caller's word that they apply: CUDA, plain SGD, one process, uncompiled
         return Path("cuda-graphs", why="the whole step replayed as one CUDA graph")
-    if world > 1 or compiled or not backprop.applies(model, label_smoothing):
+    if world > 1 or compiled or not cpu_step.applies(model, label_smoothing):
         return Path("autograd", why=_why_autograd(model, device, label_smoothing, world, compiled))
     kernels, why = native_kernels("train")
     return Path("native" if kernels else "written-out", kernels, why)
@@ -59,7 +59,7 @@ def for_training(model, device: torch.device, *, label_smoothing: float = 0.0, w
 
 def for_inference(model) -> Path:
     """The path `predict_logits` takes on the CPU for `model` (NHWC float32 input)."""
-    if not backprop.applies(model, 0.0):
+    if not cpu_step.applies(model, 0.0):
         return Path("autograd", why="the model as it is")
     kernels, why = native_kernels("infer")
     return Path("native", kernels, why) if kernels else Path("autograd", why=why)
@@ -121,9 +121,9 @@ def _time_pair(kernels: Kernels | None, train: bool, batch: int | None = None, r
 
     def run(k):
         if train:
-            backprop.grads(model, x, y, 1 / batch, k)
+            cpu_step.grads(model, x, y, 1 / batch, k)
         else:
-            backprop.forward(model, x, k)
+            cpu_step.forward(model, x, k)
 
     contenders = [kernels] if only else [kernels, None]
     best = [float("inf")] * len(contenders)
