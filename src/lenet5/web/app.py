@@ -241,8 +241,8 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     app.add_middleware(BodyLimit, limit=max_upload)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.model = model
-    name, accuracy = describe(checkpoint)
-    health = Health(status="ok", checkpoint=str(checkpoint), name=name, test_accuracy=accuracy,
+    model_name, accuracy = describe(checkpoint)
+    health = Health(status="ok", checkpoint=str(checkpoint), name=model_name, test_accuracy=accuracy,
                     device=str(device), mean=mean, std=std, max_upload_bytes=max_upload,
                     max_pixels=max_pixels, version=__version__)
 
