@@ -72,8 +72,8 @@ class Health(BaseModel):
     checkpoint: str
     name: str = Field(description="a short name for the checkpoint: its run folder and file, or "
                                   "the shipped weights' name")
-    test_accuracy: float | None = Field(None, description="accuracy on the 10,000 MNIST test images, "
-                                                          "0-1; null when not known for this file")
+    test_accuracy: float | None = Field(None, description="accuracy on the 10,000 MNIST test "
+                                        "images, 0-1; null when not known for this file")
     device: str
     mean: float
     std: float
@@ -242,9 +242,9 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.model = model
     model_name, accuracy = describe(checkpoint)
-    health = Health(status="ok", checkpoint=str(checkpoint), name=model_name, test_accuracy=accuracy,
-                    device=str(device), mean=mean, std=std, max_upload_bytes=max_upload,
-                    max_pixels=max_pixels, version=__version__)
+    health = Health(status="ok", checkpoint=str(checkpoint), name=model_name,
+                    test_accuracy=accuracy, device=str(device), mean=mean, std=std,
+                    max_upload_bytes=max_upload, max_pixels=max_pixels, version=__version__)
 
     def predict_bytes(data: bytes, name: str) -> Prediction:
         try:
