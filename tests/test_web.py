@@ -2,6 +2,8 @@
 the page in a real browser (Chromium driven by Playwright) drawing a digit and reading the answer."""
 
 import io
+import json
+import math
 import os
 import queue
 import re
@@ -26,9 +28,11 @@ from lenet5.checkpoint import load_model, normalization
 from lenet5.cli import main
 from lenet5.config import from_recipe
 from lenet5.images import load_digit
+from lenet5.metrics import evaluate
 from lenet5.predict import classify
 from lenet5.training import fit
-from lenet5.web.app import bind, create_app, server
+from lenet5.web.app import bind, create_app, describe, server
+from lenet5.weights import card, shipped
 
 CHROMIUM = os.environ.get("LENET5_CHROMIUM", "/usr/bin/chromium")
 # Headless as root, on a machine with no outside network: no sandbox, no GPU, no background calls.
@@ -39,12 +43,18 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory, mnist):
-    """A briefly trained checkpoint (about 97 % on MNIST, a few seconds): reads a clear digit."""
+    """A briefly trained checkpoint (about 97 % on MNIST, a few seconds): reads a clear digit.
+
+    Its run folder holds test_metrics.json, scored here as `lenet5 train` scores best.pt."""
     out = tmp_path_factory.mktemp("web")
     cfg = from_recipe("default", out_dir=str(out), name="r", limit=12000, val_size=1000, epochs=3,
                       progress=False)
     fit(cfg, mnist)
-    return out / "r" / "best.pt"
+    best = out / "r" / "best.pt"
+    model, obj = load_model(best)
+    metrics = evaluate(model, mnist.test_images, mnist.test_labels, *normalization(obj))
+    (best.parent / "test_metrics.json").write_text(json.dumps(metrics))
+    return best
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +91,41 @@ def test_health_reports_the_checkpoint(client, ckpt):
     body = client.get("/api/health").json()
     assert body["status"] == "ok" and body["checkpoint"] == str(ckpt)
     assert (body["mean"], body["std"]) == (0.1307, 0.3081) and body["max_upload_bytes"] == 300_000
+    accuracy = json.loads((ckpt.parent / "test_metrics.json").read_text())["accuracy"]
+    assert body["name"] == "r/best.pt" and body["test_accuracy"] == accuracy > 0.9
+
+
+def test_health_names_the_shipped_weights_and_their_card_accuracy():
+    with TestClient(create_app(shipped())) as c:
+        body = c.get("/api/health").json()
+    assert (body["name"], body["test_accuracy"]) == (card()["name"], card()["test_accuracy"])
+
+
+def test_test_accuracy_is_given_only_where_the_run_measured_that_file(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    best, last, metrics = run / "best.pt", run / "last.pt", run / "test_metrics.json"
+    for f in (best, last):
+        f.write_bytes(b"weights")
+    metrics.write_text(json.dumps({"accuracy": 0.987}))
+    assert describe(best) == ("run/best.pt", 0.987)
+    assert describe(last) == ("run/last.pt", None)  # the metrics score best.pt, not this file
+    os.utime(best, (metrics.stat().st_mtime + 60,) * 2)  # a resumed run's newer, untested best.pt
+    assert describe(best) == ("run/best.pt", None)
+    for text in ("{not json", '{"loss": 0.1}', '{"accuracy": NaN}', '{"accuracy": "high"}'):
+        metrics.write_text(text)
+        os.utime(metrics, (best.stat().st_mtime + 60,) * 2)
+        assert describe(best) == ("run/best.pt", None), text
+    metrics.unlink()
+    assert describe(best) == ("run/best.pt", None)
+
+
+def test_favicon_is_an_icon(client):
+    r = client.get("/favicon.ico")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/")
+    icon = Image.open(io.BytesIO(r.content))
+    assert icon.format == "ICO" and (32, 32) in icon.info["sizes"]
+    assert '<link rel="icon" href="/favicon.ico"' in client.get("/").text
 
 
 @pytest.mark.parametrize("how", ["multipart", "raw"])
@@ -292,22 +337,83 @@ def test_api_docs_render_offline(live, browser):
     page.close()
 
 
-def test_drawing_with_a_finger(live, browser):
-    """Touch input, as a phone sends it (Chromium's own touch events, through its DevTools protocol)."""
-    import math
+def touch(context, page, points):
+    """One finger along `points` (page coordinates), never lifted until the end, as a phone sends
+    it: Chromium's own touch events, through its DevTools protocol."""
+    cdp = context.new_cdp_session(page)
+    for i, (x, y) in enumerate(points):
+        kind = "touchStart" if i == 0 else "touchMove"
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
 
+
+def test_drawing_with_a_finger(live, browser):
     context = browser.new_context(has_touch=True, is_mobile=True, viewport={"width": 400, "height": 800})
     page = context.new_page()
     page.set_default_timeout(20_000)
     page.goto(live)
     box = page.locator("#pad").bounding_box()
-    cdp = context.new_cdp_session(page)
-    ring = [(box["x"] + box["width"] * (0.5 + 0.25 * math.sin(a * math.pi / 12)),
-             box["y"] + box["height"] * (0.5 - 0.33 * math.cos(a * math.pi / 12))) for a in range(25)]
-    for i, (x, y) in enumerate(ring):  # a zero, one finger, never lifted until the end
-        kind = "touchStart" if i == 0 else "touchMove"
-        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
-    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    touch(context, page, [(box["x"] + box["width"] * (0.5 + 0.25 * math.sin(a * math.pi / 12)),
+                           box["y"] + box["height"] * (0.5 - 0.33 * math.cos(a * math.pi / 12)))
+                          for a in range(25)])  # a zero
     page.wait_for_function("document.querySelector('#digit').textContent === '0'")
     assert page.evaluate("window.scrollY") == 0  # the finger drew; it did not scroll the page
+    context.close()
+
+
+@pytest.mark.parametrize("width, height", [(1000, 800), (390, 844)], ids=["desktop", "phone"])
+def test_page_layout_empty_state_and_model_line(live, browser, tmp_path, width, height):
+    """At a desktop's and a phone's width: which model answers and how well it tested, what the page
+    says before the first stroke and after it, and where the pad, the answer and the 28x28 view
+    sit. Screenshots of both states are left in tmp_path."""
+    phone = width < 640
+    context = browser.new_context(viewport={"width": width, "height": height}, has_touch=phone,
+                                  is_mobile=phone)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(live)
+    health = httpx.get(f"{live}/api/health", timeout=10).json()
+    page.wait_for_function("document.querySelector('#model').textContent.includes(' on the MNIST')")
+    line = page.locator("#model")
+    assert line.is_visible() and health["name"] == "r/best.pt"
+    assert f"{health['name']} \u00b7 {100 * health['test_accuracy']:.2f} %" in line.inner_text()
+
+    # Before the first stroke: the answer and the 28x28 view say what to do, no black square.
+    assert page.locator("#hint").is_visible() and "Draw a digit" in page.inner_text("#hint")
+    assert page.locator("#seen-empty").is_visible() and not page.locator("#seen").is_visible()
+    page.screenshot(path=tmp_path / f"{width}px-empty.png", full_page=True)
+
+    box = {s: page.locator(s).bounding_box() for s in ("#pad", ".answer", ".reading", ".seen-box")}
+    pad, answer, reading, seen = box.values()
+    pad_bottom = pad["y"] + pad["height"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing sticks out
+    assert 0 <= pad["x"] and pad["x"] + pad["width"] <= width
+    assert seen["y"] + seen["height"] <= height  # the 28x28 view is on the first screen
+    assert seen["x"] >= reading["x"] + reading["width"] and seen["y"] < reading["y"] + reading["height"]
+    if phone:
+        assert pad["width"] >= 0.85 * width  # as wide as the screen allows, for a finger
+        assert 0 < answer["y"] - pad_bottom <= 80  # right under the pad and its buttons
+    else:
+        assert answer["x"] >= pad["x"] + pad["width"] and answer["y"] < pad_bottom  # beside the pad
+
+    # A stroke (a finger on the phone, the mouse on the desktop): the answer replaces the hints.
+    x = pad["x"] + pad["width"] / 2
+    stroke = [(x, pad["y"] + pad["height"] * (0.15 + 0.05 * i)) for i in range(15)]  # a one
+    if phone:
+        touch(context, page, stroke)
+    else:
+        page.mouse.move(*stroke[0])
+        page.mouse.down()
+        for p in stroke[1:]:
+            page.mouse.move(*p)
+        page.mouse.up()
+    page.wait_for_selector("body[data-state=answered]")
+    assert page.inner_text("#digit") == "1"
+    assert not page.locator("#hint").is_visible() and not page.locator("#seen-empty").is_visible()
+    assert page.locator("#seen").is_visible()
+    page.screenshot(path=tmp_path / f"{width}px-answered.png", full_page=True)
+
+    # The icon the page links is served as an image.
+    icon = page.request.get(page.eval_on_selector("link[rel=icon]", "e => e.href"))
+    assert icon.status == 200 and icon.headers["content-type"].startswith("image/")
     context.close()

@@ -3,7 +3,8 @@
 POST /api/predict takes an image (a multipart upload in the field `file`, or the raw bytes as the
 body) and answers with the digit, the ten probabilities and the 28x28 input the model saw. The
 image goes through `images.load_digit`, the same preprocessing as `lenet5 predict FILE`.
-GET /api/health says what is loaded; /docs and /openapi.json describe the API.
+GET /api/health says what is loaded (the checkpoint, its name and test accuracy when known);
+/docs and /openapi.json describe the API; /favicon.ico is the page's icon.
 
 Bad requests get a 4xx and {"detail": reason}, never a 500: empty bodies (400), bodies over the
 upload limit (413, checked before anything is parsed), too many pixels (413, read from the image
@@ -69,12 +70,44 @@ class Prediction(BaseModel):
 class Health(BaseModel):
     status: str
     checkpoint: str
+    name: str = Field(description="a short name for the checkpoint: its run folder and file, or "
+                                  "the shipped weights' name")
+    test_accuracy: float | None = Field(None, description="accuracy on the 10,000 MNIST test "
+                                        "images, 0-1; null when not known for this file")
     device: str
     mean: float
     std: float
     max_upload_bytes: int
     max_pixels: int
     version: str
+
+
+def describe(checkpoint: str | os.PathLike) -> tuple[str, float | None]:
+    """(name, test accuracy or None) of a checkpoint, from the shipped weights' card or its run.
+
+    A run's test_metrics.json scores best.pt (and mnist_lenet5.pth, the same weights), so it speaks
+    for those two only, and only when written after the file: a run resumed since has a newer
+    best.pt that nobody has tested yet. Anything unreadable means "not known", never an error.
+    """
+    from ..checkpoint import is_shipped
+    from ..rundir import BEST, TEST_METRICS, WEIGHTS
+
+    path = Path(checkpoint).resolve()
+    if is_shipped(path):
+        from ..weights import card
+
+        with contextlib.suppress(Exception):
+            info = card()
+            return str(info.get("name", path.name)), float(info["test_accuracy"])
+        return path.name, None
+    name, metrics = f"{path.parent.name}/{path.name}", path.parent / TEST_METRICS
+    if path.name in (BEST, WEIGHTS):
+        with contextlib.suppress(Exception):
+            if metrics.stat().st_mtime >= path.stat().st_mtime:
+                accuracy = float(json.loads(metrics.read_text())["accuracy"])
+                if 0 <= accuracy <= 1:  # NaN (an empty test set) and nonsense fail this too
+                    return name, accuracy
+    return name, None
 
 
 class Problem(BaseModel):
@@ -208,7 +241,9 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     app.add_middleware(BodyLimit, limit=max_upload)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.model = model
-    health = Health(status="ok", checkpoint=str(checkpoint), device=str(device), mean=mean, std=std,
+    model_name, accuracy = describe(checkpoint)
+    health = Health(status="ok", checkpoint=str(checkpoint), name=model_name,
+                    test_accuracy=accuracy, device=str(device), mean=mean, std=std,
                     max_upload_bytes=max_upload, max_pixels=max_pixels, version=__version__)
 
     def predict_bytes(data: bytes, name: str) -> Prediction:
@@ -226,6 +261,10 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:  # browsers ask for it whatever the page links
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
 
     @app.get("/api/health", response_model=Health, summary="What is loaded")
     async def get_health() -> Health:  # async: on the event loop, never queued behind decoding

@@ -9,6 +9,7 @@ const digitEl = document.getElementById("digit");
 const confidenceEl = document.getElementById("confidence");
 const bars = document.getElementById("bars");
 const seen = document.getElementById("seen");
+const modelLine = document.getElementById("model");
 
 const THROTTLE_MS = 200; // while drawing, ask at most this often
 let drawing = false;
@@ -77,7 +78,7 @@ document.getElementById("clear").addEventListener("click", () => {
   queued = null;
   blank();
   show(null);
-  setStatus("Draw a digit.");
+  setStatus("");
 });
 
 document.getElementById("upload").addEventListener("change", (event) => {
@@ -144,5 +145,21 @@ function show(answer) {
   document.body.dataset.state = answer ? "answered" : "empty";
 }
 
+// Which checkpoint answers, and how well it did on the MNIST test set when that is known.
+async function describeModel() {
+  try {
+    const response = await fetch("/api/health");
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const health = await response.json();
+    const accuracy = typeof health.test_accuracy === "number"
+      ? `${(100 * health.test_accuracy).toFixed(2)} % on the MNIST test set`
+      : "test accuracy not known";
+    modelLine.textContent = `model: ${health.name} \u00b7 ${accuracy}`;
+  } catch (err) {
+    modelLine.textContent = `model: unknown (no answer from /api/health: ${err.message})`;
+  }
+}
+
 blank();
 show(null);
+describeModel();
