@@ -19,6 +19,7 @@ epoch's, whole and resumable. One training at a time owns a run folder (RunDir.l
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import signal
@@ -118,13 +119,13 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup) -> dict:
             bar = progress_bar(cfg, job, epoch, first, last)
 
             # the steps: stop between two if asked, else forward, backward, update
+            stop = functools.partial(save_and_stop, state, stops, writer, run, train_step, epoch, epoch_gen)
             for step in bar:
                 if signum := stops.asked(step, writer, run, epoch):
-                    save_and_stop(state, stops, writer, run, train_step, seen, epoch, step, epoch_gen, signum)
+                    stop(step, seen, signum)
                 x, y = batch(step)
-                stops.guard(lambda: train_step(x, y, min(cfg.batch_size, n - step * cfg.batch_size)),
-                            lambda: save_and_stop(state, stops, writer, run, train_step, seen, epoch,
-                                                  step, epoch_gen, stops.flag.requested, together=False))
+                with stops.peer_gone(stop, step, seen):
+                    train_step(x, y, min(cfg.batch_size, n - step * cfg.batch_size))
                 if state.sched_every == "step":
                     state.scheduler.step()
                 seen += len(y)
@@ -459,19 +460,20 @@ class Stops:
         dist.all_reduce(asked, op=dist.ReduceOp.MAX)
         return int(asked.item())
 
-    def guard(self, step, stop_here) -> None:
-        """Run `step`. If it fails because a peer stopped at once (a second Ctrl-C broke this
-        step's gradient all-reduce), nothing was updated yet: `stop_here` stops at this boundary."""
+    @contextlib.contextmanager
+    def peer_gone(self, stop, step: int, seen: int):
+        """Around a step: if it fails because a peer stopped at once (a second Ctrl-C broke this
+        step's gradient all-reduce), nothing was updated yet, so `stop` ends the run at its start."""
         try:
-            step()
+            yield
         except Exception:
             if self.job.world > 1 and self.flag.requested:
-                stop_here()
+                stop(step, seen, self.flag.requested, together=False)
             raise
 
 
-def save_and_stop(state: State, stops: Stops, writer, run: RunDir, train_step, seen: int,
-                  epoch: int, step: int, epoch_gen, signum: int, together: bool = True):
+def save_and_stop(state: State, stops: Stops, writer, run: RunDir, train_step, epoch: int, epoch_gen,
+                  step: int, seen: int, signum: int, together: bool = True):
     """Save last.pt before `step` (rank 0) and end the run: Ctrl-C or SIGTERM came.
 
     `together`: every process stops at this step, so the epoch's sums so far are gathered from all
