@@ -33,8 +33,8 @@ def scalars(acc, tag: str) -> list[tuple[int, float]]:
 
 def test_train_tensorboard_logs_each_epoch_and_the_graph(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code = main(["train", "--data-dir", str(DATA), "--out-dir", "runs", "--name", "t", "--limit", "2000",
-                 "--val-size", "500", "--epochs", "2", "--no-progress", "--tensorboard", "--no-test"])
+    code = main(["train", "--data-dir", str(DATA), "--out-dir", "runs", "--name", "t", "--limit", "1000",
+                 "--val-size", "200", "--epochs", "2", "--no-progress", "--tensorboard", "--no-test"])
     assert code == 0
     run = tmp_path / "runs" / "t"
     said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lenet5: tensorboard:")]
@@ -54,7 +54,7 @@ def test_train_tensorboard_logs_each_epoch_and_the_graph(tmp_path, monkeypatch, 
     for layer in ("conv1", "conv2", "fc1", "fc2", "fc3"):
         assert layer in ops
     text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
-    assert '"tensorboard": true' in text and '"limit": 2000' in text
+    assert '"tensorboard": true' in text and '"limit": 1000' in text
 
 
 def test_the_end_of_a_run_adds_its_test_metrics_and_plots(tmp_path):
