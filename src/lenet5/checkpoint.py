@@ -7,6 +7,9 @@ Formats read:
 - ours: {"format": "lenet5", "model": state_dict, "config": dict, "normalize": {...}, ...}
 - a plain state_dict as the seed's `torch.save(model.state_dict(), 'mnist_lenet5.pth')` writes it
   (also with a "module." prefix, as DistributedDataParallel's state_dict has).
+- a safetensors file (`lenet5 export --format safetensors`, or any with LeNet5's tensor names): the
+  weights, with the normalisation in its metadata ("mean", "std"; MNIST's when absent). Read as the
+  dict our own format is, so every command takes one. It holds tensors and strings only, by design.
 """
 
 from __future__ import annotations
@@ -114,6 +117,8 @@ def load(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if is_safetensors(path):
+        return _load_safetensors(path)
     export = _export_kind(path)
     if export:
         raise CheckpointError(
@@ -140,6 +145,41 @@ def _refusal(path: Path, e: Exception) -> CheckpointError:
     return CheckpointError(f"{path}: not a readable PyTorch checkpoint ({msg[:160]})")
 
 
+def is_safetensors(path: str | os.PathLike) -> bool:
+    """Whether `path` opens as a safetensors file does: the length of a JSON header (8 bytes, little
+    endian) that fits in the file, then the header's opening brace."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8
+
+
+def _load_safetensors(path: Path) -> dict:
+    """A safetensors file as our format's dict: its tensors the model, (mean, std) from its metadata.
+    The names are checked before any tensor is read, so another model's large file costs nothing."""
+    try:
+        from safetensors import SafetensorError, safe_open
+    except ImportError:
+        raise CheckpointError(f"{path}: is a safetensors file; reading it needs the safetensors "
+                              "package: pip install safetensors") from None
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            _check_names(_unprefixed(dict.fromkeys(f.keys())), path)
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: not a readable safetensors file "
+                              f"({f'{type(e).__name__}: {first}'[:160]})") from None
+    obj = {"format": FORMAT, "model": state, "metadata": dict(meta)}
+    if "mean" in meta or "std" in meta:
+        obj["normalize"] = {"mean": meta.get("mean"), "std": meta.get("std")}
+    return obj
+
+
 def _export_kind(path: Path) -> str | None:
     """'TorchScript model' or 'ONNX model' when `path` is one of the files `lenet5 export` writes."""
     try:
@@ -161,16 +201,8 @@ def model_state(obj: dict, path: str | os.PathLike = "checkpoint") -> dict:
     state = obj.get("model") if obj.get("format") == FORMAT else obj
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: has no model weights")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    if state and all(k.startswith("_orig_mod.") for k in state):  # saved from a torch.compile'd model
-        state = {k[len("_orig_mod."):]: v for k, v in state.items()}
-    expected = LeNet5().state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    if missing or extra:
-        detail = f"missing {', '.join(missing[:4])}" if missing else f"unexpected {', '.join(extra[:4])}"
-        raise CheckpointError(f"{path}: not a LeNet5 checkpoint ({detail})")
+    state = _unprefixed(state)
+    expected = _check_names(state, path)
     for key, ref in expected.items():
         value = state[key]
         if not isinstance(value, torch.Tensor) or value.shape != ref.shape:
@@ -186,6 +218,26 @@ def model_state(obj: dict, path: str | os.PathLike = "checkpoint") -> dict:
             raise CheckpointError(f"{path}: {key} holds NaN or infinite values (the run that wrote it "
                                   "diverged); use an earlier checkpoint or train again")
     return weights
+
+
+def _unprefixed(state: dict) -> dict:
+    """`state` without the prefix DistributedDataParallel ("module.") or torch.compile
+    ("_orig_mod.") puts before every name."""
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _check_names(state: dict, path) -> dict:
+    """LeNet5's own state_dict, once `state` is known to hold its names and no others."""
+    expected = LeNet5().state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(map(str, set(state) - set(expected)))
+    if missing or extra:
+        detail = f"missing {', '.join(missing[:4])}" if missing else f"unexpected {', '.join(extra[:4])}"
+        raise CheckpointError(f"{path}: not a LeNet5 checkpoint ({detail})")
+    return expected
 
 
 def normalization(obj: dict, path: str | os.PathLike = "checkpoint") -> tuple[float, float]:

@@ -83,7 +83,7 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
         "predict", help="classify your own digit pictures, or MNIST test images by --index",
         description="Classify image files (PNG, JPEG, BMP, GIF, WebP, TIFF; files, folders, globs), "
                     "each made into an MNIST-style 28x28 input first, or MNIST test images by --index. "
-                    "A path that is a checkpoint (.pt/.pth) or a run folder is the checkpoint.")
+                    "A path that is a checkpoint (.pt/.pth/.safetensors) or a run folder is the checkpoint.")
     p.add_argument("paths", nargs="*", metavar="FILE",
                    help="image files, folders or globs; or the checkpoint / run folder to use")
     p.add_argument("--checkpoint", help="checkpoint file or run folder (default: newest run)")
@@ -127,15 +127,18 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
                                    "the model: output shape, parameters and multiply-adds, with totals.")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
 
-    p = sub.add_parser("export", help="write the model as ONNX or TorchScript (normalisation inside)",
-                       description="Write one self-contained file taking uint8 pixels (N, 28, 28) "
-                                   "and returning logits (N, 10); the batch size is free.")
+    p = sub.add_parser("export", help="write the model as ONNX or TorchScript (normalisation inside), "
+                                      "or its weights as safetensors",
+                       description="Write one self-contained file: ONNX or TorchScript take uint8 "
+                                   "pixels (N, 28, 28) and return logits (N, 10), the batch size "
+                                   "free; safetensors holds the weights, with the normalisation in "
+                                   "its metadata, and loads anywhere a checkpoint does.")
     p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
-    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"],
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "safetensors"],
                    help="(default: onnx)")
     p.add_argument("--out", default=None,
-                   help="file to write (default: beside the checkpoint, <name>.onnx or "
-                        "<name>.torchscript.pt)")
+                   help="file to write (default: beside the checkpoint, <name>.onnx, "
+                        "<name>.torchscript.pt or <name>.safetensors)")
     p.add_argument("--verify", action="store_true",
                    help="run the export on all 10,000 MNIST test images and compare with PyTorch")
     _location_flags(p, data_help="MNIST root, for --verify", device=False)
@@ -341,9 +344,9 @@ def _check_indices(indices: list[int], count: int) -> None:
 
 
 def _is_checkpoint(path: str) -> bool:
-    """A .pt/.pth file, or a folder holding a run's checkpoint: not a picture to classify."""
+    """A .pt/.pth/.safetensors file, or a folder holding a run's checkpoint: not a picture to classify."""
     p = Path(path)
-    if p.suffix.lower() in (".pt", ".pth"):
+    if p.suffix.lower() in (".pt", ".pth", ".safetensors"):
         return True
     return p.is_dir() and any((p / n).is_file() for n in ("best.pt", "last.pt", "mnist_lenet5.pth"))
 
@@ -504,8 +507,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(json.dumps({**info, "verify": check}))
     else:
         opset = f", opset {info['opset']}" if "opset" in info else ""
-        print(f"wrote {out} ({args.format}{opset}, {info['bytes'] / 1024:.0f} KiB): uint8 pixels "
-              f"(N, 28, 28) -> logits (N, 10), normalisation ({mean}, {std}) inside")
+        what = (f"LeNet5 weights, normalisation ({mean}, {std}) in its metadata"
+                if args.format == "safetensors" else
+                f"uint8 pixels (N, 28, 28) -> logits (N, 10), normalisation ({mean}, {std}) inside")
+        print(f"wrote {out} ({args.format}{opset}, {info['bytes'] / 1024:.0f} KiB): {what}")
         if check:
             print(f"verified on {check['count']:,} MNIST test images against PyTorch: "
                   f"{check['identical']}/{check['count']} predictions identical, "

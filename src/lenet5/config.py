@@ -68,6 +68,8 @@ class Config:
     wandb_project: str = opt("lenet5", "Weights & Biases project")
     wandb_name: str = opt("", "Weights & Biases run name (empty: the run folder's name)")
     wandb_tags: list[str] = opt(list, "Weights & Biases tags")
+    tensorboard: bool = opt(False, "write TensorBoard event files into <run folder>/tensorboard/ "
+                                   "(pip install 'lenet5[tensorboard]')")
 
     def validate(self) -> "Config":
         choices = {

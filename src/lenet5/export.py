@@ -1,10 +1,15 @@
-"""ONNX and TorchScript export of a checkpoint, and its check against PyTorch on MNIST.
+"""ONNX, TorchScript and safetensors export of a checkpoint, and its check against PyTorch on MNIST.
 
-The exported model takes what MNIST files and `lenet5.images.load_digit` give, uint8 pixels
-(N, 28, 28) with white ink on black, and returns logits (N, 10). The scaling to [0, 1] and the
-checkpoint's (mean, std) normalisation happen inside the graph, so a consumer cannot get them wrong;
-the constants are also written to the file's metadata for whoever reads it. The batch dimension is
-dynamic. onnx, onnxscript and onnxruntime (the `onnx` extra) are imported inside the functions.
+The exported ONNX and TorchScript models take what MNIST files and `lenet5.images.load_digit` give,
+uint8 pixels (N, 28, 28) with white ink on black, and return logits (N, 10). The scaling to [0, 1]
+and the checkpoint's (mean, std) normalisation happen inside the graph, so a consumer cannot get them
+wrong; the constants are also written to the file's metadata for whoever reads it. The batch
+dimension is dynamic. onnx, onnxscript and onnxruntime (the `onnx` extra) are imported inside the
+functions.
+
+A safetensors file holds the weights only (LeNet5's state_dict: no code, nothing pickled), with the
+normalisation and a few facts in its string metadata; every lenet5 command loads it as a checkpoint
+(checkpoint.py), and anyone else with `safetensors.torch.load_file` and the LeNet5 class.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from .data import normalize
 from .files import atomic_path
 from .errors import Lenet5Error
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # format -> file suffix
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}  # -> suffix
 METADATA_FILE = "lenet5.json"  # TorchScript: the metadata travels as this extra file in the archive
 TOLERANCE = 1e-3  # a larger |logit difference| than this fails verification, even with equal predictions
 
@@ -59,8 +64,24 @@ def metadata(mean: float, std: float, source: str = "") -> dict[str, str]:
     }
 
 
+def safetensors_metadata(mean: float, std: float, source: str = "") -> dict[str, str]:
+    """What a safetensors export says about itself. "format": "pt" as Hugging Face's tools write
+    and check it (PyTorch tensors); the model's input is normalised outside, so the constants here
+    are the ones to use."""
+    return {
+        "format": "pt",
+        "model": "LeNet5",
+        "producer": f"lenet5 {__version__}",
+        "source": source,
+        "input": "float32 (N, 1, 28, 28): MNIST-style pixels / 255, then (x - mean) / std",
+        "output": "logits: float32 (N, 10) for digits 0-9 (softmax gives probabilities)",
+        "mean": repr(float(mean)),
+        "std": repr(float(std)),
+    }
+
+
 def default_path(checkpoint: str | os.PathLike, fmt: str) -> Path:
-    """runs/x/best.pt -> runs/x/best.onnx or runs/x/best.torchscript.pt."""
+    """runs/x/best.pt -> runs/x/best.onnx, runs/x/best.torchscript.pt or runs/x/best.safetensors."""
     p = Path(checkpoint)
     return p.with_name(p.stem + FORMATS[fmt])
 
@@ -73,11 +94,12 @@ def export(model: torch.nn.Module, mean: float, std: float, fmt: str, out: str |
     out = Path(out)
     _check_out(out, source)
     wrapped = Pixels(model.cpu().eval(), mean, std).eval()
-    meta = metadata(mean, std, source)
+    meta = safetensors_metadata(mean, std, source) if fmt == "safetensors" else metadata(mean, std, source)
+    write = {"onnx": _write_onnx, "torchscript": _write_torchscript, "safetensors": _write_safetensors}[fmt]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:
-            opset = (_write_onnx if fmt == "onnx" else _write_torchscript)(wrapped, tmp, meta)
+            opset = write(wrapped, tmp, meta)
     except OSError as e:
         raise ExportError(f"{out}: cannot write ({e.strerror or e})") from None
     info = {"path": str(out), "format": fmt, "bytes": out.stat().st_size, **meta}
@@ -161,11 +183,34 @@ def _write_torchscript(wrapped: Pixels, path: Path, meta: dict[str, str]) -> Non
     scripted.save(str(path), _extra_files={METADATA_FILE: json.dumps(meta)})
 
 
+def _write_safetensors(wrapped: Pixels, path: Path, meta: dict[str, str]) -> None:
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        raise ExportError("safetensors export needs the safetensors package: pip install safetensors") from None
+    from .checkpoint import portable
+
+    save_file(portable(wrapped.model.state_dict()), str(path), metadata=meta)
+
+
 def load(path: str | os.PathLike):
     """(run, metadata): run(uint8 array (N, 28, 28)) -> float32 logits (N, 10) as a tensor."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"{path}: no such file")
+    from .checkpoint import is_safetensors
+
+    if is_safetensors(path):  # weights: the model is LeNet5, the normalisation from the metadata
+        from .checkpoint import load_model, normalization
+
+        model, obj = load_model(path)
+        mean, std = normalization(obj, path)
+
+        @torch.no_grad()
+        def run(pixels) -> torch.Tensor:
+            return model(normalize(torch.as_tensor(np.asarray(pixels, np.uint8)), mean, std))
+
+        return run, obj["metadata"]
     if not zipfile.is_zipfile(path):  # a TorchScript archive is a zip file; ONNX is a protobuf
         onnx, ort = _need_onnx(runtime=True)
         try:

@@ -2,7 +2,8 @@
 
 runs/<name>/ holds config.json, env.json, metrics.csv, best.pt, last.pt, mnist_lenet5.pth,
 test_metrics.json and the plots; RunDir names each one, and everything else asks it. Trackers
-(tracking.py: wandb) only mirror these files.
+(tracking.py: wandb, TensorBoard) only mirror these files; TensorBoard's event files go in
+tensorboard/, where `tensorboard --logdir runs` finds every run under its folder's name.
 
 One training owns a run folder at a time: it holds an exclusive lock (flock) on the folder itself
 from before its first file until it ends, and the kernel drops the lock when the process dies,
@@ -27,6 +28,7 @@ LAST = "last.pt"  # everything a resume needs; written last of an epoch's checkp
 BEST = "best.pt"  # the best epoch so far, in the same format
 WEIGHTS = "mnist_lenet5.pth"  # the best weights as a plain state_dict: the seed's own file
 TEST_METRICS = "test_metrics.json"  # written after the plots: its presence marks a finished run
+TENSORBOARD = "tensorboard"  # the folder of TensorBoard's event files (--tensorboard)
 PLOTS = ("curves.png", "confusion.png", "mistakes.png", "predictions.png", "filters.png")
 # What a training writes into its folder (--overwrite clears these)
 RUN_FILES = (LAST, BEST, WEIGHTS, "metrics.csv", "config.json", "env.json", TEST_METRICS, *PLOTS)
@@ -94,9 +96,12 @@ class RunDir:
             self._lock = None
 
     def clear(self) -> None:
-        """Remove a previous run's files (--overwrite)."""
+        """Remove a previous run's files (--overwrite), its TensorBoard events too: TensorBoard
+        would draw the old run's curves and the new one's as one."""
         for name in RUN_FILES:
             (self.path / name).unlink(missing_ok=True)
+        for events in self.tensorboard.glob("events.out.tfevents.*"):
+            events.unlink(missing_ok=True)
 
     def finished_outputs(self) -> bool:
         """The final test and plots are done: test_metrics.json is written after the plots."""
@@ -113,6 +118,10 @@ class RunDir:
     @property
     def weights(self) -> Path:
         return self.path / WEIGHTS
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD
 
     @property
     def test_metrics(self) -> Path:

@@ -1,6 +1,9 @@
-"""Trackers: the optional wandb mirror of a run folder (rundir.py owns the folder itself).
+"""Trackers: the optional wandb mirror of a run folder and its TensorBoard event files (rundir.py
+owns the folder itself).
 
-The local files are always written; wandb (`--wandb`) only mirrors them, and never stops training.
+The local files are always written; wandb (`--wandb`) and TensorBoard (`--tensorboard`) only mirror
+them, and never stop training: a tracker that fails says so in one line and stops, training goes on.
+A missing package is refused before training starts, with the command that installs it.
 """
 
 from __future__ import annotations
@@ -8,10 +11,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .files import write_text
-from .rundir import BEST, RunDir
+from .rundir import BEST, COLUMNS, RunDir
 
 INIT_TIMEOUT_S = 20.0  # wandb's own default (90 s) stalls training start when the network is gone
 FINISH_TIMEOUT_S = 60.0  # an upload that cannot finish is left for `wandb sync`
@@ -32,8 +36,8 @@ def _has_wandb_key(wandb) -> bool:
         return False
 
 
-def _say(message: str) -> None:
-    print(f"lenet5: wandb: {message}", file=sys.stderr, flush=True)
+def _say(message: str, tracker: str = "wandb") -> None:
+    print(f"lenet5: {tracker}: {message}", file=sys.stderr, flush=True)
 
 
 class WandbTracker:
@@ -152,3 +156,103 @@ def start_wandb(cfg, run: RunDir) -> WandbTracker | None:
         except OSError as e:
             _say(f"could not remember the run id in {ids} ({e}); a resume starts a new wandb run")
     return WandbTracker(wandb, wb_run)
+
+
+class TensorBoardTracker:
+    """Writes a run as TensorBoard sees it, into <run folder>/tensorboard/: the config and the model
+    graph at the start, metrics.csv's columns each epoch (against the epoch, as in the file), the
+    test metrics and the run's plots at the end. A failure is reported once and TensorBoard logging
+    stops; training never does.
+
+    Event files are streams TensorBoard reads while they grow, so they are appended to rather than
+    written atomically (files.py); a crash loses at most the events not yet flushed."""
+
+    def __init__(self, writer):
+        self.writer = writer
+        self.epoch = 0  # the last epoch logged: the step the end-of-run images are shown at
+
+    def _fail(self, what: str, e: Exception) -> None:
+        _say(f"{what} failed ({type(e).__name__}: {str(e)[:160]}); TensorBoard logging stops, "
+             "training goes on; the run folder has everything", "tensorboard")
+        try:
+            self.writer.close()
+        except Exception:
+            pass
+        self.writer = None
+
+    def log_epoch(self, row: dict) -> None:
+        if self.writer is None:
+            return
+        try:
+            self.epoch = int(row["epoch"])
+            for key in COLUMNS:
+                value = row.get(key)
+                if key != "epoch" and value is not None and value == value:  # NaN: no validation split
+                    self.writer.add_scalar(key, value, self.epoch)
+            self.writer.flush()  # someone watching the run live sees each epoch as it ends
+        except Exception as e:
+            self._fail("logging an epoch", e)
+
+    def finish(self, run: RunDir, best_metrics: dict) -> None:
+        """The test metrics and the run's PNGs (as images) at the last epoch; then close the file."""
+        if self.writer is None:
+            return
+        try:
+            import numpy as np
+            from PIL import Image
+
+            step = self.epoch or int(best_metrics.get("epoch", 0))
+            if run.test_metrics.exists():
+                m = json.loads(run.test_metrics.read_text())
+                self.writer.add_scalar("test/accuracy", m["accuracy"], step)
+                self.writer.add_scalar("test/loss", m["loss"], step)
+            for png in run.plots():
+                with Image.open(png) as img:
+                    pixels = np.asarray(img.convert("RGB"))  # (H, W, 3) uint8; the PNGs carry alpha
+                self.writer.add_image(f"plots/{png.stem}", pixels, step, dataformats="HWC")
+            self.writer.close()
+            self.writer = None
+        except Exception as e:
+            self._fail("writing the end of the run", e)
+
+
+def start_tensorboard(cfg, run: RunDir) -> TensorBoardTracker | None:
+    """Start TensorBoard event files in `run`'s tensorboard/ folder; None when that fails (said in
+    one line). A resumed run drops the events an earlier process logged past its last.pt."""
+    from .config import to_dict
+    from .errors import ConfigError
+    from .model import LeNet5
+
+    try:
+        import tensorboard  # noqa: F401  (torch's writer needs it, and says so less plainly)
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: "
+                          "pip install 'lenet5[tensorboard]'") from None
+    import torch
+
+    # Resumed: metrics.csv holds the epochs last.pt knows. Events of later epochs (logged before a
+    # crash, their last.pt never on disk) are purged by TensorBoard when it reads the files, so the
+    # epochs trained again are not drawn twice.
+    purge = None
+    if any(run.tensorboard.glob("events.out.tfevents.*")):
+        rows = run.read_metrics()
+        purge = (rows[-1]["epoch"] if rows else 0) + 1
+    try:
+        writer = SummaryWriter(log_dir=str(run.tensorboard), purge_step=purge)
+        config = json.dumps(to_dict(cfg), indent=2)
+        writer.add_text("config", "\n".join("    " + line for line in config.splitlines()), purge or 0)
+        if purge is None:
+            # The graph is the same for every run: traced once, on the CPU, from a fresh model, so
+            # the device, channels_last or torch.compile of the one training cannot trip the tracer.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes about itself
+                writer.add_graph(LeNet5().eval(), torch.zeros(1, 1, 28, 28))
+        writer.flush()
+    except Exception as e:
+        _say(f"could not start ({type(e).__name__}: {str(e)[:160]}); training goes on without it",
+             "tensorboard")
+        return None
+    _say(f"logging to {run.tensorboard}; view with: tensorboard --logdir {run.path.parent}",
+         "tensorboard")
+    return TensorBoardTracker(writer)

@@ -45,7 +45,7 @@ from .step import TrainStep
 STOP_CHECK_EVERY = 10  # under torchrun, steps between the processes' checks for a stop signal
 # Flags that may change when a run is resumed; everything else comes from its last.pt.
 RESUMABLE = {"device", "threads", "progress", "data_dir", "dist_timeout", "cuda_graphs", "wandb",
-             "wandb_project", "wandb_name", "wandb_tags"}
+             "wandb_project", "wandb_name", "wandb_tags", "tensorboard"}
 
 
 def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None = None,
@@ -58,7 +58,8 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
     On the primary process: `on_start(path)` once the compute path is chosen, `on_epoch(row)`
     after each epoch (the CLI prints the epoch line), `on_step(epoch, step)` after each step, and
     `on_end(run_path, data)` when training is done, with the MNIST set loaded, before the wandb
-    mirror closes (so what it adds to the run folder, the test metrics and plots, is mirrored too).
+    mirror and TensorBoard close (so what it adds to the run folder, the test metrics and plots, is
+    mirrored too).
     """
     cfg.validate()
     if cfg.threads:
@@ -102,7 +103,7 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup) -> dict:
         with _writing(run):
             run.write_environment(path, device, job.world)
         hooks.start(path)
-    tracker = start_tracker(cfg, run, job)
+    trackers = start_trackers(cfg, run, job)
     stops = Stops(job, device)
     writer = checkpoint.Writer()  # epoch checkpoints reach the disk while the next epoch trains
     done = finished(cfg, state.epoch, state.step, state.stopper)
@@ -137,7 +138,7 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup) -> dict:
             row = end_of_epoch(cfg, state, train_step, seen, job, (val_x, val_y), device, epoch, t0, run)
             if job.primary:
                 save_epoch(state, writer, run)
-                if tracker:
+                for tracker in trackers:
                     tracker.log_epoch(row)
                 hooks.epoch(row)
 
@@ -152,7 +153,7 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup) -> dict:
     finally:
         writer.close()
         stops.flag.restore()
-        if tracker:
+        for tracker in trackers:
             tracker.finish(run, state.best_metrics)
     return {"run_dir": str(run.path), "best": state.best_metrics, "history": state.history,
             "stopped_early": state.stopper.should_stop, "epochs_run": state.epoch,
@@ -401,13 +402,21 @@ def make_step(cfg: Config, state: State, device: torch.device, world: int):
     return TrainStep(model, state.optimizer, cfg.label_smoothing, world, path), path
 
 
-def start_tracker(cfg: Config, run: RunDir, job: Dist):
-    """The wandb mirror, on the primary process, when asked for."""
-    if not (job.primary and cfg.wandb):
-        return None
-    from .tracking import start_wandb
+def start_trackers(cfg: Config, run: RunDir, job: Dist) -> list:
+    """The trackers asked for (TensorBoard, the wandb mirror), on the primary process; those that
+    could not start are left out (each said why)."""
+    if not (job.primary and (cfg.tensorboard or cfg.wandb)):
+        return []
+    from .tracking import start_tensorboard, start_wandb
 
-    return start_wandb(cfg, run)
+    trackers = [start_tensorboard(cfg, run)] if cfg.tensorboard else []
+    try:
+        trackers += [start_wandb(cfg, run)] if cfg.wandb else []
+    except BaseException:  # wandb missing: training does not start, so close what did
+        for tracker in filter(None, trackers):
+            tracker.finish(run, {})
+        raise
+    return [t for t in trackers if t]
 
 
 def batches(plan: EpochPlan, cfg: Config, images, labels, job: Dist, device: torch.device):
