@@ -480,7 +480,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     maps = feature_maps(model, normalize(image[None].to(device), mean, std))
     probs = maps["logits"].softmax(1)[0]
     pred = int(probs.argmax())
-    title = f"{what} predicted {pred} ({100 * float(probs[pred]):.1f}%) by {path}"
+    from .checkpoint import is_shipped
+
+    by = "lenet5's shipped weights" if is_shipped(path) else path
+    title = f"{what} predicted {pred} ({100 * float(probs[pred]):.1f}%) by {by}"
     out = plot_activations(image, maps, args.out or f"activations-{name}.png", title)
     print(f"saved {out}")
     return 0
