@@ -51,7 +51,8 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
 
     Animated images give their first frame; transparency is composited on white paper (on black
     when the visible strokes are themselves light); 16-bit and float images are scaled to 8 bits.
-    Big pictures are averaged down by Pillow (`_shrink`) before anything else is done with them.
+    Big pictures are averaged down by Pillow (`_shrink`) before anything else is done with them;
+    `info["full_size"]` keeps the (upright) size the file has.
     """
     Image = _pil()
     from PIL import UnidentifiedImageError
@@ -83,6 +84,7 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
             img = Image.open(io.BytesIO(data), formats=FORMATS)
             if img.width * img.height > MAX_PIXELS:
                 raise ImageError(f"{too_large} ({img.width}x{img.height})")
+            full = img.size
             if img.format == "JPEG":
                 img.draft("L", (2 * WORK_SIZE, 2 * WORK_SIZE))  # decode big photos at 1/2-1/8 size
             img.seek(0)  # animated: the first frame
@@ -102,8 +104,10 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
         orientation = None
     try:
         # Shrunk before turning upright: the turn copies the picture, and the shrunk one is small.
-        img = _upright(_shrink(img), orientation)
-        return _to_gray(img)
+        img = _to_gray(_upright(_shrink(img), orientation))
+        # The picture's size as its file has it, upright: where found things are, in its pixels.
+        img.info["full_size"] = (full[1], full[0]) if orientation in (5, 6, 7, 8) else full
+        return img
     except (OSError, ValueError) as e:  # e.g. a mode Pillow decodes but cannot convert
         raise ImageError(f"{name}: cannot convert its pixels to gray ({str(e)[:120]})") from None
 
