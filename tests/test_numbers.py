@@ -142,6 +142,9 @@ def test_predict_number_prints_the_number_and_each_digits_probability(mnist, sur
     result = json.loads(capsys.readouterr().out)["results"][0]
     assert result["number"] == truth and [d["digit"] for d in result["digits"]] == [int(c) for c in truth]
     assert all(len(d["box"]) == 4 and 0 < d["probability"] <= 1 for d in result["digits"])
+    assert main(["predict", path, "--number", "--show-input", str(tmp_path / "seen")]) == 0
+    assert sorted(p.name for p in (tmp_path / "seen").iterdir()) == [f"number-{k}-input.png" for k in range(1, 5)]
+    capsys.readouterr()
     (tmp_path / "blank.png").write_bytes(_png(Image.new("L", (100, 60), 255)))
     assert main(["predict", str(tmp_path / "blank.png"), "--number"]) == 1
     assert "blank.png: no ink found" in capsys.readouterr().err

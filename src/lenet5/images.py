@@ -226,7 +226,7 @@ def regions(strong: np.ndarray, weak: np.ndarray) -> Regions:
     return Regions(labels, ids, areas[ids], boxes)
 
 
-def _candidates(r: Regions, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def candidates(r: Regions, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Which regions may be ink of digits (`allowed`), and which are big enough to count (`big`).
 
     Regions at the picture's edge (page edges, shadows) and regions framing other ink (a box drawn
@@ -251,12 +251,12 @@ def _candidates(r: Regions, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndar
 
 
 def _select_digit(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
-    """The pixels of the digit: the biggest allowed region (`_candidates`) and the regions close
+    """The pixels of the digit: the biggest allowed region (`candidates`) and the regions close
     to it; specks, and marks far from the digit, are dropped."""
     r = regions(strong, weak)
     if not len(r.ids):  # only specks of a pixel or two: no digit (the caller says so)
         return np.zeros_like(weak)
-    allowed, _ = _candidates(r, weak.shape)
+    allowed, _ = candidates(r, weak.shape)
     boxes, areas = r.boxes, r.areas
     # Start from the biggest region; take in regions close to what is kept until none is left.
     kept = np.zeros(len(r.ids), dtype=bool)

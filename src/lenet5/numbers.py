@@ -24,8 +24,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from scipy import ndimage
+
 from . import images
-from .images import ImageError
+from .images import EIGHT, ImageError
 
 # Widths and heights are in units of a digit's height: MNIST digits fill 20 pixels of height and
 # 4 (a 1) to 20 of width.
@@ -128,7 +130,7 @@ def _parts(ink: np.ndarray, level: float, name: str) -> tuple[list[_Part], int]:
     r = images.regions(strong, weak)
     if not len(r.ids):
         raise ImageError(f"{name}: no digits found, only specks of ink")
-    allowed, _ = images._candidates(r, weak.shape)
+    allowed, _ = images.candidates(r, weak.shape)
     boxes = r.boxes
     heights, widths = boxes[:, 1] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 2] + 1
     tallest = heights[allowed].max()
@@ -143,8 +145,8 @@ def _parts(ink: np.ndarray, level: float, name: str) -> tuple[list[_Part], int]:
     # was faint: the kept ink thickened by that much says which touch.
     near = max(1, round(NEAR * tallest))
     kept = np.nonzero(keep)[0]
-    thick, _ = images.ndimage.label(images.ndimage.binary_dilation(
-        r.mask(r.ids[kept]), images.EIGHT, iterations=near), structure=images.EIGHT)
+    thick, _ = ndimage.label(ndimage.binary_dilation(
+        r.mask(r.ids[kept]), EIGHT, iterations=near), structure=EIGHT)
     together: dict[int, list[int]] = {}
     for i in kept:
         top, _, left, _ = boxes[i]
@@ -283,7 +285,7 @@ def _trim(mask: np.ndarray, box, cut_left: bool, cut_right: bool):
     top, bottom, left, right = box
     if not (cut_left or cut_right):
         return mask, box
-    labels, n = images.ndimage.label(mask[top:bottom + 1, left:right + 1], structure=images.EIGHT)
+    labels, n = ndimage.label(mask[top:bottom + 1, left:right + 1], structure=EIGHT)
     areas = np.bincount(labels.ravel(), minlength=n + 1)
     areas[0] = 0
     small = areas < 0.1 * areas.max()
