@@ -73,8 +73,8 @@ Read = Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, 28, 28) -> probabilit
 
 @dataclass
 class _Part:
-    """A piece of ink that is all or part of one digit: a region (or regions overlapping much in
-    their columns), or the columns of one between two cuts."""
+    """A piece of ink that is all or part of one digit: a region (or regions that share much of
+    their columns or nearly touch), or the ink of one between two cuts."""
 
     mask: np.ndarray  # (h, w) bool, at the working size
     box: tuple[int, int, int, int]  # top, bottom, left, right, inclusive
@@ -123,8 +123,8 @@ def load_number(source, read: Read, name: str | None = None) -> Number:
 def _parts(ink: np.ndarray, level: float, name: str) -> tuple[list[_Part], int]:
     """The parts digits are made of, left to right, and the tallest one's height.
 
-    Regions sharing much of their columns are one part (strokes of one digit); a part too wide for
-    one digit is cut at its columns of least ink into narrower parts.
+    Regions within a few pixels of each other, or sharing much of their columns, are one part
+    (strokes of one digit); a part too wide for one digit is cut into narrower parts (`_cut`).
     """
     strong, weak = images.ink_masks(ink, level)
     r = images.regions(strong, weak)
