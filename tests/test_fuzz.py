@@ -1,5 +1,5 @@
-"""Generated and damaged inputs for the three readers of outside files: pictures, IDX files and
-checkpoints. Each case gives a result or the project's own error (never another exception, which
+"""Generated and damaged inputs for the readers of outside files: pictures (as a digit and as a
+number), IDX files and checkpoints. Each case gives a result or the project's own error (never another exception, which
 would be a traceback in the CLI and a 500 from the server), and stays within a memory bound.
 
 The number of cases is the Hypothesis profile's (tests/conftest.py): a few hundred per property
@@ -125,6 +125,19 @@ def test_any_picture_gives_a_digit_or_an_image_error(data):
     digit = _result_or_our_error(lambda: load_digit(data, "fuzz.png"))
     if digit is not None:
         assert digit.dtype == torch.uint8 and digit.shape == (28, 28)
+
+
+@given(st.one_of(pictures(), damaged(pictures())))
+def test_any_picture_gives_a_number_or_an_image_error(data):
+    from lenet5.numbers import load_number
+
+    def read(inputs):  # any model: the finding of the digits is what is tried here
+        assert inputs.dtype == torch.uint8 and inputs.shape[1:] == (28, 28)
+        return torch.softmax(inputs.double().mean((1, 2))[:, None] * torch.arange(10.0), 1)
+
+    number = _result_or_our_error(lambda: load_number(data, read, "fuzz.png"))
+    if number is not None:
+        assert number.number.isdigit() and len(number.number) == len(number.digits)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Classify digits: MNIST test images, and people's image files (files, folders, globs) in batches."""
+"""Classify digits: MNIST test images, and people's image files (files, folders, globs) in batches;
+whole numbers in pictures, one result per file (`numbers.py` finds the digits)."""
 
 from __future__ import annotations
 
@@ -89,4 +90,28 @@ def predict_files(model: torch.nn.Module, files: list[Path], mean: float, std: f
                 for i, image, best in zip(read, inputs, top_k(probs)):
                     results[i].update(prediction=best[0][0], probability=best[0][1], top3=best,
                                       input=image)
+    return results
+
+
+def predict_numbers(model: torch.nn.Module, files: list[Path], mean: float, std: float,
+                    device: torch.device | str = "cpu") -> list[dict]:
+    """One result per file, in order: {file, number, digits: [{digit, probability, box}], inputs}
+    where `inputs` are the uint8 (28, 28) images the model saw, left to right; or {file, error}."""
+    from .images import ImageError
+    from .numbers import load_number
+
+    def read(images: torch.Tensor) -> torch.Tensor:
+        return classify(model, images, mean, std, device)
+
+    results = []
+    for f in files:
+        try:
+            number = load_number(f, read, str(f))
+        except ImageError as e:
+            results.append({"file": str(f), "error": str(e)})
+            continue
+        results.append({"file": str(f), "number": number.number,
+                        "digits": [{"digit": d.digit, "probability": d.probability, "box": list(d.box)}
+                                   for d in number.digits],
+                        "inputs": [d.input for d in number.digits]})
     return results

@@ -301,6 +301,52 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
         async with budget.hold(width * height):
             return await run_in_threadpool(predict_bytes, data, name)
 
+    # POST /api/number: a picture of a whole number, read as `lenet5 predict FILE --number` does.
+    # The same body rules, limits and pixel budget as /api/predict.
+    class NumberDigit(BaseModel):
+        digit: int = Field(description="the most probable digit, 0-9")
+        probability: float = Field(description="its probability")
+        box: list[int] = Field(description="[x0, y0, x1, y1]: where it is in the picture, in its "
+                                           "pixels (x1, y1 just past the digit)")
+
+    class NumberReading(BaseModel):
+        number: str = Field(description="the digits, left to right")
+        digits: list[NumberDigit]
+
+    def number_bytes(data: bytes, name: str) -> NumberReading:
+        from ..numbers import load_number
+
+        try:
+            number = load_number(data, lambda x: classify(model, x, mean, std, device), name)
+        except ImageError as e:
+            if e.__cause__ is not None:  # an unexpected failure, turned into this picture's error
+                log.error("reading %s failed", name, exc_info=e.__cause__)
+            raise HTTPException(422, str(e)) from None
+        return NumberReading(number=number.number, digits=[
+            NumberDigit(digit=d.digit, probability=d.probability, box=list(d.box)) for d in number.digits])
+
+    @app.post("/api/number", response_model=NumberReading, responses=errors, openapi_extra=body_doc,
+              summary="Read the whole number in an image, digit by digit")
+    async def post_number(request: Request) -> NumberReading:
+        """An image file (PNG, JPEG, ...) of a number, as the multipart field `file` or as the raw
+        body: its digits left to right, each with its probability and box."""
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await request.form(max_files=1, max_fields=4)
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise HTTPException(400, "the form has no file in the field `file`")
+            data, name = await upload.read(), upload.filename or "upload"
+        else:
+            data, name = await request.body(), "body"
+        if not data:
+            raise HTTPException(400, f"{name}: empty; send an image file")
+        width, height = declared_size(data) or (0, 0)
+        if width * height > max_pixels:
+            raise HTTPException(413, f"{name}: {width}x{height} pixels is more than this server "
+                                     f"takes ({max_pixels:,}); scale it down first")
+        async with budget.hold(width * height):
+            return await run_in_threadpool(number_bytes, data, name)
+
     return app
 
 
