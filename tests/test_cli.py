@@ -11,6 +11,7 @@ import torch
 
 from conftest import DATA
 from lenet5.cli import main
+from lenet5.data import MEAN, STD
 from seed_code import SeedLeNet5, seed_train
 
 
@@ -51,7 +52,7 @@ def test_predict_index_uses_the_checkpoint_normalisation(trained, capsys):
 
 
 def test_predict_reads_a_state_dict_written_by_the_seeds_training(tmp_path, mnist, capsys):
-    x = ((mnist.train_images[:2048].float() / 255 - 0.1307) / 0.3081).unsqueeze(1)
+    x = ((mnist.train_images[:2048].float() / 255 - MEAN) / STD).unsqueeze(1)
     loader = list(zip(x.split(64), mnist.train_labels[:2048].split(64)))
     seed_train(loader, tmp_path / "mnist_lenet5.pth", epochs=2)
     assert main(["predict", str(tmp_path / "mnist_lenet5.pth"), "--index", "0", "--data-dir", str(DATA)]) == 0

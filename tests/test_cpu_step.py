@@ -10,6 +10,7 @@ from lenet5.fast.cpu_step import Convs
 from lenet5.data import normalize
 from lenet5.model import LeNet5
 from lenet5.step import TrainStep
+from lenet5.data import MEAN, STD
 
 CL = torch.channels_last
 LEVELS = kernels.levels()
@@ -104,7 +105,7 @@ def test_a_model_with_forward_hooks_runs_its_own_forward(mnist):
     seen = []
     handle = model.conv2.register_forward_hook(lambda m, i, out: seen.append(out.shape))
     assert not backprop.applies(model, 0.0)
-    predict_logits(model, mnist.test_images[:10], 0.1307, 0.3081)
+    predict_logits(model, mnist.test_images[:10], MEAN, STD)
     assert seen == [torch.Size([10, 16, 8, 8])]
     handle.remove()
     assert backprop.applies(model, 0.0)
@@ -134,7 +135,7 @@ def test_cpu_inference_runs_the_native_forward_and_agrees_with_the_model(mnist, 
         expected = model(normalize(images))
     calls = []
     monkeypatch.setattr(backprop, "Convs", lambda *a: calls.append(a[0]) or Convs(*a))
-    got = predict_logits(model, images, 0.1307, 0.3081, batch_size=128)
+    got = predict_logits(model, images, MEAN, STD, batch_size=128)
     assert len(calls) == 3 and calls[0] is kernels.load()  # 128 + 128 + 44 images, natively
     assert torch.allclose(got, expected, atol=1e-4)
     assert torch.equal(got.argmax(1), expected.argmax(1))

@@ -17,6 +17,7 @@ from lenet5.checkpoint import load, load_model
 from lenet5.config import from_recipe
 from lenet5.metrics import evaluate, predict_logits
 from lenet5.training import fit
+from lenet5.data import MEAN, STD
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -48,14 +49,14 @@ def test_trains_on_the_gpu_and_reads_the_same_as_the_cpu(gpu_run, mnist):
     images, labels = mnist.test_images[:2000], mnist.test_labels[:2000]
     gpu, _ = load_model(run / "best.pt", CUDA)
     cpu, _ = load_model(run / "best.pt", "cpu")
-    on_gpu = predict_logits(gpu, images, 0.1307, 0.3081, 1024, CUDA)
-    on_cpu = predict_logits(cpu, images, 0.1307, 0.3081)
+    on_gpu = predict_logits(gpu, images, MEAN, STD, 1024, CUDA)
+    on_cpu = predict_logits(cpu, images, MEAN, STD)
     assert on_gpu.device.type == "cuda"
     # On CUDA the convolutions and matmuls run in TF32 (10-bit mantissa): logits agree to ~1e-2,
     # so a near tie between two digits may read differently, two images in a thousand at most
     assert torch.allclose(on_gpu.cpu(), on_cpu, rtol=1e-2, atol=5e-2)
     assert (on_gpu.argmax(1).cpu() == on_cpu.argmax(1)).float().mean() >= 0.998
-    assert evaluate(gpu, images, labels, 0.1307, 0.3081, 1024, CUDA)["accuracy"] > 0.9
+    assert evaluate(gpu, images, labels, MEAN, STD, 1024, CUDA)["accuracy"] > 0.9
 
 
 def test_files_written_on_the_gpu_load_on_a_cpu_only_machine(gpu_run):

@@ -12,6 +12,7 @@ from conftest import DATA, idx_bytes, write_gz
 from lenet5.data import (FILES, MIRRORS, EpochPlan, download, find_file, load_mnist, normalize,
                          parse_idx, shift, split_validation, verify)
 from lenet5.errors import DataError
+from lenet5.data import MEAN, STD
 
 
 def test_parse_idx_reads_synthetic_images():
@@ -169,10 +170,10 @@ def test_whole_epoch_at_once_is_every_batch_in_order(mnist):
     """What a CUDA epoch uses instead of one batch() per step: the same values, bit for bit."""
     images, labels = mnist.train_images[:1000], mnist.train_labels[:1000]
     plan = EpochPlan(1000, 64, 2, torch.Generator().manual_seed(3), torch.device("cpu"))
-    x_all, y_all = plan.whole(images, labels, 0.1307, 0.3081)
+    x_all, y_all = plan.whole(images, labels, MEAN, STD)
     assert x_all.shape == (1000, 1, 28, 28)
     for step in range(plan.steps):  # 15 full batches and a short one of 40
-        x, y = plan.batch(step, images, labels, 0.1307, 0.3081)
+        x, y = plan.batch(step, images, labels, MEAN, STD)
         assert torch.equal(x, x_all[step * 64:(step + 1) * 64]) and torch.equal(y, y_all[step * 64:(step + 1) * 64])
 
 

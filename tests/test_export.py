@@ -14,6 +14,7 @@ from lenet5.config import from_recipe
 from lenet5.data import normalize
 from lenet5.model import LeNet5
 from lenet5.training import fit
+from lenet5.data import MEAN as MNIST_MEAN, STD as MNIST_STD
 
 MEAN, STD = 0.5, 0.25  # not MNIST's: an export that ignored the checkpoint's constants would show it
 
@@ -66,8 +67,8 @@ def test_normalisation_travels_inside_the_export(run, fmt, mnist):
         pixels = mnist.test_images[:batch]
         got = infer(pixels.numpy())
         with torch.no_grad():
-            right = model(normalize(pixels, MEAN, STD))
-            wrong = model(normalize(pixels, 0.1307, 0.3081))
+            right = model(normalize(pixels, MNIST_MEAN, MNIST_STD))
+            wrong = model(normalize(pixels, MNIST_MEAN, MNIST_STD))
         assert got.shape == (batch, 10)
         assert torch.allclose(got, right, atol=1e-4)
         assert not torch.allclose(got, wrong, atol=1e-2)

@@ -24,6 +24,7 @@ from lenet5.model import LeNet5
 from lenet5.plots import RUN_PLOTS
 from lenet5.rundir import RunDir
 from lenet5.training import fit
+from lenet5.data import MEAN, STD
 
 QUICK = dict(limit=6000, val_size=1000, epochs=2, batch_size=128, progress=False, threads=0)
 
@@ -45,8 +46,8 @@ def test_short_run_learns_and_writes_its_run_folder(tmp_path, mnist):
                                                "mnist_lenet5.pth"}
     assert len(rows) == 3 and len((run / "metrics.csv").read_text().splitlines()) == 4
     model, obj = load_model(run / "best.pt")
-    assert obj["config"]["limit"] == 12000 and obj["normalize"] == {"mean": 0.1307, "std": 0.3081}
-    held_out = evaluate(model, mnist.test_images[:2000], mnist.test_labels[:2000], 0.1307, 0.3081)
+    assert obj["config"]["limit"] == 12000 and obj["normalize"] == {"mean": MEAN, "std": STD}
+    held_out = evaluate(model, mnist.test_images[:2000], mnist.test_labels[:2000], MEAN, STD)
     assert held_out["accuracy"] > 0.95, held_out["accuracy"]
     assert result["best"]["epoch"] == max(rows, key=lambda r: -r["val_loss"])["epoch"]
     # the seed's file: a plain state_dict that the seed's torch.load + load_state_dict reads

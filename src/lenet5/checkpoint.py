@@ -26,6 +26,7 @@ import torch
 
 from . import files
 from .errors import CheckpointError
+from .rundir import BEST, LAST, WEIGHTS
 from .model import LeNet5
 
 FORMAT = "lenet5"
@@ -267,14 +268,14 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     return model.to(device).eval(), obj
 
 
-def resolve(path: str | os.PathLike | None, out_dir: str = "runs", which: str = "best.pt",
+def resolve(path: str | os.PathLike | None, out_dir: str = "runs", which: str = BEST,
             shipped: bool = False) -> Path:
     """A checkpoint path from what the user gave: a file, a run folder, or nothing (the newest run;
     with `shipped`, the weights that ship with lenet5 when there is none: see `is_shipped`)."""
     if path:
         p = Path(path)
         if p.is_dir():
-            names = list(dict.fromkeys((which, "best.pt", "last.pt", "mnist_lenet5.pth")))  # in order, once
+            names = list(dict.fromkeys((which, BEST, LAST, WEIGHTS)))  # in order, once
             for name in names:
                 if (p / name).is_file():
                     return p / name

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .files import atomic_path
 from .rundir import PLOTS as RUN_PLOTS, RunDir  # noqa: F401  (RUN_PLOTS: the names draw_run writes)
 
 
@@ -32,9 +33,11 @@ def _pyplot():
 def _save(fig, out: str | os.PathLike) -> Path:
     plt = _pyplot()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=fig.dpi, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(out) as tmp:  # a crash leaves the old picture or the new one
+            fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight", format=out.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return out
 
 
