@@ -67,7 +67,7 @@ def test_normalisation_travels_inside_the_export(run, fmt, mnist):
         pixels = mnist.test_images[:batch]
         got = infer(pixels.numpy())
         with torch.no_grad():
-            right = model(normalize(pixels, MNIST_MEAN, MNIST_STD))
+            right = model(normalize(pixels, MEAN, STD))
             wrong = model(normalize(pixels, MNIST_MEAN, MNIST_STD))
         assert got.shape == (batch, 10)
         assert torch.allclose(got, right, atol=1e-4)
