@@ -223,7 +223,7 @@ def main() -> int:
                    help="JSON file to write (default: bench/results/load_web.json)")
     args = p.parse_args()
 
-    ckpt = resolve(args.checkpoint, args.out_dir)
+    ckpt = resolve(args.checkpoint, args.out_dir, shipped=True)  # no run: the shipped weights
     bodies = pictures(args.data_dir, args.images)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
