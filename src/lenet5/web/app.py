@@ -228,6 +228,20 @@ def release_memory() -> None:
         LIBC.malloc_trim(0)
 
 
+@contextlib.contextmanager
+def unreadable_is_422(name: str):
+    """A picture that cannot be read is the client's 422; an unexpected failure behind it (turned
+    into that picture's ImageError) is logged with its traceback."""
+    from ..images import ImageError
+
+    try:
+        yield
+    except ImageError as e:
+        if e.__cause__ is not None:
+            log.error("reading %s failed", name, exc_info=e.__cause__)
+        raise HTTPException(422, str(e)) from None
+
+
 def declared_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the image header, nothing decoded; None when Pillow cannot read one."""
     with warnings.catch_warnings():
@@ -254,7 +268,7 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     """The app for one checkpoint, its model loaded now and shared by every request."""
     from ..checkpoint import load_model, normalization
     from ..config import choose_device
-    from ..images import ImageError, load_digit
+    from ..images import load_digit
     from ..predict import classify
 
     device = choose_device(device)
@@ -279,12 +293,8 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
                     max_upload_bytes=max_upload, max_pixels=max_pixels, version=__version__)
 
     def predict_bytes(data: bytes, name: str) -> Prediction:
-        try:
+        with unreadable_is_422(name):
             digit = load_digit(data, name)  # (28, 28) uint8
-        except ImageError as e:
-            if e.__cause__ is not None:  # an unexpected failure, turned into this picture's error
-                log.error("reading %s failed", name, exc_info=e.__cause__)
-            raise HTTPException(422, str(e)) from None
         probs = classify(model, digit.unsqueeze(0), mean, std, device)[0]
         best = int(probs.argmax())
         return Prediction(digit=best, probability=float(probs[best]),
@@ -315,6 +325,11 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
               summary="Read the digit in an image")
     async def post_predict(request: Request) -> Prediction:
         """An image file (PNG, JPEG, ...) as the multipart field `file` or as the raw body."""
+        return await read(request, predict_bytes)
+
+    async def read(request: Request, reader):
+        """The request's image, checked (present, not too many pixels), then `reader(data, name)`
+        on a worker thread within the pixel budget."""
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             form = await request.form(max_files=1, max_fields=4)
             upload = form.get("file")
@@ -331,7 +346,7 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
             raise HTTPException(413, f"{name}: {width}x{height} pixels is more than this server "
                                      f"takes ({max_pixels:,}); scale it down first")
         async with budget.hold(width * height):
-            return await run_in_threadpool(predict_bytes, data, name)
+            return await run_in_threadpool(reader, data, name)
 
     # POST /api/number: a picture of a whole number, read as `lenet5 predict FILE --number` does.
     # The same body rules, limits and pixel budget as /api/predict.
@@ -348,12 +363,8 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     def number_bytes(data: bytes, name: str) -> NumberReading:
         from ..numbers import load_number
 
-        try:
+        with unreadable_is_422(name):
             number = load_number(data, lambda x: classify(model, x, mean, std, device), name)
-        except ImageError as e:
-            if e.__cause__ is not None:  # an unexpected failure, turned into this picture's error
-                log.error("reading %s failed", name, exc_info=e.__cause__)
-            raise HTTPException(422, str(e)) from None
         return NumberReading(number=number.number, digits=[
             NumberDigit(digit=d.digit, probability=d.probability, box=list(d.box)) for d in number.digits])
 
@@ -362,22 +373,7 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     async def post_number(request: Request) -> NumberReading:
         """An image file (PNG, JPEG, ...) of a number, as the multipart field `file` or as the raw
         body: its digits left to right, each with its probability and box."""
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            form = await request.form(max_files=1, max_fields=4)
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise HTTPException(400, "the form has no file in the field `file`")
-            data, name = await upload.read(), upload.filename or "upload"
-        else:
-            data, name = await request.body(), "body"
-        if not data:
-            raise HTTPException(400, f"{name}: empty; send an image file")
-        width, height = declared_size(data) or (0, 0)
-        if width * height > max_pixels:
-            raise HTTPException(413, f"{name}: {width}x{height} pixels is more than this server "
-                                     f"takes ({max_pixels:,}); scale it down first")
-        async with budget.hold(width * height):
-            return await run_in_threadpool(number_bytes, data, name)
+        return await read(request, number_bytes)
 
     return app
 
