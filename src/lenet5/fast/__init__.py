@@ -11,3 +11,5 @@ bench/README.md tells how each was measured, and what was tried and not kept.
 """
 
 from .choose import Path, for_inference, for_training  # noqa: F401
+
+__all__ = ["Path", "for_inference", "for_training"]
