@@ -417,3 +417,68 @@ def test_page_layout_empty_state_and_model_line(live, browser, tmp_path, width, 
     icon = page.request.get(page.eval_on_selector("link[rel=icon]", "e => e.href"))
     assert icon.status == 200 and icon.headers["content-type"].startswith("image/")
     context.close()
+
+
+def draw(page, strokes):
+    """Mouse strokes on the pad, each a list of points as fractions of its width and height."""
+    box = page.locator("#pad").bounding_box()
+    for stroke in strokes:
+        points = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for p in points[1:]:
+            page.mouse.move(*p, steps=8)
+        page.mouse.up()
+
+
+def test_number_mode_reads_a_number_and_shows_its_boxes(live, browser):
+    page = browser.new_page(viewport={"width": 900, "height": 700})
+    page.set_default_timeout(20_000)
+    page.goto(live)
+    page.check("input[name=mode][value=number]")
+    pad = page.locator("#pad").bounding_box()
+    assert pad["width"] == pytest.approx(3 * pad["height"], rel=0.02) and pad["width"] > 600  # wide
+    assert page.evaluate("[document.querySelector('#pad').width, document.querySelector('#pad').height]") == [840, 280]
+    assert not page.locator("#bars").is_visible() and "number" in page.inner_text("#hint")
+
+    # a 1 (a vertical stroke), then a 7 (a bar and a diagonal) well to its right
+    draw(page, [[(0.25, 0.2), (0.25, 0.8)],
+                [(0.5, 0.2), (0.65, 0.2)], [(0.65, 0.2), (0.55, 0.8)]])
+    page.wait_for_function("document.querySelector('#number').textContent === '17'")
+    assert page.inner_text("#status") == ""
+    assert page.locator("#digits li .label").all_inner_texts() == ["1", "7"]
+    assert all(re.fullmatch(r"\d+\.\d %", t) for t in page.locator("#digits li .pct").all_inner_texts())
+    # one box per digit, over the pad, around the ink it stands for, left to right
+    boxes = [b.bounding_box() for b in page.locator("#boxes .box").all()]
+    assert page.locator("#boxes .box").all_inner_texts() == ["1", "7"]
+    for b, (left, right) in zip(boxes, [(0.25, 0.25), (0.5, 0.65)]):
+        assert pad["x"] < b["x"] <= pad["x"] + left * pad["width"]
+        assert pad["x"] + right * pad["width"] <= b["x"] + b["width"] < pad["x"] + pad["width"]
+        assert pad["y"] < b["y"] <= pad["y"] + 0.2 * pad["height"]
+        assert pad["y"] + 0.8 * pad["height"] <= b["y"] + b["height"] < pad["y"] + pad["height"]
+    assert boxes[0]["x"] + boxes[0]["width"] < boxes[1]["x"]
+
+    # Clear empties pad, answer and boxes
+    page.click("#clear")
+    assert page.inner_text("#number") == "?" and page.locator("#boxes .box").count() == 0
+    assert page.inner_text("#status") == "" and page.locator("#hint").is_visible()
+    ink = page.evaluate("() => { const c = document.querySelector('#pad');"
+                        " return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some(v => v < 255); }")
+    assert not ink
+
+    # a blot far wider than tall cannot be split into digits: the server's reason, no answer
+    draw(page, [[(0.2 + 0.02 * i, 0.4 if i % 2 else 0.6) for i in range(31)]])
+    page.wait_for_function("document.querySelector('#status').textContent.includes('could not split')")
+    assert page.locator("#status.error").is_visible()
+    assert page.inner_text("#number") == "?" and page.locator("#boxes .box").count() == 0
+
+    # back to digit mode: a square pad read by /api/predict, as before
+    page.check("input[name=mode][value=digit]")
+    pad = page.locator("#pad").bounding_box()
+    assert pad["width"] == pytest.approx(pad["height"], rel=0.02)
+    draw(page, [[(0.5, 0.15), (0.5, 0.85)]])
+    page.wait_for_selector("body[data-state=answered]")
+    assert page.inner_text("#digit") == "1" and page.locator("#bars").is_visible()
+    assert not page.locator("#number").is_visible() and page.locator("#boxes .box").count() == 0
+    assert page.inner_text("#status") == ""  # the switch cleared the number mode's error
+    page.close()

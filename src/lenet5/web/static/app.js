@@ -1,5 +1,7 @@
 // lenet5's drawing page: pointer drawing (mouse, touch, pen), uploads, and showing the answer.
 // The canvas is sent as a PNG; the server prepares it exactly as `lenet5 predict FILE` does.
+// Two modes: "digit" (a square pad, /api/predict) and "number" (a pad 3x as wide, /api/number,
+// the boxes it split the drawing into drawn over the pad).
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -10,6 +12,17 @@ const confidenceEl = document.getElementById("confidence");
 const bars = document.getElementById("bars");
 const seen = document.getElementById("seen");
 const modelLine = document.getElementById("model");
+const hint = document.getElementById("hint");
+const numberEl = document.getElementById("number");
+const digitsList = document.getElementById("digits");
+const boxes = document.getElementById("boxes");
+
+const PAD_WIDTH = { digit: 280, number: 840 }; // pixels sent; the height is always 280
+const ENDPOINT = { digit: "/api/predict", number: "/api/number" };
+const HINT = {
+  digit: "Draw a digit in the white box to see what LeNet-5 reads.",
+  number: "Write a number of a few digits, side by side, in the white box.",
+};
 
 const THROTTLE_MS = 200; // while drawing, ask at most this often
 let drawing = false;
@@ -73,40 +86,55 @@ function endStroke() {
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
 
-document.getElementById("clear").addEventListener("click", () => {
+function mode() {
+  return document.body.dataset.mode;
+}
+
+function clearAll() {
   generation++;
   queued = null;
   blank();
   show(null);
   setStatus("");
-});
+}
+
+document.getElementById("clear").addEventListener("click", clearAll);
+
+// Switching mode starts again: the pad takes the mode's shape (resizing a canvas blanks it).
+document.querySelectorAll("input[name=mode]").forEach((radio) => radio.addEventListener("change", () => {
+  document.body.dataset.mode = radio.value;
+  pad.width = PAD_WIDTH[radio.value];
+  hint.textContent = HINT[radio.value];
+  clearAll();
+}));
 
 document.getElementById("upload").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (!file) return;
   generation++;
   blank();
-  send(async () => file, file.name);
+  send(async () => file, file.name, false);
   event.target.value = ""; // choosing the same file again still counts
 });
 
 function predictPad() {
-  send(() => new Promise((resolve) => pad.toBlob(resolve, "image/png")), "drawing.png");
+  send(() => new Promise((resolve) => pad.toBlob(resolve, "image/png")), "drawing.png", true);
 }
 
 // One request at a time; while one is out, only the newest waiting one is kept.
-async function send(makeBody, name) {
-  if (inFlight) { queued = [makeBody, name]; return; }
+// fromPad: the picture is the pad's, so boxes in its pixels can be drawn over it.
+async function send(makeBody, name, fromPad) {
+  if (inFlight) { queued = [makeBody, name, fromPad]; return; }
   inFlight = true;
   const mine = generation;
   try {
     const form = new FormData();
     form.append("file", await makeBody(), name);
-    const response = await fetch("/api/predict", { method: "POST", body: form });
+    const response = await fetch(ENDPOINT[mode()], { method: "POST", body: form });
     const answer = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
     if (mine !== generation) return;
     if (response.ok) {
-      show(answer);
+      show(answer, fromPad);
       setStatus("");
     } else {
       show(null);
@@ -116,7 +144,7 @@ async function send(makeBody, name) {
     if (mine === generation) setStatus(`no answer from the server (${err.message})`, true);
   } finally {
     inFlight = false;
-    if (queued) { const [body, n] = queued; queued = null; send(body, n); }
+    if (queued) { const next = queued; queued = null; send(...next); }
   }
 }
 
@@ -125,7 +153,15 @@ function setStatus(text, error = false) {
   statusLine.classList.toggle("error", error);
 }
 
-function show(answer) {
+// An answer of either endpoint, or null to show none; the other mode's parts are emptied.
+function show(answer, fromPad = true) {
+  const number = answer && "number" in answer;
+  showDigit(number ? null : answer);
+  showNumber(number ? answer : null, fromPad);
+  document.body.dataset.state = answer ? "answered" : "empty";
+}
+
+function showDigit(answer) {
   digitEl.textContent = answer ? String(answer.digit) : "?";
   confidenceEl.textContent = answer ? `${(100 * answer.probability).toFixed(1)} % sure` : "";
   bars.querySelectorAll("li").forEach((li, d) => {
@@ -142,7 +178,34 @@ function show(answer) {
     });
   }
   sctx.putImageData(img, 0, 0);
-  document.body.dataset.state = answer ? "answered" : "empty";
+}
+
+function percent(answerDigit) {
+  return `${(100 * answerDigit.probability).toFixed(1)} %`;
+}
+
+function showNumber(answer, fromPad) {
+  const digits = answer ? answer.digits : [];
+  numberEl.textContent = answer ? answer.number : "?";
+  digitsList.replaceChildren(...digits.map((d) => {
+    const li = document.createElement("li");
+    li.innerHTML = `<span class="label">${d.digit}</span><span class="pct">${percent(d)}</span>`;
+    return li;
+  }));
+  // Boxes are in the picture's pixels; as fractions of the pad they follow its on-screen size.
+  boxes.replaceChildren(...(fromPad ? digits : []).map((d) => {
+    const [x0, y0, x1, y1] = d.box;
+    const div = document.createElement("div");
+    div.className = "box";
+    div.dataset.digit = d.digit;
+    div.textContent = d.digit;
+    div.title = `${d.digit}: ${percent(d)}`;
+    Object.assign(div.style, {
+      left: `${100 * x0 / pad.width}%`, top: `${100 * y0 / pad.height}%`,
+      width: `${100 * (x1 - x0) / pad.width}%`, height: `${100 * (y1 - y0) / pad.height}%`,
+    });
+    return div;
+  }));
 }
 
 // Which checkpoint answers, and how well it did on the MNIST test set when that is known.
