@@ -437,9 +437,7 @@ def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
                     name = f"{stem}-{n}"
                 taken.add(name)
                 r["input_png"] = str(save_input(r["input"], show / f"{name}-input.png"))
-    failed = [message for _, message in problems] + [r["error"] for r in results if "error" in r]
-    for message in failed:
-        print(f"lenet5: error: {message}", file=sys.stderr)
+    failed = _say_failures(problems, results)
     if args.json:
         rows = [{k: v for k, v in r.items() if k != "input"} for r in results]
         rows += [{"file": source, "error": message} for source, message in problems]
@@ -457,6 +455,14 @@ def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
     return 1 if failed else 0
 
 
+def _say_failures(problems: list, results: list[dict]) -> list[str]:
+    """One line on stderr for each input that could not be read; their messages."""
+    failed = [message for _, message in problems] + [r["error"] for r in results if "error" in r]
+    for message in failed:
+        print(f"lenet5: error: {message}", file=sys.stderr)
+    return failed
+
+
 def _print_numbers(args: argparse.Namespace, path, results: list[dict], problems: list, show) -> int:
     """`lenet5 predict --number`: one line per picture, `FILE: 2026 (99.1% 99.8% 97.4% 99.9%)`."""
     from .images import save_input
@@ -465,9 +471,7 @@ def _print_numbers(args: argparse.Namespace, path, results: list[dict], problems
         for r in results:
             r["input_pngs"] = [str(save_input(image, show / f"{Path(r['file']).stem}-{k}-input.png"))
                                for k, image in enumerate(r.get("inputs", []), 1)]
-    failed = [message for _, message in problems] + [r["error"] for r in results if "error" in r]
-    for message in failed:
-        print(f"lenet5: error: {message}", file=sys.stderr)
+    failed = _say_failures(problems, results)
     if args.json:
         rows = [{k: v for k, v in r.items() if k != "inputs"} for r in results]
         rows += [{"file": source, "error": message} for source, message in problems]

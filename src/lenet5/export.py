@@ -68,16 +68,8 @@ def safetensors_metadata(mean: float, std: float, source: str = "") -> dict[str,
     """What a safetensors export says about itself. "format": "pt" as Hugging Face's tools write
     and check it (PyTorch tensors); the model's input is normalised outside, so the constants here
     are the ones to use."""
-    return {
-        "format": "pt",
-        "model": "LeNet5",
-        "producer": f"lenet5 {__version__}",
-        "source": source,
-        "input": "float32 (N, 1, 28, 28): MNIST-style pixels / 255, then (x - mean) / std",
-        "output": "logits: float32 (N, 10) for digits 0-9 (softmax gives probabilities)",
-        "mean": repr(float(mean)),
-        "std": repr(float(std)),
-    }
+    return {**metadata(mean, std, source), "format": "pt", "model": "LeNet5",
+            "input": "float32 (N, 1, 28, 28): MNIST-style pixels / 255, then (x - mean) / std"}
 
 
 def default_path(checkpoint: str | os.PathLike, fmt: str) -> Path:
