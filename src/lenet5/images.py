@@ -166,6 +166,22 @@ def _to_gray(img):
     return img.convert("L")
 
 
+def lanczos(img, size: tuple[int, int]):
+    """Pillow's anti-aliased (Lanczos) resize, one axis at a time: across, then down.
+
+    Pillow resizes both axes in one call in either order, as its version decides (13 chooses by
+    the picture's shape), and the two orders round differently. One axis a call fixes the order,
+    so every Pillow gives the same pixels, and the page's script (web/static/reader.js) repeats
+    them to the bit.
+    """
+    Image = _pil()
+    if size[0] != img.width:
+        img = img.resize((size[0], img.height), Image.LANCZOS)
+    if size[1] != img.height:
+        img = img.resize(size, Image.LANCZOS)
+    return img
+
+
 def _histogram(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """np.histogram(values, bins=256, range=(0, 1)) for values in [0, 1], bin for bin, in a fifth
     of its time. Exact: multiplying by 256 is exact in floating point and the edges are k/256, so
@@ -335,8 +351,7 @@ def ink_map(img, name: str = "image", work_size: int = WORK_SIZE) -> tuple[np.nd
     gray = img if img.mode == "L" else _to_gray(img)
     if max(gray.size) > work_size:
         scale = work_size / max(gray.size)
-        gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))),
-                           Image.LANCZOS)
+        gray = lanczos(gray, (max(1, round(gray.width * scale)), max(1, round(gray.height * scale))))
     ink = _ink(np.asarray(gray, dtype=np.float64) / 255.0, name)
     level = max(_otsu(ink), 0.25)
     if min(gray.size) >= 3 and _speckled(ink > level):
@@ -388,7 +403,7 @@ def to_mnist(ink: np.ndarray, mask: np.ndarray, name: str = "image") -> torch.Te
         long_side = max(h, w)
     scale = 20.0 / long_side
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    digit = Image.fromarray((crop * 255).astype(np.uint8), "L").resize((new_w, new_h), Image.LANCZOS)
+    digit = lanczos(Image.fromarray((crop * 255).astype(np.uint8), "L"), (new_w, new_h))
     d = np.asarray(digit, dtype=np.float64)
     total = d.sum()
     if total <= 0:

@@ -1,0 +1,668 @@
+// lenet5's reader in the page: pixels -> MNIST-style 28x28 inputs -> LeNet-5 -> probabilities.
+//
+// The steps are the Python package's, one for one, so the page reads a drawing as `lenet5 serve`
+// does: images.py (one digit), numbers.py (a whole number) and model.py (the forward pass). Where
+// the Python steps are Pillow's 8-bit resizes, they are reproduced here to the bit; the rest is
+// float64 arithmetic in numpy's order. tests/test_web_static.py holds the two side by side.
+//
+// Plain JavaScript: the whole forward pass is about 0.3 million multiply-adds, well under a
+// millisecond, so WebAssembly or a runtime would add size and a build step and save nothing.
+// A classic script, not a module, so the page also works opened from disk (file://).
+(function (root) {
+  "use strict";
+
+  const WORK_SIZE = 256; // images.WORK_SIZE: the ink is found at this size (longest side)
+  const MIN_CONTRAST = 0.15;
+  const MIN_SIZE = 5;
+  const STROKE = 2.8;
+
+  class ImageError extends Error {}
+
+  // ---- small helpers, as Python and numpy compute them -----------------------------------------
+
+  // Python's round(): halves go to the even neighbour.
+  function pyRound(x) {
+    return Math.abs(x % 1) === 0.5 ? 2 * Math.round(x / 2) : Math.round(x);
+  }
+
+  // The k-th smallest of `a` (a scratch copy, reordered): Hoare's selection, linear time on average.
+  function select(a, k) {
+    let lo = 0, hi = a.length - 1;
+    while (hi > lo) {
+      const pivot = a[(lo + hi) >> 1];
+      let i = lo, j = hi;
+      while (i <= j) {
+        while (a[i] < pivot) i++;
+        while (a[j] > pivot) j--;
+        if (i <= j) { const t = a[i]; a[i] = a[j]; a[j] = t; i++; j--; }
+      }
+      if (k <= j) hi = j;
+      else if (k >= i) lo = i;
+      else return a[k];
+    }
+    return a[k];
+  }
+
+  // np.median: the middle value, or the mean of the two middle values.
+  function median(values) {
+    const a = Float64Array.from(values);
+    const n = a.length;
+    if (n % 2) return select(a, (n - 1) / 2);
+    const upper = select(a, n / 2); // everything before n/2 is now no larger
+    let lower = -Infinity;
+    for (let i = 0; i < n / 2; i++) if (a[i] > lower) lower = a[i];
+    return (lower + upper) / 2;
+  }
+
+  // np.percentile(values, q) with its default (linear) method, numpy's own interpolation formula.
+  function percentile(values, q) {
+    const s = Float64Array.from(values).sort();
+    const at = (q / 100) * (s.length - 1);
+    const lo = Math.floor(at);
+    const hi = Math.min(lo + 1, s.length - 1);
+    const t = at - lo;
+    const d = s[hi] - s[lo];
+    return t >= 0.5 ? s[hi] - d * (1 - t) : s[lo] + d * t;
+  }
+
+  function maxOf(a) {
+    let m = -Infinity;
+    for (let i = 0; i < a.length; i++) if (a[i] > m) m = a[i];
+    return m;
+  }
+
+  // ---- Pillow's resize of 8-bit pictures (Resample.c), bit for bit -----------------------------
+
+  function sinc(x) {
+    if (x === 0) return 1;
+    x *= Math.PI;
+    return Math.sin(x) / x;
+  }
+  const LANCZOS = { support: 3, f: (x) => (x >= -3 && x < 3 ? sinc(x) * sinc(x / 3) : 0) };
+  const BOX = { support: 0.5, f: (x) => (x > -0.5 && x <= 0.5 ? 1 : 0) };
+  const PRECISION = 1 << 22; // 32 - 8 - 2 bits: the fixed point of the coefficients
+
+  function coefficients(inSize, outSize, filter) {
+    const scale = inSize / outSize;
+    const filterScale = Math.max(scale, 1);
+    const support = filter.support * filterScale;
+    const ksize = Math.ceil(support) * 2 + 1;
+    const kk = new Float64Array(outSize * ksize);
+    const bounds = new Int32Array(outSize * 2);
+    for (let xx = 0; xx < outSize; xx++) {
+      const center = (xx + 0.5) * scale;
+      const xmin = Math.max(0, Math.trunc(center - support + 0.5));
+      const xmax = Math.min(inSize, Math.trunc(center + support + 0.5)) - xmin;
+      let ww = 0;
+      for (let x = 0; x < xmax; x++) {
+        const w = filter.f((x + xmin - center + 0.5) / filterScale);
+        kk[xx * ksize + x] = w;
+        ww += w;
+      }
+      for (let x = 0; x < xmax; x++) {
+        const k = ww !== 0 ? kk[xx * ksize + x] / ww : kk[xx * ksize + x];
+        kk[xx * ksize + x] = Math.trunc(k < 0 ? -0.5 + k * PRECISION : 0.5 + k * PRECISION);
+      }
+      bounds[2 * xx] = xmin;
+      bounds[2 * xx + 1] = xmax;
+    }
+    return { kk, bounds, ksize };
+  }
+
+  function clip8(ss) {
+    const v = Math.floor(ss / PRECISION);
+    return v < 0 ? 0 : v > 255 ? 255 : v;
+  }
+
+  // One pass across (horizontal) or down: (w x h) -> (outW x outH), one of the two sizes the same.
+  function resamplePass(src, w, h, outW, outH, horizontal, filter) {
+    const { kk, bounds, ksize } = coefficients(horizontal ? w : h, horizontal ? outW : outH, filter);
+    const out = new Uint8Array(outW * outH);
+    for (let y = 0; y < outH; y++) {
+      for (let x = 0; x < outW; x++) {
+        const o = horizontal ? x : y;
+        const n = bounds[2 * o + 1], k0 = o * ksize;
+        // Pixels `step` apart from `at`: along the row, or down the column.
+        let at = horizontal ? y * w + bounds[2 * o] : bounds[2 * o] * w + x;
+        const step = horizontal ? 1 : w;
+        let ss = PRECISION / 2;
+        for (let i = 0; i < n; i++, at += step) ss += src[at] * kk[k0 + i];
+        out[y * outW + x] = clip8(ss);
+      }
+    }
+    return out;
+  }
+
+  // A gray picture {w, h, px: Uint8Array} resized as Pillow's Image.resize does it.
+  function resize(img, outW, outH, filter) {
+    let { w, h, px } = img;
+    if (outW !== w) {
+      px = resamplePass(px, w, h, outW, h, true, filter);
+      w = outW;
+    }
+    if (outH !== h) {
+      px = resamplePass(px, w, h, w, outH, false, filter);
+      h = outH;
+    }
+    return { w, h, px: px === img.px ? px.slice() : px };
+  }
+
+  // ---- a picture to gray (images.open_image's _to_gray and _shrink) ----------------------------
+
+  // RGBA pixels (an ImageData's) -> gray {w, h, px}. Transparency is put on white paper (on black
+  // when the visible strokes are light), as Pillow's alpha_composite does; gray is ITU-R 601-2 luma
+  // in Pillow's fixed point.
+  function toGray(rgba, w, h) {
+    const n = w * h;
+    const lum = new Uint8Array(n);
+    let seeThrough = false, opaque = 0, opaqueLum = 0;
+    for (let i = 0; i < n; i++) {
+      const r = rgba[4 * i], g = rgba[4 * i + 1], b = rgba[4 * i + 2], a = rgba[4 * i + 3];
+      lum[i] = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >>> 16;
+      if (a < 255) seeThrough = true;
+      if (a > 127) { opaque++; opaqueLum += lum[i]; }
+    }
+    if (!seeThrough) return { w, h, px: lum };
+    const lightStrokes = opaque > 0 && opaque < 0.5 * n && opaqueLum / opaque > 127;
+    const paper = lightStrokes ? 0 : 255;
+    const over = (s, a) => {
+      const t = 128 * (s * a + paper * (255 - a)) + (0x80 << 7);
+      return (((t >>> 8) + t) >>> 8) >>> 7;
+    };
+    const px = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      const a = rgba[4 * i + 3];
+      if (a === 0) { px[i] = paper; continue; }
+      const r = over(rgba[4 * i], a), g = over(rgba[4 * i + 1], a), b = over(rgba[4 * i + 2], a);
+      px[i] = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >>> 16;
+    }
+    return { w, h, px };
+  }
+
+  // A big picture averaged down to between 2 and 4 times the working size (images._shrink).
+  function shrink(img) {
+    const factor = Math.floor(Math.max(img.w, img.h) / (2 * WORK_SIZE));
+    if (factor < 2) return img;
+    return resize(img, Math.max(1, pyRound(img.w / factor)), Math.max(1, pyRound(img.h / factor)), BOX);
+  }
+
+  // ---- the ink (images.ink_map) ----------------------------------------------------------------
+
+  function otsu(values) {
+    const hist = new Float64Array(256);
+    for (let i = 0; i < values.length; i++) hist[Math.min(Math.trunc(values[i] * 256), 255)]++;
+    const total = Math.max(values.length, 1);
+    const omega = new Float64Array(256), mu = new Float64Array(256);
+    let o = 0, m = 0;
+    for (let k = 0; k < 256; k++) {
+      const p = hist[k] / total;
+      o += p;
+      m += p * k;
+      omega[k] = o;
+      mu[k] = m;
+    }
+    let best = -Infinity, at = 0;
+    for (let k = 0; k < 256; k++) {
+      const d = mu[255] * omega[k] - mu[k];
+      const between = (d * d) / Math.max(omega[k] * (1 - omega[k]), 1e-12);
+      if (between > best) { best = between; at = k; }
+    }
+    return (at + 1) / 256;
+  }
+
+  function lightPaper(a, w, h) {
+    if (median(a) > 0.5) return true;
+    if (Math.min(w, h) < 3) return false;
+    const edge = [];
+    for (let x = 0; x < w; x++) edge.push(a[x]);
+    for (let x = 0; x < w; x++) edge.push(a[(h - 1) * w + x]);
+    for (let y = 1; y < h - 1; y++) edge.push(a[y * w]);
+    for (let y = 1; y < h - 1; y++) edge.push(a[y * w + w - 1]);
+    const level = Math.max(otsu(a), 0.25);
+    const dark = edge.filter((v) => v < level).length;
+    return median(edge) > 0.5 && dark / edge.length >= 0.02;
+  }
+
+  // Least squares for a plane z = c0*y + c1*x + c2 (normal equations, solved by elimination).
+  function fitPlane(ys, xs, zs) {
+    const A = [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]];
+    for (let i = 0; i < ys.length; i++) {
+      const r = [ys[i], xs[i], 1];
+      for (let p = 0; p < 3; p++) {
+        for (let q = 0; q < 3; q++) A[p][q] += r[p] * r[q];
+        A[p][3] += r[p] * zs[i];
+      }
+    }
+    for (let c = 0; c < 3; c++) {
+      let piv = c;
+      for (let r = c + 1; r < 3; r++) if (Math.abs(A[r][c]) > Math.abs(A[piv][c])) piv = r;
+      [A[c], A[piv]] = [A[piv], A[c]];
+      if (A[c][c] === 0) return [0, 0, 0]; // degenerate (all paper on one line): no tilt to take off
+      for (let r = 0; r < 3; r++) {
+        if (r === c) continue;
+        const f = A[r][c] / A[c][c];
+        for (let k = c; k < 4; k++) A[r][k] -= f * A[c][k];
+      }
+    }
+    return [A[0][3] / A[0][0], A[1][3] / A[1][1], A[2][3] / A[2][2]];
+  }
+
+  function inkOf(gray, name) {
+    const { w, h, px } = gray;
+    const a = new Float64Array(px.length);
+    for (let i = 0; i < a.length; i++) a[i] = px[i] / 255;
+    if (lightPaper(a, w, h)) for (let i = 0; i < a.length; i++) a[i] = 1 - a[i];
+    const level = Math.max(otsu(a), median(a));
+    let count = 0;
+    for (let i = 0; i < a.length; i++) if (a[i] <= level) count++;
+    if (count >= 3) {
+      const step = Math.max(1, Math.floor(count / 4000));
+      const ys = [], xs = [], zs = [];
+      for (let i = 0, seen = 0; i < a.length; i++) {
+        if (a[i] <= level) {
+          if (seen % step === 0) { ys.push(Math.floor(i / w)); xs.push(i % w); zs.push(a[i]); }
+          seen++;
+        }
+      }
+      const [cy, cx, c0] = fitPlane(ys, xs, zs);
+      for (let y = 0; y < h; y++) {
+        for (let x = 0; x < w; x++) a[y * w + x] -= cy * y + cx * x + c0;
+      }
+    }
+    for (let i = 0; i < a.length; i++) if (a[i] < 0) a[i] = 0;
+    const top = maxOf(a);
+    if (top < MIN_CONTRAST) throw new ImageError(`${name}: no ink found (the picture is blank or has almost no contrast)`);
+    for (let i = 0; i < a.length; i++) a[i] /= top;
+    return a;
+  }
+
+  function speckled(mask, w, h) {
+    let alone = 0;
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        if (!mask[y * w + x]) continue;
+        let n = 0;
+        for (let dy = -1; dy <= 1; dy++) {
+          for (let dx = -1; dx <= 1; dx++) {
+            const yy = y + dy, xx = x + dx;
+            if (yy >= 0 && yy < h && xx >= 0 && xx < w) n += mask[yy * w + xx];
+          }
+        }
+        if (n <= 2) alone++;
+      }
+    }
+    return alone > Math.max(20, 0.001 * mask.length);
+  }
+
+  // Pillow's MedianFilter(3): the 5th of the 9 values round each pixel, edges repeated.
+  function median3(gray) {
+    const { w, h, px } = gray;
+    const out = new Uint8Array(w * h);
+    const win = new Uint8Array(9);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        let k = 0;
+        for (let dy = -1; dy <= 1; dy++) {
+          const yy = Math.min(Math.max(y + dy, 0), h - 1);
+          for (let dx = -1; dx <= 1; dx++) win[k++] = px[yy * w + Math.min(Math.max(x + dx, 0), w - 1)];
+        }
+        out[y * w + x] = win.sort()[4];
+      }
+    }
+    return { w, h, px: out };
+  }
+
+  // A gray picture -> {ink (0..1 per pixel), level, w, h} at `work` pixels on its longest side.
+  function inkMap(gray, name, work = WORK_SIZE) {
+    if (Math.max(gray.w, gray.h) > work) {
+      const scale = work / Math.max(gray.w, gray.h);
+      gray = resize(gray, Math.max(1, pyRound(gray.w * scale)), Math.max(1, pyRound(gray.h * scale)), LANCZOS);
+    }
+    let ink = inkOf(gray, name);
+    let level = Math.max(otsu(ink), 0.25);
+    if (Math.min(gray.w, gray.h) >= 3 && speckled(inkMasks({ ink, level }).strong, gray.w, gray.h)) {
+      ink = inkOf(median3(gray), name); // salt-and-pepper noise: a median filter clears it
+      level = Math.max(otsu(ink), 0.25);
+    }
+    return { ink, level, w: gray.w, h: gray.h };
+  }
+
+  function inkMasks(map) {
+    const { ink, level } = map;
+    const faint = Math.max(0.5 * level, 0.12);
+    const strong = new Uint8Array(ink.length), weak = new Uint8Array(ink.length);
+    for (let i = 0; i < ink.length; i++) {
+      strong[i] = ink[i] > level ? 1 : 0;
+      weak[i] = ink[i] > faint ? 1 : 0;
+    }
+    return { strong, weak };
+  }
+
+  // ---- regions of ink (images.regions, candidates, _select_digit) ------------------------------
+
+  // 8-connected regions of `mask`, numbered 1..n in the order a raster scan meets them.
+  function label(mask, w, h) {
+    const parent = new Int32Array(w * h + 1);
+    const labels = new Int32Array(w * h);
+    let next = 1;
+    const find = (a) => {
+      while (parent[a] !== a) a = parent[a] = parent[parent[a]];
+      return a;
+    };
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const i = y * w + x;
+        if (!mask[i]) continue;
+        let mine = 0;
+        const around = [x > 0 ? i - 1 : -1, y > 0 && x > 0 ? i - w - 1 : -1, y > 0 ? i - w : -1,
+          y > 0 && x < w - 1 ? i - w + 1 : -1];
+        for (const j of around) {
+          if (j < 0 || !labels[j]) continue;
+          const r = find(labels[j]);
+          if (!mine) mine = r;
+          else if (r !== mine) {
+            const lo = Math.min(r, mine), hi = Math.max(r, mine);
+            parent[hi] = lo;
+            mine = lo;
+          }
+        }
+        if (!mine) { mine = next; parent[next] = next; next++; }
+        labels[i] = mine;
+      }
+    }
+    // Final numbers in the order each region's first pixel comes in the scan.
+    const final = new Int32Array(next);
+    let n = 0;
+    for (let i = 0; i < labels.length; i++) {
+      if (!labels[i]) continue;
+      const r = find(labels[i]);
+      if (!final[r]) final[r] = ++n;
+      labels[i] = final[r];
+    }
+    return { labels, n };
+  }
+
+  function regions(strong, weak, w, h) {
+    const { labels, n } = label(weak, w, h);
+    const areas = new Int32Array(n + 1), clear = new Uint8Array(n + 1);
+    const top = new Int32Array(n + 1).fill(h), bottom = new Int32Array(n + 1).fill(-1);
+    const left = new Int32Array(n + 1).fill(w), right = new Int32Array(n + 1).fill(-1);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const l = labels[y * w + x];
+        if (!l) continue;
+        areas[l]++;
+        if (strong[y * w + x]) clear[l] = 1;
+        if (y < top[l]) top[l] = y;
+        if (y > bottom[l]) bottom[l] = y;
+        if (x < left[l]) left[l] = x;
+        if (x > right[l]) right[l] = x;
+      }
+    }
+    const ids = [];
+    for (let l = 1; l <= n; l++) if (clear[l] && areas[l] >= 3) ids.push(l);
+    return {
+      labels, n, w, h, ids,
+      areas: ids.map((l) => areas[l]),
+      boxes: ids.map((l) => [top[l], bottom[l], left[l], right[l]]),
+    };
+  }
+
+  // The pixels of the regions whose numbers are in `ids`.
+  function regionMask(r, ids) {
+    const keep = new Uint8Array(r.n + 1);
+    for (const l of ids) keep[l] = 1;
+    keep[0] = 0;
+    const out = new Uint8Array(r.labels.length);
+    for (let i = 0; i < out.length; i++) out[i] = keep[r.labels[i]];
+    return out;
+  }
+
+  function candidates(r) {
+    const { areas, boxes, w, h } = r;
+    const k = areas.length;
+    const margin = 2;
+    const largest = Math.max(...areas);
+    const big = [];
+    for (let i = 0; i < k; i++) if (areas[i] >= 0.02 * largest) big.push(i);
+    const framing = new Array(k).fill(false);
+    for (const a of big) {
+      framing[a] = big.some((b) => boxes[b][0] > boxes[a][0] && boxes[b][1] < boxes[a][1] &&
+        boxes[b][2] > boxes[a][2] && boxes[b][3] < boxes[a][3] && areas[b] >= 0.05 * areas[a]);
+    }
+    let allowed = boxes.map((b, i) => !(b[0] < margin || b[1] >= h - margin || b[2] < margin ||
+      b[3] >= w - margin || framing[i]));
+    if (!big.some((i) => allowed[i])) { // the digit itself touches the edge (a tight crop)
+      allowed = big.some((i) => !framing[i]) ? framing.map((f) => !f) : new Array(k).fill(true);
+    }
+    return { allowed, big };
+  }
+
+  function selectDigit(strong, weak, w, h) {
+    const r = regions(strong, weak, w, h);
+    if (!r.ids.length) return new Uint8Array(w * h);
+    const { allowed } = candidates(r);
+    const { boxes, areas } = r;
+    const kept = new Array(areas.length).fill(false);
+    let first = 0, most = -Infinity;
+    areas.forEach((a, i) => {
+      const v = allowed[i] ? a : -1;
+      if (v > most) { most = v; first = i; }
+    });
+    kept[first] = true;
+    for (;;) {
+      let top = Infinity, left = Infinity, bottom = -Infinity, right = -Infinity;
+      boxes.forEach((b, i) => {
+        if (!kept[i]) return;
+        top = Math.min(top, b[0]); bottom = Math.max(bottom, b[1]);
+        left = Math.min(left, b[2]); right = Math.max(right, b[3]);
+      });
+      const reach = 0.25 * Math.max(bottom - top, right - left) + 2;
+      const near = boxes.map((b, i) => allowed[i] && !kept[i] && b[0] <= bottom + reach &&
+        b[1] >= top - reach && b[2] <= right + reach && b[3] >= left - reach);
+      if (!near.some(Boolean)) return regionMask(r, r.ids.filter((_, i) => kept[i]));
+      near.forEach((v, i) => { if (v) kept[i] = true; });
+    }
+  }
+
+  // ---- one digit's pixels -> the 28x28 input (images.to_mnist) ----------------------------------
+
+  function bounds(mask, w, h) {
+    let top = h, bottom = -1, left = w, right = -1;
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        if (!mask[y * w + x]) continue;
+        if (y < top) top = y;
+        bottom = y;
+        if (x < left) left = x;
+        if (x > right) right = x;
+      }
+    }
+    return bottom < 0 ? null : [top, bottom, left, right];
+  }
+
+  function toMnist(map, mask, name) {
+    const { ink, w: W } = map;
+    const b = bounds(mask, map.w, map.h);
+    const [top, bottom, left, right] = b ? [b[0], b[1] + 1, b[2], b[3] + 1] : [0, 0, 0, 0];
+    if (Math.max(bottom - top, right - left) < MIN_SIZE) {
+      throw new ImageError(`${name}: no digit found, only a speck of ink; if the digit is tiny in the ` +
+        "picture, crop closer to it");
+    }
+    let h = bottom - top, w = right - left;
+    const m = new Uint8Array(w * h);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) m[y * w + x] = mask[(top + y) * W + left + x];
+    // The anti-aliased rim just outside the threshold is kept; everything else outside the digit not.
+    let crop = new Float64Array(w * h);
+    const inDigit = [];
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        let near = 0;
+        for (let dy = -1; dy <= 1 && !near; dy++) {
+          for (let dx = -1; dx <= 1; dx++) {
+            const yy = y + dy, xx = x + dx;
+            if (yy >= 0 && yy < h && xx >= 0 && xx < w && m[yy * w + xx]) { near = 1; break; }
+          }
+        }
+        const v = near ? ink[(top + y) * W + left + x] : 0;
+        crop[y * w + x] = v;
+        if (m[y * w + x]) inDigit.push(v);
+      }
+    }
+    const solid = percentile(inDigit, 90);
+    crop = crop.map((v) => Math.min(Math.max(v / solid, 0), 1));
+    let longSide = Math.max(h, w);
+    // Stroke width ~ area / half the boundary; a fine pen on a big sheet would vanish at 20x20.
+    let area = 0, edge = 0;
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        if (!m[y * w + x]) continue;
+        area++;
+        const inside = y > 0 && m[(y - 1) * w + x] && y < h - 1 && m[(y + 1) * w + x] &&
+          x > 0 && m[y * w + x - 1] && x < w - 1 && m[y * w + x + 1];
+        if (!inside) edge++;
+      }
+    }
+    const width = area / Math.max(edge / 2, 1) * 20.0 / longSide;
+    if (width < 0.7 * STROKE) {
+      const grow = pyRound((STROKE - width) * longSide / 20.0);
+      const size = grow + 1, before = Math.floor(size / 2);
+      const gw = w + 2 * grow, gh = h + 2 * grow;
+      const grown = new Float64Array(gw * gh);
+      for (let y = 0; y < gh; y++) {
+        for (let x = 0; x < gw; x++) {
+          let v = 0;
+          for (let dy = -before; dy < size - before; dy++) {
+            for (let dx = -before; dx < size - before; dx++) {
+              const yy = y + dy - grow, xx = x + dx - grow; // in the unpadded crop
+              if (yy >= 0 && yy < h && xx >= 0 && xx < w && crop[yy * w + xx] > v) v = crop[yy * w + xx];
+            }
+          }
+          grown[y * gw + x] = v;
+        }
+      }
+      crop = grown; w = gw; h = gh;
+      longSide = Math.max(h, w);
+    }
+    const scale = 20.0 / longSide;
+    const newW = Math.max(1, pyRound(w * scale)), newH = Math.max(1, pyRound(h * scale));
+    const d = resize({ w, h, px: Uint8Array.from(crop, (v) => Math.trunc(v * 255)) }, newW, newH, LANCZOS).px;
+    let total = 0, sy = 0, sx = 0;
+    for (let y = 0; y < newH; y++) {
+      for (let x = 0; x < newW; x++) {
+        const v = d[y * newW + x];
+        total += v; sy += y * v; sx += x * v;
+      }
+    }
+    if (total <= 0) throw new ImageError(`${name}: no ink found`);
+    let oy = pyRound(14 - sy / total), ox = pyRound(14 - sx / total); // MNIST's centre of mass: (14, 14)
+    oy = Math.min(Math.max(oy, 0), 28 - newH);
+    ox = Math.min(Math.max(ox, 0), 28 - newW);
+    const field = new Uint8Array(28 * 28);
+    for (let y = 0; y < newH; y++) for (let x = 0; x < newW; x++) field[(oy + y) * 28 + ox + x] = d[y * newW + x];
+    return field;
+  }
+
+  // A gray picture -> its digit's 28x28 input (images.prepare).
+  function prepare(gray, name = "image") {
+    const map = inkMap(gray, name);
+    const { strong, weak } = inkMasks(map);
+    return toMnist(map, selectDigit(strong, weak, map.w, map.h), name);
+  }
+
+  // ---- LeNet-5 (model.py): conv 1->6 5x5, max-pool 2, conv 6->16 5x5, max-pool 2, 256->120->84->10 ---
+
+  // The weights as a model file of `lenet5 export --format web` gives them: base64 of little-endian
+  // float32 tensors, one after another in `layout` order ([name, shape] pairs).
+  function loadModel(spec) {
+    const bytes = Uint8Array.from(atob(spec.weights), (c) => c.charCodeAt(0));
+    const all = new Float32Array(bytes.buffer);
+    const tensors = {};
+    let at = 0;
+    for (const [name, shape] of spec.layout) {
+      const size = shape.reduce((a, b) => a * b, 1);
+      tensors[name] = all.subarray(at, at + size);
+      at += size;
+    }
+    if (at !== all.length) throw new Error(`the model holds ${all.length} numbers, its layout ${at}`);
+    return { ...spec, tensors };
+  }
+
+  // Valid 5x5 convolution, then 2x2 max-pool, then ReLU (as model.py orders them).
+  function convPool(x, inC, size, weight, bias, outC) {
+    const conv = size - 4, half = conv / 2;
+    const out = new Float64Array(outC * half * half);
+    const c = new Float64Array(conv * conv);
+    for (let o = 0; o < outC; o++) {
+      c.fill(bias[o]);
+      for (let i = 0; i < inC; i++) {
+        for (let ky = 0; ky < 5; ky++) {
+          for (let kx = 0; kx < 5; kx++) {
+            const wv = weight[((o * inC + i) * 5 + ky) * 5 + kx];
+            for (let y = 0; y < conv; y++) {
+              const row = i * size * size + (y + ky) * size + kx;
+              for (let xx = 0; xx < conv; xx++) c[y * conv + xx] += wv * x[row + xx];
+            }
+          }
+        }
+      }
+      for (let y = 0; y < half; y++) {
+        for (let xx = 0; xx < half; xx++) {
+          const p = 2 * y * conv + 2 * xx;
+          const v = Math.max(c[p], c[p + 1], c[p + conv], c[p + conv + 1]);
+          out[(o * half + y) * half + xx] = v > 0 ? v : 0;
+        }
+      }
+    }
+    return out;
+  }
+
+  function linear(x, weight, bias, relu) {
+    const n = bias.length, k = x.length;
+    const out = new Float64Array(n);
+    for (let o = 0; o < n; o++) {
+      let s = bias[o];
+      for (let i = 0; i < k; i++) s += weight[o * k + i] * x[i];
+      out[o] = relu && s < 0 ? 0 : s;
+    }
+    return out;
+  }
+
+  // A 28x28 uint8 input (white ink on black) -> the 10 logits.
+  function logits(model, input) {
+    const t = model.tensors;
+    const x = Float64Array.from(input, (v) => (v / 255 - model.mean) / model.std);
+    const a = convPool(x, 1, 28, t["conv1.weight"], t["conv1.bias"], 6);
+    const b = convPool(a, 6, 12, t["conv2.weight"], t["conv2.bias"], 16);
+    const c = linear(b, t["fc1.weight"], t["fc1.bias"], true);
+    const d = linear(c, t["fc2.weight"], t["fc2.bias"], true);
+    return Array.from(linear(d, t["fc3.weight"], t["fc3.bias"], false));
+  }
+
+  function softmax(z) {
+    const top = Math.max(...z);
+    const e = z.map((v) => Math.exp(v - top));
+    const s = e.reduce((a, b) => a + b, 0);
+    return e.map((v) => v / s);
+  }
+
+  function classify(model, input) {
+    return softmax(logits(model, input));
+  }
+
+  // One digit, answered as /api/predict answers: digit, probability, probabilities, the 28x28 image.
+  function readDigit(model, gray, name = "image") {
+    const input = prepare(gray, name);
+    const probabilities = classify(model, input);
+    const digit = probabilities.indexOf(Math.max(...probabilities));
+    const image = [];
+    for (let y = 0; y < 28; y++) image.push(Array.from(input.subarray(28 * y, 28 * y + 28)));
+    return { digit, probability: probabilities[digit], probabilities, image };
+  }
+
+  root.Lenet5Reader = {
+    ImageError, WORK_SIZE, pyRound, resize, LANCZOS, BOX, toGray, shrink, inkMap, inkMasks, label,
+    regions, regionMask, candidates, bounds, toMnist, prepare, loadModel, logits, classify, readDigit,
+  };
+  if (typeof module !== "undefined") module.exports = root.Lenet5Reader;
+})(typeof window !== "undefined" ? window : globalThis);
