@@ -87,20 +87,20 @@
     const filterScale = Math.max(scale, 1);
     const support = filter.support * filterScale;
     const ksize = Math.ceil(support) * 2 + 1;
-    const kk = new Float64Array(outSize * ksize);
+    const kk = new Int32Array(outSize * ksize);
     const bounds = new Int32Array(outSize * 2);
     for (let xx = 0; xx < outSize; xx++) {
       const center = (xx + 0.5) * scale;
       const xmin = Math.max(0, Math.trunc(center - support + 0.5));
       const xmax = Math.min(inSize, Math.trunc(center + support + 0.5)) - xmin;
       let ww = 0;
+      const weights = new Float64Array(xmax);
       for (let x = 0; x < xmax; x++) {
-        const w = filter.f((x + xmin - center + 0.5) / filterScale);
-        kk[xx * ksize + x] = w;
-        ww += w;
+        weights[x] = filter.f((x + xmin - center + 0.5) / filterScale);
+        ww += weights[x];
       }
       for (let x = 0; x < xmax; x++) {
-        const k = ww !== 0 ? kk[xx * ksize + x] / ww : kk[xx * ksize + x];
+        const k = ww !== 0 ? weights[x] / ww : weights[x];
         kk[xx * ksize + x] = Math.trunc(k < 0 ? -0.5 + k * PRECISION : 0.5 + k * PRECISION);
       }
       bounds[2 * xx] = xmin;
@@ -109,26 +109,40 @@
     return { kk, bounds, ksize };
   }
 
+  // The sums are int32, wrapping as Pillow's C does; the top bits are the 8-bit value.
   function clip8(ss) {
-    const v = Math.floor(ss / PRECISION);
+    const v = ss >> 22;
     return v < 0 ? 0 : v > 255 ? 255 : v;
   }
 
-  // One pass across (horizontal) or down: (w x h) -> (outW x outH), one of the two sizes the same.
-  function resamplePass(src, w, h, outW, outH, horizontal, filter) {
-    const { kk, bounds, ksize } = coefficients(horizontal ? w : h, horizontal ? outW : outH, filter);
-    const out = new Uint8Array(outW * outH);
-    for (let y = 0; y < outH; y++) {
+  // One pass across: (w x h) -> (outW x h).
+  function across(src, w, h, outW, filter) {
+    const { kk, bounds, ksize } = coefficients(w, outW, filter);
+    const out = new Uint8Array(outW * h);
+    for (let y = 0; y < h; y++) {
       for (let x = 0; x < outW; x++) {
-        const o = horizontal ? x : y;
-        const n = bounds[2 * o + 1], k0 = o * ksize;
-        // Pixels `step` apart from `at`: along the row, or down the column.
-        let at = horizontal ? y * w + bounds[2 * o] : bounds[2 * o] * w + x;
-        const step = horizontal ? 1 : w;
-        let ss = PRECISION / 2;
-        for (let i = 0; i < n; i++, at += step) ss += src[at] * kk[k0 + i];
+        const n = bounds[2 * x + 1], k0 = x * ksize, at = y * w + bounds[2 * x];
+        let ss = PRECISION >> 1;
+        for (let i = 0; i < n; i++) ss = (ss + src[at + i] * kk[k0 + i]) | 0;
         out[y * outW + x] = clip8(ss);
       }
+    }
+    return out;
+  }
+
+  // One pass down: (w x h) -> (w x outH).
+  function down(src, w, h, outH, filter) {
+    const { kk, bounds, ksize } = coefficients(h, outH, filter);
+    const out = new Uint8Array(w * outH);
+    const ss = new Int32Array(w);
+    for (let y = 0; y < outH; y++) {
+      const n = bounds[2 * y + 1], k0 = y * ksize, first = bounds[2 * y];
+      ss.fill(PRECISION >> 1);
+      for (let i = 0; i < n; i++) { // row by row: the rows are read in order
+        const k = kk[k0 + i], row = (first + i) * w;
+        for (let x = 0; x < w; x++) ss[x] = (ss[x] + src[row + x] * k) | 0;
+      }
+      for (let x = 0; x < w; x++) out[y * w + x] = clip8(ss[x]);
     }
     return out;
   }
@@ -137,11 +151,11 @@
   function resize(img, outW, outH, filter) {
     let { w, h, px } = img;
     if (outW !== w) {
-      px = resamplePass(px, w, h, outW, h, true, filter);
+      px = across(px, w, h, outW, filter);
       w = outW;
     }
     if (outH !== h) {
-      px = resamplePass(px, w, h, w, outH, false, filter);
+      px = down(px, w, h, outH, filter);
       h = outH;
     }
     return { w, h, px: px === img.px ? px.slice() : px };
