@@ -237,28 +237,42 @@
     return median(edge) > 0.5 && dark / edge.length >= 0.02;
   }
 
-  // Least squares for a plane z = c0*y + c1*x + c2 (normal equations, solved by elimination).
-  function fitPlane(ys, xs, zs) {
-    const A = [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]];
-    for (let i = 0; i < ys.length; i++) {
-      const r = [ys[i], xs[i], 1];
-      for (let p = 0; p < 3; p++) {
-        for (let q = 0; q < 3; q++) A[p][q] += r[p] * r[q];
-        A[p][3] += r[p] * zs[i];
+  // Least squares by the normal equations, solved by elimination: A (rows of k numbers), z -> k
+  // coefficients.
+  function leastSquares(rows, zs) {
+    const k = rows[0].length;
+    const A = Array.from({ length: k }, () => new Float64Array(k + 1));
+    rows.forEach((r, i) => {
+      for (let p = 0; p < k; p++) {
+        for (let q = 0; q < k; q++) A[p][q] += r[p] * r[q];
+        A[p][k] += r[p] * zs[i];
       }
-    }
-    for (let c = 0; c < 3; c++) {
+    });
+    for (let c = 0; c < k; c++) {
       let piv = c;
-      for (let r = c + 1; r < 3; r++) if (Math.abs(A[r][c]) > Math.abs(A[piv][c])) piv = r;
+      for (let r = c + 1; r < k; r++) if (Math.abs(A[r][c]) > Math.abs(A[piv][c])) piv = r;
       [A[c], A[piv]] = [A[piv], A[c]];
-      if (A[c][c] === 0) return [0, 0, 0]; // degenerate (all paper on one line): no tilt to take off
-      for (let r = 0; r < 3; r++) {
+      for (let r = 0; r < k; r++) {
         if (r === c) continue;
         const f = A[r][c] / A[c][c];
-        for (let k = c; k < 4; k++) A[r][k] -= f * A[c][k];
+        for (let q = c; q <= k; q++) A[r][q] -= f * A[c][q];
       }
     }
-    return [A[0][3] / A[0][0], A[1][3] / A[1][1], A[2][3] / A[2][2]];
+    return Array.from({ length: k }, (_, c) => A[c][k] / A[c][c]);
+  }
+
+  // The plane z = c0*y + c1*x + c2 nearest the points, as np.linalg.lstsq gives it: when the
+  // points lie on one row (or one column), the line along it, its offset shared between c0 (or
+  // c1) and c2 as the least-norm solution shares it.
+  function fitPlane(ys, xs, zs) {
+    const oneRow = ys.every((y) => y === ys[0]), oneColumn = xs.every((x) => x === xs[0]);
+    if (oneRow || oneColumn) {
+      const along = oneRow ? xs : ys, at = oneRow ? ys[0] : xs[0];
+      const [slope, offset] = leastSquares(along.map((v) => [v, 1]), zs);
+      const shared = [offset * at / (at * at + 1), offset / (at * at + 1)];
+      return oneRow ? [shared[0], slope, shared[1]] : [slope, shared[0], shared[1]];
+    }
+    return leastSquares(ys.map((y, i) => [y, xs[i], 1]), zs);
   }
 
   function inkOf(gray, name) {
