@@ -264,6 +264,10 @@
   // The plane z = c0*y + c1*x + c2 nearest the points, as np.linalg.lstsq gives it: when the
   // points lie on one row (or one column), the line along it, its offset shared between c0 (or
   // c1) and c2 as the least-norm solution shares it.
+  // The plane z = c0*y + c1*x + c2 nearest the points, as np.linalg.lstsq gives it. The fit is of
+  // the heights above the first point's, which keeps an even sheet exactly even (slopes exactly
+  // 0), as lstsq keeps it. When the points lie on one row (or one column): the line along it, its
+  // offset shared between c0 (or c1) and c2 as the least-norm solution shares it.
   function fitPlane(ys, xs, zs) {
     const oneRow = ys.every((y) => y === ys[0]), oneColumn = xs.every((x) => x === xs[0]);
     if (oneRow || oneColumn) {
@@ -272,7 +276,9 @@
       const shared = [offset * at / (at * at + 1), offset / (at * at + 1)];
       return oneRow ? [shared[0], slope, shared[1]] : [slope, shared[0], shared[1]];
     }
-    return leastSquares(ys.map((y, i) => [y, xs[i], 1]), zs);
+    const z0 = zs[0];
+    const [c0, c1, c2] = leastSquares(ys.map((y, i) => [y, xs[i], 1]), zs.map((z) => z - z0));
+    return [c0, c1, c2 + z0];
   }
 
   function inkOf(gray, name) {
