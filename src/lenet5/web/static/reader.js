@@ -627,30 +627,39 @@
     let at = 0;
     for (const [name, shape] of spec.layout) {
       const size = shape.reduce((a, b) => a * b, 1);
-      tensors[name] = all.subarray(at, at + size);
+      tensors[name] = Float64Array.from(all.subarray(at, at + size)); // float64 sums read float64 fastest
       at += size;
     }
     if (at !== all.length) throw new Error(`the model holds ${all.length} numbers, its layout ${at}`);
     return { ...spec, tensors };
   }
 
-  // Valid 5x5 convolution, then 2x2 max-pool, then ReLU (as model.py orders them).
+  // Valid 5x5 convolution, then 2x2 max-pool, then ReLU (as model.py orders them). Each output
+  // pixel's 5x5 patches (all input channels) are laid out in a row first, so every output is one
+  // contiguous dot product with its filter.
   function convPool(x, inC, size, weight, bias, outC) {
-    const conv = size - 4, half = conv / 2;
+    const conv = size - 4, half = conv / 2, K = inC * 25;
+    const patches = new Float64Array(conv * conv * K);
+    for (let y = 0; y < conv; y++) {
+      for (let xx = 0; xx < conv; xx++) {
+        let at = (y * conv + xx) * K;
+        for (let i = 0; i < inC; i++) {
+          for (let ky = 0; ky < 5; ky++) {
+            const row = i * size * size + (y + ky) * size + xx;
+            for (let kx = 0; kx < 5; kx++) patches[at++] = x[row + kx];
+          }
+        }
+      }
+    }
     const out = new Float64Array(outC * half * half);
     const c = new Float64Array(conv * conv);
     for (let o = 0; o < outC; o++) {
-      c.fill(bias[o]);
-      for (let i = 0; i < inC; i++) {
-        for (let ky = 0; ky < 5; ky++) {
-          for (let kx = 0; kx < 5; kx++) {
-            const wv = weight[((o * inC + i) * 5 + ky) * 5 + kx];
-            for (let y = 0; y < conv; y++) {
-              const row = i * size * size + (y + ky) * size + kx;
-              for (let xx = 0; xx < conv; xx++) c[y * conv + xx] += wv * x[row + xx];
-            }
-          }
-        }
+      const w0 = o * K;
+      for (let p = 0; p < conv * conv; p++) {
+        let s = bias[o];
+        const p0 = p * K;
+        for (let k = 0; k < K; k++) s += weight[w0 + k] * patches[p0 + k];
+        c[p] = s;
       }
       for (let y = 0; y < half; y++) {
         for (let xx = 0; xx < half; xx++) {
@@ -677,7 +686,8 @@
   // A 28x28 uint8 input (white ink on black) -> the 10 logits.
   function logits(model, input) {
     const t = model.tensors;
-    const x = Float64Array.from(input, (v) => (v / 255 - model.mean) / model.std);
+    const x = new Float64Array(784);
+    for (let i = 0; i < 784; i++) x[i] = (input[i] / 255 - model.mean) / model.std;
     const a = convPool(x, 1, 28, t["conv1.weight"], t["conv1.bias"], 6);
     const b = convPool(a, 6, 12, t["conv2.weight"], t["conv2.bias"], 16);
     const c = linear(b, t["fc1.weight"], t["fc1.bias"], true);
