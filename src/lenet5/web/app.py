@@ -29,10 +29,10 @@ import json
 import os
 import socket
 import warnings
-from pathlib import Path
 
 from .. import __version__
 from ..errors import ConfigError, Lenet5Error
+from . import STATIC, describe
 
 try:
     from fastapi import FastAPI, HTTPException, Request
@@ -48,7 +48,6 @@ except ImportError as e:
     raise Lenet5Error(f"the web demo needs {e.name}: pip install 'lenet5[web]'") from None
 
 log = logging.getLogger("lenet5.web")
-STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 2 * 1024 * 1024  # bytes per request body; a drawn digit is a PNG of a few KB
 # width x height; admits 12- and 13-megapixel phone photos (4032x3024, 4160x3120), far below
 # images.MAX_PIXELS as a server decodes for anyone. A drawing from the page is 0.08 megapixels.
@@ -80,34 +79,6 @@ class Health(BaseModel):
     max_upload_bytes: int
     max_pixels: int
     version: str
-
-
-def describe(checkpoint: str | os.PathLike) -> tuple[str, float | None]:
-    """(name, test accuracy or None) of a checkpoint, from the shipped weights' card or its run.
-
-    A run's test_metrics.json scores best.pt (and mnist_lenet5.pth, the same weights), so it speaks
-    for those two only, and only when written after the file: a run resumed since has a newer
-    best.pt that nobody has tested yet. Anything unreadable means "not known", never an error.
-    """
-    from ..checkpoint import is_shipped
-    from ..rundir import BEST, TEST_METRICS, WEIGHTS
-
-    path = Path(checkpoint).resolve()
-    if is_shipped(path):
-        from ..weights import card
-
-        with contextlib.suppress(Exception):
-            info = card()
-            return str(info.get("name", path.name)), float(info["test_accuracy"])
-        return path.name, None
-    name, metrics = f"{path.parent.name}/{path.name}", path.parent / TEST_METRICS
-    if path.name in (BEST, WEIGHTS):
-        with contextlib.suppress(Exception):
-            if metrics.stat().st_mtime >= path.stat().st_mtime:
-                accuracy = float(json.loads(metrics.read_text())["accuracy"])
-                if 0 <= accuracy <= 1:  # NaN (an empty test set) and nonsense fail this too
-                    return name, accuracy
-    return name, None
 
 
 class Problem(BaseModel):
