@@ -481,9 +481,10 @@
     return bottom < 0 ? null : [top, bottom, left, right];
   }
 
-  function toMnist(map, mask, name) {
+  // `box`, when known, is the mask's own bounds (top, bottom, left, right), spared a search.
+  function toMnist(map, mask, name, box = null) {
     const { ink, w: W } = map;
-    const b = bounds(mask, map.w, map.h);
+    const b = box || bounds(mask, map.w, map.h);
     const [top, bottom, left, right] = b ? [b[0], b[1] + 1, b[2], b[3] + 1] : [0, 0, 0, 0];
     if (Math.max(bottom - top, right - left) < MIN_SIZE) {
       throw new ImageError(`${name}: no digit found, only a speck of ink; if the digit is tiny in the ` +
@@ -526,17 +527,26 @@
     const width = area / Math.max(edge / 2, 1) * 20.0 / longSide;
     if (width < 0.7 * STROKE) {
       const grow = pyRound((STROKE - width) * longSide / 20.0);
+      // Grey dilation by a (grow+1)-square, as scipy's maximum_filter: across, then down.
       const size = grow + 1, before = Math.floor(size / 2);
       const gw = w + 2 * grow, gh = h + 2 * grow;
-      const grown = new Float64Array(gw * gh);
+      const across = new Float64Array(gw * h), grown = new Float64Array(gw * gh);
+      for (let y = 0; y < h; y++) {
+        for (let x = 0; x < gw; x++) {
+          let v = 0;
+          for (let d = -before; d < size - before; d++) {
+            const xx = x + d - grow; // in the unpadded crop
+            if (xx >= 0 && xx < w && crop[y * w + xx] > v) v = crop[y * w + xx];
+          }
+          across[y * gw + x] = v;
+        }
+      }
       for (let y = 0; y < gh; y++) {
         for (let x = 0; x < gw; x++) {
           let v = 0;
-          for (let dy = -before; dy < size - before; dy++) {
-            for (let dx = -before; dx < size - before; dx++) {
-              const yy = y + dy - grow, xx = x + dx - grow; // in the unpadded crop
-              if (yy >= 0 && yy < h && xx >= 0 && xx < w && crop[yy * w + xx] > v) v = crop[yy * w + xx];
-            }
+          for (let d = -before; d < size - before; d++) {
+            const yy = y + d - grow;
+            if (yy >= 0 && yy < h && across[yy * gw + x] > v) v = across[yy * gw + x];
           }
           grown[y * gw + x] = v;
         }
@@ -546,7 +556,9 @@
     }
     const scale = 20.0 / longSide;
     const newW = Math.max(1, pyRound(w * scale)), newH = Math.max(1, pyRound(h * scale));
-    const d = resize({ w, h, px: Uint8Array.from(crop, (v) => Math.trunc(v * 255)) }, newW, newH, LANCZOS).px;
+    const bytes = new Uint8Array(w * h);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = crop[i] * 255; // truncated, as numpy's astype
+    const d = resize({ w, h, px: bytes }, newW, newH, LANCZOS).px;
     let total = 0, sy = 0, sx = 0;
     for (let y = 0; y < newH; y++) {
       for (let x = 0; x < newW; x++) {
@@ -660,9 +672,270 @@
     return { digit, probability: probabilities[digit], probabilities, image };
   }
 
+  // ---- a whole number (numbers.py) --------------------------------------------------------------
+
+  // Widths and heights in units of a digit's height, as numbers.py has them (its comments say why).
+  const ONE_DIGIT = 1.2, WIDEST = 2.0, NARROWEST = 0.12, OVERLAP = 0.5, NEAR = 0.04, SPECK = 0.15;
+  const THIN = 0.3, DRIFT = 0.3, SPACING = 0.25, MAX_CUTS = 8, MAX_PARTS = 6;
+  const PER_GAP = 8.0, PER_CUT = 10.0, SHORT = 10.0, MIN_HEIGHT = 40, MAX_WORK = 1536;
+  const ASPECTS = [0.05, 0.15, 1.05, 1.2, 1.4, 1.6];
+  const LOG_SHARE = [-3.0, 0.0, 0.0, -1.0, -2.5, -4.0];
+
+  // Square dilation by `r` pixels (r 3x3 steps), nothing beyond the edges.
+  function dilate(mask, w, h, r) {
+    const across = new Uint8Array(w * h), out = new Uint8Array(w * h);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        if (!mask[y * w + x]) continue;
+        for (let xx = Math.max(0, x - r); xx <= Math.min(w - 1, x + r); xx++) across[y * w + xx] = 1;
+      }
+    }
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        if (!across[y * w + x]) continue;
+        for (let yy = Math.max(0, y - r); yy <= Math.min(h - 1, y + r); yy++) out[yy * w + x] = 1;
+      }
+    }
+    return out;
+  }
+
+  function partOf(mask, w, h, extra = {}) {
+    const b = bounds(mask, w, h);
+    return b && { mask, box: b, cutLeft: false, cutRight: false, cutInk: 0, ...extra };
+  }
+
+  // The parts digits are made of, left to right, and the tallest one's height (numbers._parts).
+  function parts(map, name) {
+    const { w, h } = map;
+    const { strong, weak } = inkMasks(map);
+    const r = regions(strong, weak, w, h);
+    if (!r.ids.length) throw new ImageError(`${name}: no digits found, only specks of ink`);
+    const { allowed } = candidates(r);
+    const boxes = r.boxes;
+    const heights = boxes.map((b) => b[1] - b[0] + 1), widths = boxes.map((b) => b[3] - b[2] + 1);
+    let tallest = Math.max(...heights.filter((_, i) => allowed[i]));
+    const keep = boxes.map((_, i) => allowed[i] && Math.max(heights[i], widths[i]) >= Math.max(SPECK * tallest, MIN_SIZE));
+    // Marks well above or below the line of digits are not part of the number.
+    let lineAt = 0, most = -Infinity;
+    heights.forEach((v, i) => { const k = keep[i] ? v : -1; if (k > most) { most = k; lineAt = i; } });
+    const line = boxes[lineAt], reach = 0.25 * tallest;
+    boxes.forEach((b, i) => { keep[i] = keep[i] && b[0] <= line[1] + reach && b[1] >= line[0] - reach; });
+    if (!keep.some(Boolean)) throw new ImageError(`${name}: no digits found, only specks of ink`);
+    // Regions within a few pixels of each other are strokes of one digit, broken where ink was faint.
+    const near = Math.max(1, pyRound(NEAR * tallest));
+    const kept = [];
+    keep.forEach((k, i) => { if (k) kept.push(i); });
+    const thick = label(dilate(regionMask(r, kept.map((i) => r.ids[i])), w, h, near), w, h).labels;
+    const together = new Map();
+    for (const i of kept) {
+      const [top, bottom, left, right] = boxes[i];
+      let first = -1;
+      for (let y = top; y <= bottom && first < 0; y++) {
+        for (let x = left; x <= right; x++) if (r.labels[y * w + x] === r.ids[i]) { first = y * w + x; break; }
+      }
+      const t = thick[first];
+      if (!together.has(t)) together.set(t, []);
+      together.get(t).push(i);
+    }
+    const groups = [...together.values()].map((ids) => [ids, [
+      Math.min(...ids.map((i) => boxes[i][0])), Math.max(...ids.map((i) => boxes[i][1])),
+      Math.min(...ids.map((i) => boxes[i][2])), Math.max(...ids.map((i) => boxes[i][3]))]]);
+    let merged = true;
+    while (merged) { // merge while any two share enough columns
+      merged = false;
+      for (let a = 0; a < groups.length && !merged; a++) {
+        for (let b = a + 1; b < groups.length; b++) {
+          const ba = groups[a][1], bb = groups[b][1];
+          const shared = Math.min(ba[3], bb[3]) - Math.max(ba[2], bb[2]) + 1;
+          if (shared >= OVERLAP * Math.min(ba[3] - ba[2] + 1, bb[3] - bb[2] + 1)) {
+            groups[a] = [groups[a][0].concat(groups[b][0]), [Math.min(ba[0], bb[0]), Math.max(ba[1], bb[1]),
+              Math.min(ba[2], bb[2]), Math.max(ba[3], bb[3])]];
+            groups.splice(b, 1);
+            merged = true;
+            break;
+          }
+        }
+      }
+    }
+    let out = [];
+    for (const [ids, box] of groups) {
+      out = out.concat(cut({ mask: regionMask(r, ids.map((i) => r.ids[i])), box, cutLeft: false,
+        cutRight: false, cutInk: 0 }, w, h));
+    }
+    out.sort((p, q) => p.box[2] - q.box[2]); // stable, as Python's sort
+    tallest = Math.max(...out.map((p) => p.box[1] - p.box[0] + 1));
+    return { parts: out, tallest };
+  }
+
+  // A part wider than one digit cut along the paths from top to bottom that cross least ink
+  // (numbers._cut: seam carving, one row at a time, a step sideways allowed at a small cost).
+  function cut(part, W, H) {
+    const [top, bottom, left, right] = part.box;
+    const height = bottom - top + 1, width = right - left + 1;
+    if (width <= ONE_DIGIT * height) return [part];
+    const sub = (y, x) => part.mask[(top + y) * W + left + x];
+    let cost = new Float64Array(width);
+    for (let x = 0; x < width; x++) cost[x] = sub(0, x);
+    const moves = new Int8Array(height * width);
+    for (let y = 1; y < height; y++) {
+      const next = new Float64Array(width);
+      for (let x = 0; x < width; x++) {
+        const came = [x > 0 ? cost[x - 1] + DRIFT : Infinity, cost[x], x < width - 1 ? cost[x + 1] + DRIFT : Infinity];
+        let step = 0;
+        if (came[1] < came[step]) step = 1;
+        if (came[2] < came[step]) step = 2;
+        moves[y * width + x] = step - 1; // where the path came from, relative to this column
+        next[x] = came[step] + sub(y, x);
+      }
+      cost = next;
+    }
+    const edge = Math.max(1, Math.trunc(NARROWEST * height));
+    const order = [];
+    for (let x = edge; x < width - edge; x++) order.push(x);
+    order.sort((a, b) => cost[a] - cost[b] || a - b);
+    const ends = [];
+    for (const x of order) {
+      if (cost[x] > THIN * height) break; // the rest cross more ink: through a digit, not between two
+      if (ends.every((e) => Math.abs(x - e) >= Math.max(2, SPACING * height))) ends.push(x);
+      if (ends.length === MAX_CUTS) break;
+    }
+    ends.sort((a, b) => a - b);
+    const seams = [], crossed = [];
+    for (const x of ends) {
+      crossed.push(cost[x] / height);
+      const path = new Int32Array(height);
+      path[height - 1] = x;
+      for (let y = height - 1; y > 0; y--) path[y - 1] = path[y] + moves[y * width + path[y]];
+      seams.push(path);
+    }
+    const limits = [new Int32Array(height)].concat(seams, [new Int32Array(height).fill(width)]);
+    const out = [];
+    for (let k = 0; k < limits.length - 1; k++) {
+      const mask = new Uint8Array(W * H);
+      for (let y = 0; y < height; y++) {
+        for (let x = limits[k][y]; x < limits[k + 1][y]; x++) mask[(top + y) * W + left + x] = sub(y, x);
+      }
+      const piece = partOf(mask, W, H, { cutLeft: k > 0, cutRight: k < limits.length - 2,
+        cutInk: k < crossed.length ? crossed[k] : 0 });
+      if (piece) out.push(piece);
+    }
+    return out;
+  }
+
+  // `mask` less slivers of a neighbour that a cut left behind, when a side of it is a cut (numbers._trim).
+  function trim(mask, box, W, H, cutLeft, cutRight) {
+    if (!(cutLeft || cutRight)) return [mask, box];
+    const [top, bottom, left, right] = box;
+    const w = right - left + 1, h = bottom - top + 1;
+    const sub = new Uint8Array(w * h);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) sub[y * w + x] = mask[(top + y) * W + left + x];
+    const { labels, n } = label(sub, w, h);
+    const areas = new Int32Array(n + 1);
+    for (const l of labels) areas[l]++;
+    areas[0] = 0;
+    const largest = Math.max(...areas);
+    const small = Array.from(areas, (a, l) => l > 0 && a < 0.1 * largest);
+    if (!small.some(Boolean)) return [mask, box];
+    const out = mask.slice();
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) if (small[labels[y * w + x]]) out[(top + y) * W + left + x] = 0;
+    return [out, bounds(out, W, H)];
+  }
+
+  function widthPrior(x) { // np.interp over MNIST's widths, and falling fast past the widest
+    if (x > ASPECTS[ASPECTS.length - 1]) return LOG_SHARE[LOG_SHARE.length - 1] - 10.0 * (x - ASPECTS[ASPECTS.length - 1]);
+    if (x <= ASPECTS[0]) return LOG_SHARE[0];
+    let i = 1;
+    while (x > ASPECTS[i]) i++;
+    const t = (x - ASPECTS[i - 1]) / (ASPECTS[i] - ASPECTS[i - 1]);
+    return LOG_SHARE[i - 1] + t * (LOG_SHARE[i] - LOG_SHARE[i - 1]);
+  }
+
+  // The digits, left to right, as [box, input, probabilities]: the runs of parts that read best
+  // as digits, chosen by dynamic programming (numbers._read_line).
+  function readLine(model, map, found, tallest, name) {
+    const { w: W, h: H, } = map;
+    const cands = [];
+    for (let i = 0; i < found.length; i++) {
+      const mask = found[i].mask.slice();
+      let [top, bottom, left, right] = found[i].box;
+      let gaps = 0;
+      for (let j = i + 1; j <= Math.min(found.length, i + MAX_PARTS); j++) {
+        if (j > i + 1) {
+          const nxt = found[j - 1];
+          gaps += Math.max(0, nxt.box[2] - right - 1);
+          for (let y = nxt.box[0]; y <= nxt.box[1]; y++) {
+            for (let x = nxt.box[2]; x <= nxt.box[3]; x++) mask[y * W + x] |= nxt.mask[y * W + x];
+          }
+          top = Math.min(top, nxt.box[0]); bottom = Math.max(bottom, nxt.box[1]);
+          left = Math.min(left, nxt.box[2]); right = Math.max(right, nxt.box[3]);
+        }
+        const height = bottom - top + 1, width = right - left + 1;
+        const [digitMask, box] = trim(mask, [top, bottom, left, right], W, H, found[i].cutLeft, found[j - 1].cutRight);
+        let input;
+        try {
+          input = toMnist(map, digitMask, name, box);
+        } catch (e) {
+          if (e instanceof ImageError) continue; // a sliver of ink: no digit
+          throw e;
+        }
+        const penalty = PER_GAP * gaps / tallest - widthPrior(width / height) +
+          SHORT * Math.max(0, 0.5 - height / tallest) + PER_CUT * found[j - 1].cutInk;
+        cands.push({ i, j, box, input, penalty, p: classify(model, input) });
+      }
+    }
+    if (!cands.length) throw new ImageError(`${name}: no digits found, only specks of ink`);
+    const best = [0].concat(new Array(found.length).fill(-Infinity));
+    const back = new Array(found.length + 1).fill(null);
+    cands.forEach((c, k) => { // in order of i: best[i] is final
+      const score = best[c.i] + Math.log(Math.max(Math.max(...c.p), 1e-12)) - c.penalty;
+      if (score > best[c.j]) { best[c.j] = score; back[c.j] = k; }
+    });
+    if (back[found.length] === null) throw new ImageError(`${name}: no digits found, only specks of ink`);
+    const chosen = [];
+    for (let j = found.length; j;) { chosen.push(back[j]); j = cands[back[j]].i; }
+    chosen.reverse();
+    chosen.forEach((k, n) => {
+      const [top, bottom, left, right] = cands[k].box;
+      if (right - left + 1 > WIDEST * (bottom - top + 1)) {
+        throw new ImageError(`${name}: could not split: digits ${n + 1} and ${n + 2} touch over their ` +
+          "whole height; leave a gap between them");
+      }
+    });
+    return chosen.map((k) => cands[k]);
+  }
+
+  // A gray picture of a number -> as /api/number answers: the number and each digit with its box
+  // ([x0, y0, x1, y1] in the pixels of a picture `full` = [width, height] in size, default its own).
+  function readNumber(model, gray, name = "image", full = null) {
+    let work = WORK_SIZE;
+    let map = inkMap(gray, name, work);
+    let found = parts(map, name);
+    const larger = Math.min(MAX_WORK, Math.max(gray.w, gray.h), pyRound(work * 1.5 * MIN_HEIGHT / found.tallest));
+    if (found.tallest < MIN_HEIGHT && larger >= 1.25 * work) {
+      work = larger; // small digits in a big picture: look again with more pixels
+      map = inkMap(gray, name, work);
+      found = parts(map, name);
+    }
+    const digits = readLine(model, map, found.parts, found.tallest, name);
+    const [fullW, fullH] = full || [gray.w, gray.h];
+    const sx = fullW / map.w, sy = fullH / map.h;
+    const out = digits.map((c) => {
+      const [top, bottom, left, right] = c.box;
+      const digit = c.p.indexOf(Math.max(...c.p));
+      return {
+        digit, probability: c.p[digit], probabilities: c.p,
+        box: [Math.max(0, Math.floor(left * sx)), Math.max(0, Math.floor(top * sy)),
+          Math.min(fullW, Math.ceil((right + 1) * sx)), Math.min(fullH, Math.ceil((bottom + 1) * sy))],
+        input: c.input,
+      };
+    });
+    return { number: out.map((d) => d.digit).join(""), digits: out };
+  }
+
   root.Lenet5Reader = {
     ImageError, WORK_SIZE, pyRound, resize, LANCZOS, BOX, toGray, shrink, inkMap, inkMasks, label,
     regions, regionMask, candidates, bounds, toMnist, prepare, loadModel, logits, classify, readDigit,
+    readNumber,
   };
   if (typeof module !== "undefined") module.exports = root.Lenet5Reader;
 })(typeof window !== "undefined" ? window : globalThis);
