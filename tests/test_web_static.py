@@ -7,7 +7,12 @@ import contextlib
 import functools
 import http.server
 import io
+import os
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -15,6 +20,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+import lenet5
 from conftest import draw, serving
 from lenet5.checkpoint import load_model, normalization
 from lenet5.cli import main
@@ -319,3 +325,20 @@ def test_default_folder_sits_beside_the_checkpoint(small_run, capsys):
     out = small_run / "best-web"
     assert (out / "index.html").is_file() and (out / WEB_MODEL).is_file()
     assert "small/best.pt" in (out / WEB_MODEL).read_text()[:400]
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_killed_export_leaves_the_old_folder_or_the_new_one(small_run, tmp_path, when):
+    """`kill -9` just before the new folder is moved into place, or just after: a whole page, the
+    old one or the new one; the next export sweeps what the killed one left."""
+    out = tmp_path / "page"
+    assert main(["export", str(small_run / "best.pt"), "--format", "web", "--out", str(out)]) == 0
+    old = (out / WEB_MODEL).read_text()
+    env = {**os.environ, "LENET5_KILL_AT": f"{when}:page", "PYTHONPATH": str(Path(lenet5.__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "lenet5", "export", str(shipped()), "--format", "web",
+                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted([*WEB_PAGE, WEB_MODEL])
+    assert ((out / WEB_MODEL).read_text() == old) == (when == "before")
+    assert main(["export", str(shipped()), "--format", "web", "--out", str(out)]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["page"]  # nothing left beside it

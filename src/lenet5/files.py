@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import shutil
 import signal
@@ -83,10 +84,13 @@ def atomic_folder(path: str | os.PathLike, replaceable=lambda old: False):
     existing folder at `path` is replaced only when `replaceable(path)` says so (e.g. an earlier
     export of the same kind) or it is empty; it is moved aside first and removed after, so a crash
     between the two renames leaves the old folder beside `path` under a temporary name, never a
-    mix of old and new files. An OSError is raised naming `path`.
+    mix of old and new files. What a killed writer left beside `path` is swept first. An OSError is
+    raised naming `path`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{TMP_SUFFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX))
     except OSError as e:
@@ -101,6 +105,7 @@ def atomic_folder(path: str | os.PathLike, replaceable=lambda old: False):
             for f in tmp.rglob("*"):
                 if f.is_file():
                     _fsync(str(f))
+            _kill_point("before", path)
             if path.exists() and not path.is_dir():
                 raise FileExistsError(errno.EEXIST, "is a file", str(path))
             if path.is_dir() and any(path.iterdir()):
@@ -110,7 +115,6 @@ def atomic_folder(path: str | os.PathLike, replaceable=lambda old: False):
                 os.replace(path, old)
             elif path.is_dir():
                 path.rmdir()
-            _kill_point("before", path)
             try:
                 os.replace(tmp, path)
             except OSError:

@@ -4,7 +4,9 @@ POST /api/predict takes an image (a multipart upload in the field `file`, or the
 body) and answers with the digit, the ten probabilities and the 28x28 input the model saw. The
 image goes through `images.load_digit`, the same preprocessing as `lenet5 predict FILE`.
 GET /api/health says what is loaded (the checkpoint, its name and test accuracy when known);
-/docs and /openapi.json describe the API; /favicon.ico is the page's icon.
+/docs and /openapi.json describe the API; /favicon.ico is the page's icon. The page's files are
+served from static/ as they are, static/model.js included: a stub with no weights, which tells the
+page to read through this server (`lenet5 export --format web` writes the one with weights).
 
 Bad requests get a 4xx and {"detail": reason}, never a 500: empty bodies (400), bodies over the
 upload limit (413, checked before anything is parsed), too many pixels (413, read from the image
