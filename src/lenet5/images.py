@@ -345,7 +345,7 @@ def _speckled(mask: np.ndarray) -> bool:
 def ink_map(img, name: str = "image", work_size: int = WORK_SIZE) -> tuple[np.ndarray, float]:
     """A Pillow image (any mode) -> (how much ink is on each pixel, 0 to 1, with `work_size`
     pixels on the longest side; the level above which ink is clear). ImageError when there is none."""
-    Image = _pil()
+    _pil()
     from PIL import ImageFilter
 
     gray = img if img.mode == "L" else _to_gray(img)

@@ -87,20 +87,20 @@
     const filterScale = Math.max(scale, 1);
     const support = filter.support * filterScale;
     const ksize = Math.ceil(support) * 2 + 1;
-    const kk = new Float64Array(outSize * ksize);
+    const kk = new Int32Array(outSize * ksize);
     const bounds = new Int32Array(outSize * 2);
     for (let xx = 0; xx < outSize; xx++) {
       const center = (xx + 0.5) * scale;
       const xmin = Math.max(0, Math.trunc(center - support + 0.5));
       const xmax = Math.min(inSize, Math.trunc(center + support + 0.5)) - xmin;
       let ww = 0;
+      const weights = new Float64Array(xmax);
       for (let x = 0; x < xmax; x++) {
-        const w = filter.f((x + xmin - center + 0.5) / filterScale);
-        kk[xx * ksize + x] = w;
-        ww += w;
+        weights[x] = filter.f((x + xmin - center + 0.5) / filterScale);
+        ww += weights[x];
       }
       for (let x = 0; x < xmax; x++) {
-        const k = ww !== 0 ? kk[xx * ksize + x] / ww : kk[xx * ksize + x];
+        const k = ww !== 0 ? weights[x] / ww : weights[x];
         kk[xx * ksize + x] = Math.trunc(k < 0 ? -0.5 + k * PRECISION : 0.5 + k * PRECISION);
       }
       bounds[2 * xx] = xmin;
@@ -109,26 +109,40 @@
     return { kk, bounds, ksize };
   }
 
+  // The sums are int32, wrapping as Pillow's C does; the top bits are the 8-bit value.
   function clip8(ss) {
-    const v = Math.floor(ss / PRECISION);
+    const v = ss >> 22;
     return v < 0 ? 0 : v > 255 ? 255 : v;
   }
 
-  // One pass across (horizontal) or down: (w x h) -> (outW x outH), one of the two sizes the same.
-  function resamplePass(src, w, h, outW, outH, horizontal, filter) {
-    const { kk, bounds, ksize } = coefficients(horizontal ? w : h, horizontal ? outW : outH, filter);
-    const out = new Uint8Array(outW * outH);
-    for (let y = 0; y < outH; y++) {
+  // One pass across: (w x h) -> (outW x h).
+  function across(src, w, h, outW, filter) {
+    const { kk, bounds, ksize } = coefficients(w, outW, filter);
+    const out = new Uint8Array(outW * h);
+    for (let y = 0; y < h; y++) {
       for (let x = 0; x < outW; x++) {
-        const o = horizontal ? x : y;
-        const n = bounds[2 * o + 1], k0 = o * ksize;
-        // Pixels `step` apart from `at`: along the row, or down the column.
-        let at = horizontal ? y * w + bounds[2 * o] : bounds[2 * o] * w + x;
-        const step = horizontal ? 1 : w;
-        let ss = PRECISION / 2;
-        for (let i = 0; i < n; i++, at += step) ss += src[at] * kk[k0 + i];
+        const n = bounds[2 * x + 1], k0 = x * ksize, at = y * w + bounds[2 * x];
+        let ss = PRECISION >> 1;
+        for (let i = 0; i < n; i++) ss = (ss + src[at + i] * kk[k0 + i]) | 0;
         out[y * outW + x] = clip8(ss);
       }
+    }
+    return out;
+  }
+
+  // One pass down: (w x h) -> (w x outH).
+  function down(src, w, h, outH, filter) {
+    const { kk, bounds, ksize } = coefficients(h, outH, filter);
+    const out = new Uint8Array(w * outH);
+    const ss = new Int32Array(w);
+    for (let y = 0; y < outH; y++) {
+      const n = bounds[2 * y + 1], k0 = y * ksize, first = bounds[2 * y];
+      ss.fill(PRECISION >> 1);
+      for (let i = 0; i < n; i++) { // row by row: the rows are read in order
+        const k = kk[k0 + i], row = (first + i) * w;
+        for (let x = 0; x < w; x++) ss[x] = (ss[x] + src[row + x] * k) | 0;
+      }
+      for (let x = 0; x < w; x++) out[y * w + x] = clip8(ss[x]);
     }
     return out;
   }
@@ -137,11 +151,11 @@
   function resize(img, outW, outH, filter) {
     let { w, h, px } = img;
     if (outW !== w) {
-      px = resamplePass(px, w, h, outW, h, true, filter);
+      px = across(px, w, h, outW, filter);
       w = outW;
     }
     if (outH !== h) {
-      px = resamplePass(px, w, h, w, outH, false, filter);
+      px = down(px, w, h, outH, filter);
       h = outH;
     }
     return { w, h, px: px === img.px ? px.slice() : px };
@@ -223,28 +237,42 @@
     return median(edge) > 0.5 && dark / edge.length >= 0.02;
   }
 
-  // Least squares for a plane z = c0*y + c1*x + c2 (normal equations, solved by elimination).
-  function fitPlane(ys, xs, zs) {
-    const A = [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]];
-    for (let i = 0; i < ys.length; i++) {
-      const r = [ys[i], xs[i], 1];
-      for (let p = 0; p < 3; p++) {
-        for (let q = 0; q < 3; q++) A[p][q] += r[p] * r[q];
-        A[p][3] += r[p] * zs[i];
+  // Least squares by the normal equations, solved by elimination: A (rows of k numbers), z -> k
+  // coefficients.
+  function leastSquares(rows, zs) {
+    const k = rows[0].length;
+    const A = Array.from({ length: k }, () => new Float64Array(k + 1));
+    rows.forEach((r, i) => {
+      for (let p = 0; p < k; p++) {
+        for (let q = 0; q < k; q++) A[p][q] += r[p] * r[q];
+        A[p][k] += r[p] * zs[i];
       }
-    }
-    for (let c = 0; c < 3; c++) {
+    });
+    for (let c = 0; c < k; c++) {
       let piv = c;
-      for (let r = c + 1; r < 3; r++) if (Math.abs(A[r][c]) > Math.abs(A[piv][c])) piv = r;
+      for (let r = c + 1; r < k; r++) if (Math.abs(A[r][c]) > Math.abs(A[piv][c])) piv = r;
       [A[c], A[piv]] = [A[piv], A[c]];
-      if (A[c][c] === 0) return [0, 0, 0]; // degenerate (all paper on one line): no tilt to take off
-      for (let r = 0; r < 3; r++) {
+      for (let r = 0; r < k; r++) {
         if (r === c) continue;
         const f = A[r][c] / A[c][c];
-        for (let k = c; k < 4; k++) A[r][k] -= f * A[c][k];
+        for (let q = c; q <= k; q++) A[r][q] -= f * A[c][q];
       }
     }
-    return [A[0][3] / A[0][0], A[1][3] / A[1][1], A[2][3] / A[2][2]];
+    return Array.from({ length: k }, (_, c) => A[c][k] / A[c][c]);
+  }
+
+  // The plane z = c0*y + c1*x + c2 nearest the points, as np.linalg.lstsq gives it: when the
+  // points lie on one row (or one column), the line along it, its offset shared between c0 (or
+  // c1) and c2 as the least-norm solution shares it.
+  function fitPlane(ys, xs, zs) {
+    const oneRow = ys.every((y) => y === ys[0]), oneColumn = xs.every((x) => x === xs[0]);
+    if (oneRow || oneColumn) {
+      const along = oneRow ? xs : ys, at = oneRow ? ys[0] : xs[0];
+      const [slope, offset] = leastSquares(along.map((v) => [v, 1]), zs);
+      const shared = [offset * at / (at * at + 1), offset / (at * at + 1)];
+      return oneRow ? [shared[0], slope, shared[1]] : [slope, shared[0], shared[1]];
+    }
+    return leastSquares(ys.map((y, i) => [y, xs[i], 1]), zs);
   }
 
   function inkOf(gray, name) {
