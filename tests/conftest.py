@@ -94,3 +94,75 @@ def small_run(mnist, tmp_path_factory):
                       epochs=2, progress=False)
     fit(cfg, mnist)
     return out / "small"
+
+
+# ---- the web page: a server in a thread, Chromium under Playwright, drawing on the pad ----------
+
+CHROMIUM = os.environ.get("LENET5_CHROMIUM", "/usr/bin/chromium")
+# Headless as root, on a machine with no outside network: no sandbox, no GPU, no background calls.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-quic"]
+
+
+@contextlib.contextmanager
+def serving(app):
+    """`app` under uvicorn on 127.0.0.1 (a free port), in a thread, while the block runs; its URL."""
+    import threading
+    import time
+
+    import httpx
+    from lenet5.web.app import bind, server
+
+    sock = bind("127.0.0.1", 0)  # listening already: requests queue until the loop runs
+    srv = server(app, log_level="warning")
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert thread.is_alive(), "the server stopped while starting"
+        try:
+            if httpx.get(f"{url}/api/health", timeout=5).status_code == 200:
+                break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+    try:
+        yield url
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium under Playwright; required in CI (the set-up installs it), else optional."""
+    reason = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reason = "playwright is not installed (pip install playwright)"
+    if reason is None and not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set LENET5_CHROMIUM)"
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser test must run in CI: {reason}")
+        pytest.skip(reason)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def draw(page, strokes):
+    """Mouse strokes on the pad, each a list of points as fractions of its width and height."""
+    box = page.locator("#pad").bounding_box()
+    for stroke in strokes:
+        points = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for p in points[1:]:
+            page.mouse.move(*p, steps=8)
+        page.mouse.up()

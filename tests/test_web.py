@@ -13,16 +13,16 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
+
+from conftest import draw, serving
 
 from lenet5.checkpoint import load_model, normalization
 from lenet5.cli import main
@@ -31,15 +31,8 @@ from lenet5.images import load_digit
 from lenet5.metrics import evaluate
 from lenet5.predict import classify
 from lenet5.training import fit
-from lenet5.web.app import bind, create_app, describe, server
+from lenet5.web.app import create_app, describe
 from lenet5.weights import card, shipped
-
-CHROMIUM = os.environ.get("LENET5_CHROMIUM", "/usr/bin/chromium")
-# Headless as root, on a machine with no outside network: no sandbox, no GPU, no background calls.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-quic"]
-
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory, mnist):
@@ -55,6 +48,13 @@ def ckpt(tmp_path_factory, mnist):
     metrics = evaluate(model, mnist.test_images, mnist.test_labels, *normalization(obj))
     (best.parent / "test_metrics.json").write_text(json.dumps(metrics))
     return best
+
+
+@pytest.fixture(scope="module")
+def live(ckpt):
+    """The app under uvicorn on 127.0.0.1 (a free port), in a thread; its URL."""
+    with serving(create_app(ckpt)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_favicon_is_an_icon(client):
     assert r.status_code == 200 and r.headers["content-type"].startswith("image/")
     icon = Image.open(io.BytesIO(r.content))
     assert icon.format == "ICO" and (32, 32) in icon.info["sizes"]
-    assert '<link rel="icon" href="/favicon.ico"' in client.get("/").text
+    assert '<link rel="icon" href="favicon.ico"' in client.get("/").text  # relative: works from disk too
 
 
 @pytest.mark.parametrize("how", ["multipart", "raw"])
@@ -201,29 +201,6 @@ def test_page_and_api_docs_are_served(client):
     assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
 
 
-@pytest.fixture(scope="module")
-def live(ckpt):
-    """The app under uvicorn on 127.0.0.1 (a free port), in a thread; its URL."""
-    sock = bind("127.0.0.1", 0)  # listening already: requests queue until the loop runs
-    srv = server(create_app(ckpt), log_level="warning")
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert thread.is_alive(), "the server stopped while starting"
-        try:
-            if httpx.get(f"{url}/api/health", timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-    yield url
-    srv.should_exit = True
-    thread.join(timeout=15)
-    sock.close()
-
-
 def test_concurrent_clients_get_the_same_answers(live, mnist):
     bodies = [png(mnist.test_images[i]) for i in range(12)]
     with httpx.Client(timeout=30) as c:
@@ -274,26 +251,6 @@ def test_serve_command_runs_and_stops_on_ctrl_c(ckpt):
             proc.kill()
             proc.wait()
     assert proc.returncode == 130 and "Traceback" not in err and "lenet5: interrupted" in err
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's chromium under Playwright; required in CI (the set-up installs it), else optional."""
-    reason = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        reason = "playwright is not installed (pip install playwright)"
-    if reason is None and not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set LENET5_CHROMIUM)"
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"the browser test must run in CI: {reason}")
-        pytest.skip(reason)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def test_drawing_on_the_page_shows_a_prediction(live, browser, mnist):
@@ -417,18 +374,6 @@ def test_page_layout_empty_state_and_model_line(live, browser, tmp_path, width, 
     icon = page.request.get(page.eval_on_selector("link[rel=icon]", "e => e.href"))
     assert icon.status == 200 and icon.headers["content-type"].startswith("image/")
     context.close()
-
-
-def draw(page, strokes):
-    """Mouse strokes on the pad, each a list of points as fractions of its width and height."""
-    box = page.locator("#pad").bounding_box()
-    for stroke in strokes:
-        points = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in stroke]
-        page.mouse.move(*points[0])
-        page.mouse.down()
-        for p in points[1:]:
-            page.mouse.move(*p, steps=8)
-        page.mouse.up()
 
 
 def test_number_mode_reads_a_number_and_shows_its_boxes(live, browser):

@@ -131,19 +131,22 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the table as JSON")
 
     p = sub.add_parser("export", help="write the model as ONNX or TorchScript (normalisation inside), "
-                                      "or its weights as safetensors",
+                                      "its weights as safetensors, or the drawing page without a server",
                        description="Write one self-contained file: ONNX or TorchScript take uint8 "
                                    "pixels (N, 28, 28) and return logits (N, 10), the batch size "
                                    "free; safetensors holds the weights, with the normalisation in "
-                                   "its metadata, and loads anywhere a checkpoint does.")
+                                   "its metadata, and loads anywhere a checkpoint does. web writes "
+                                   "a folder: the drawing page reading digits in the browser, with "
+                                   "no server, opened from disk or from any static host.")
     p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
-    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "safetensors"],
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "safetensors", "web"],
                    help="(default: onnx)")
     p.add_argument("--out", default=None,
-                   help="file to write (default: beside the checkpoint, <name>.onnx, "
-                        "<name>.torchscript.pt or <name>.safetensors)")
+                   help="file to write, or folder for web (default: beside the checkpoint, "
+                        "<name>.onnx, <name>.torchscript.pt, <name>.safetensors or <name>-web/)")
     p.add_argument("--verify", action="store_true",
-                   help="run the export on all 10,000 MNIST test images and compare with PyTorch")
+                   help="run the export on all 10,000 MNIST test images and compare with PyTorch "
+                        "(not for web: its forward pass runs in a browser)")
     _location_flags(p, data_help="MNIST root, for --verify", device=False)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -533,6 +536,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .checkpoint import is_shipped, load_model, normalization
     from .export import default_path, export, verify
 
+    if args.verify and args.format == "web":
+        raise ConfigError("--verify: not available for --format web, whose forward pass runs in a "
+                          "browser (tests/test_web_static.py checks it there); leave --verify out")
     path = _checkpoint(args.checkpoint, args.out_dir)
     model, obj = load_model(path, "cpu")
     mean, std = normalization(obj)
@@ -548,6 +554,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         check = verify(out, model, data.test_images, mean, std)
     if args.json:
         print(json.dumps({**info, "verify": check}))
+    elif args.format == "web":
+        print(f"wrote {out}/ ({len(info['files'])} files, {info['bytes'] / 1024:.0f} KiB): "
+              f"{', '.join(info['files'])}")
+        print(f"the drawing page reads digits in the browser with {info['name']}, no server: open "
+              f"{out / 'index.html'} or put the folder on any static host")
     else:
         opset = f", opset {info['opset']}" if "opset" in info else ""
         what = (f"LeNet5 weights, normalisation ({mean}, {std}) in its metadata"

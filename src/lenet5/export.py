@@ -1,4 +1,4 @@
-"""ONNX, TorchScript and safetensors export of a checkpoint, and its check against PyTorch on MNIST.
+"""ONNX, TorchScript, safetensors and web export of a checkpoint, and its check against PyTorch.
 
 The exported ONNX and TorchScript models take what MNIST files and `lenet5.images.load_digit` give,
 uint8 pixels (N, 28, 28) with white ink on black, and return logits (N, 10). The scaling to [0, 1]
@@ -10,6 +10,13 @@ functions.
 A safetensors file holds the weights only (LeNet5's state_dict: no code, nothing pickled), with the
 normalisation and a few facts in its string metadata; every lenet5 command loads it as a checkpoint
 (checkpoint.py), and anyone else with `safetensors.torch.load_file` and the LeNet5 class.
+
+A web export is a folder: the drawing page of `lenet5 serve`, its files copied unchanged, plus
+static/model.js holding the weights, so the page reads digits with its own script (reader.js)
+and no server, opened from disk or put on any static host. It is the same page, not a second
+copy: the served page's static/model.js is a stub that tells it to ask the server instead. The
+folder is built beside its destination and renamed into place (files.atomic_folder). Its forward
+pass runs in a browser, so `verify` cannot run it; tests/test_web_static.py checks it there.
 """
 
 from __future__ import annotations
@@ -26,10 +33,11 @@ import torch
 
 from . import __version__
 from .data import normalize
-from .files import atomic_path
+from .files import atomic_folder, atomic_path
 from .errors import Lenet5Error
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}  # -> suffix
+# -> suffix; "web" is a folder
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors", "web": "-web"}
 METADATA_FILE = "lenet5.json"  # TorchScript: the metadata travels as this extra file in the archive
 TOLERANCE = 1e-3  # a larger |logit difference| than this fails verification, even with equal predictions
 
@@ -73,7 +81,7 @@ def safetensors_metadata(mean: float, std: float, source: str = "") -> dict[str,
 
 
 def default_path(checkpoint: str | os.PathLike, fmt: str) -> Path:
-    """runs/x/best.pt -> runs/x/best.onnx, runs/x/best.torchscript.pt or runs/x/best.safetensors."""
+    """runs/x/best.pt -> runs/x/best.onnx, best.torchscript.pt, best.safetensors or best-web/."""
     p = Path(checkpoint)
     return p.with_name(p.stem + FORMATS[fmt])
 
@@ -84,6 +92,8 @@ def export(model: torch.nn.Module, mean: float, std: float, fmt: str, out: str |
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     out = Path(out)
+    if fmt == "web":
+        return export_web(model, mean, std, out, source)
     _check_out(out, source)
     wrapped = Pixels(model.cpu().eval(), mean, std).eval()
     meta = safetensors_metadata(mean, std, source) if fmt == "safetensors" else metadata(mean, std, source)
@@ -98,6 +108,72 @@ def export(model: torch.nn.Module, mean: float, std: float, fmt: str, out: str |
     if opset is not None:
         info["opset"] = opset
     return info
+
+
+# The web export's files: where each goes in the folder <- where it is in lenet5/web/static.
+WEB_PAGE = {"index.html": "index.html", "favicon.ico": "favicon.ico", "static/app.js": "app.js",
+            "static/reader.js": "reader.js", "static/style.css": "style.css"}
+WEB_MODEL = "static/model.js"  # written from the checkpoint; the served page has a stub there
+
+
+def export_web(model: torch.nn.Module, mean: float, std: float, out: str | os.PathLike,
+               source: str = "") -> dict:
+    """Write the serverless page for `model` into the folder `out`; return what was written."""
+    from .web import STATIC, describe
+
+    out = Path(out)
+    _check_web_out(out)
+    name, accuracy = describe(source) if source else ("LeNet5", None)
+    script = model_script(model, mean, std, name, accuracy)
+    try:
+        with atomic_folder(out, replaceable=is_web_export) as tmp:
+            (tmp / "static").mkdir()
+            for dest, src in WEB_PAGE.items():
+                (tmp / dest).write_bytes((STATIC / src).read_bytes())
+            (tmp / WEB_MODEL).write_text(script, encoding="utf-8")
+    except OSError as e:
+        raise ExportError(f"{out}: cannot write ({e.strerror or e})") from None
+    files = {f: (out / f).stat().st_size for f in [*WEB_PAGE, WEB_MODEL]}
+    return {"path": str(out), "format": "web", "files": files, "bytes": sum(files.values()),
+            "name": name, "test_accuracy": accuracy, **metadata(mean, std, source)}
+
+
+def model_script(model: torch.nn.Module, mean: float, std: float, name: str,
+                 accuracy: float | None) -> str:
+    """static/model.js: `window.LENET5_MODEL = {...}`, the spec reader.js's loadModel takes.
+
+    The weights are LeNet5's state_dict as little-endian float32, one tensor after another in
+    `layout` order, base64: 178 KB of numbers as 237 KB of text, which a page parses in a moment.
+    """
+    import base64
+
+    from .checkpoint import portable
+
+    tensors = portable(model.state_dict())
+    layout = [[k, list(v.shape)] for k, v in tensors.items()]
+    weights = b"".join(v.numpy().astype("<f4").tobytes() for v in tensors.values())
+    spec = {"name": name, "test_accuracy": accuracy, "mean": float(mean), "std": float(std),
+            "layout": layout, "weights": base64.b64encode(weights).decode("ascii")}
+    return ("// LeNet-5 for lenet5's page, written by `lenet5 export --format web`; reader.js reads it.\n"
+            f"// {name}: float32 weights, little-endian, base64, one tensor after another in layout order.\n"
+            f"window.LENET5_MODEL = {json.dumps(spec, separators=(',', ':'))};\n")
+
+
+def is_web_export(folder: Path) -> bool:
+    """Whether `folder` holds a web export's files and nothing else (so replacing it loses nothing)."""
+    ours = {*WEB_PAGE, WEB_MODEL}
+    found = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()}
+    dirs = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_dir()}
+    return WEB_MODEL in found and found <= ours and dirs <= {"static"}
+
+
+def _check_web_out(out: Path) -> None:
+    """Refuse a file, or a folder that holds anything but an earlier web export."""
+    if out.is_dir() and any(out.iterdir()) and not is_web_export(out):
+        raise ExportError(f"--out {out}: is a folder with other files in it; a web export replaces "
+                          "only an earlier one: give a new or empty folder")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out}: is a file; a web export is a folder: give a folder name")
 
 
 def _check_out(out: Path, source: str) -> None:

@@ -15,7 +15,10 @@ exact points; unset, it costs one dictionary lookup per file.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import os
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -71,6 +74,63 @@ def write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode())
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, replaceable=lambda old: False):
+    """A temporary folder beside `path`, moved into place only if the block succeeds.
+
+    The block fills the folder; its files are fsynced here, then it is renamed to `path`. An
+    existing folder at `path` is replaced only when `replaceable(path)` says so (e.g. an earlier
+    export of the same kind) or it is empty; it is moved aside first and removed after, so a crash
+    between the two renames leaves the old folder beside `path` under a temporary name, never a
+    mix of old and new files. What a killed writer left beside `path` is swept first. An OSError is
+    raised naming `path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{TMP_SUFFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX))
+    except OSError as e:
+        raise _naming(e, path) from None
+    old = None
+    try:
+        try:
+            yield tmp
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is 0700: a page folder is for sharing
+            for f in tmp.rglob("*"):
+                if f.is_file():
+                    _fsync(str(f))
+            _kill_point("before", path)
+            if path.exists() and not path.is_dir():
+                raise FileExistsError(errno.EEXIST, "is a file", str(path))
+            if path.is_dir() and any(path.iterdir()):
+                if not replaceable(path):
+                    raise FileExistsError(errno.ENOTEMPTY, "is a folder that is not empty", str(path))
+                old = Path(f"{tmp}.old")
+                os.replace(path, old)
+            elif path.is_dir():
+                path.rmdir()
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if old is not None:  # the new one could not go in: the old one goes back
+                    os.replace(old, path)
+                    old = None
+                raise
+        except OSError as e:
+            if e.filename not in (None, str(tmp)):
+                raise
+            raise _naming(e, path) from None
+        _kill_point("after", path)
+    finally:
+        for leftover in (tmp, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def clean_temporaries(folder: str | os.PathLike) -> list[Path]:

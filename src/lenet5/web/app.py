@@ -4,7 +4,9 @@ POST /api/predict takes an image (a multipart upload in the field `file`, or the
 body) and answers with the digit, the ten probabilities and the 28x28 input the model saw. The
 image goes through `images.load_digit`, the same preprocessing as `lenet5 predict FILE`.
 GET /api/health says what is loaded (the checkpoint, its name and test accuracy when known);
-/docs and /openapi.json describe the API; /favicon.ico is the page's icon.
+/docs and /openapi.json describe the API; /favicon.ico is the page's icon. The page's files are
+served from static/ as they are, static/model.js included: a stub with no weights, which tells the
+page to read through this server (`lenet5 export --format web` writes the one with weights).
 
 Bad requests get a 4xx and {"detail": reason}, never a 500: empty bodies (400), bodies over the
 upload limit (413, checked before anything is parsed), too many pixels (413, read from the image
@@ -29,10 +31,10 @@ import json
 import os
 import socket
 import warnings
-from pathlib import Path
 
 from .. import __version__
 from ..errors import ConfigError, Lenet5Error
+from . import STATIC, describe
 
 try:
     from fastapi import FastAPI, HTTPException, Request
@@ -48,7 +50,6 @@ except ImportError as e:
     raise Lenet5Error(f"the web demo needs {e.name}: pip install 'lenet5[web]'") from None
 
 log = logging.getLogger("lenet5.web")
-STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 2 * 1024 * 1024  # bytes per request body; a drawn digit is a PNG of a few KB
 # width x height; admits 12- and 13-megapixel phone photos (4032x3024, 4160x3120), far below
 # images.MAX_PIXELS as a server decodes for anyone. A drawing from the page is 0.08 megapixels.
@@ -80,34 +81,6 @@ class Health(BaseModel):
     max_upload_bytes: int
     max_pixels: int
     version: str
-
-
-def describe(checkpoint: str | os.PathLike) -> tuple[str, float | None]:
-    """(name, test accuracy or None) of a checkpoint, from the shipped weights' card or its run.
-
-    A run's test_metrics.json scores best.pt (and mnist_lenet5.pth, the same weights), so it speaks
-    for those two only, and only when written after the file: a run resumed since has a newer
-    best.pt that nobody has tested yet. Anything unreadable means "not known", never an error.
-    """
-    from ..checkpoint import is_shipped
-    from ..rundir import BEST, TEST_METRICS, WEIGHTS
-
-    path = Path(checkpoint).resolve()
-    if is_shipped(path):
-        from ..weights import card
-
-        with contextlib.suppress(Exception):
-            info = card()
-            return str(info.get("name", path.name)), float(info["test_accuracy"])
-        return path.name, None
-    name, metrics = f"{path.parent.name}/{path.name}", path.parent / TEST_METRICS
-    if path.name in (BEST, WEIGHTS):
-        with contextlib.suppress(Exception):
-            if metrics.stat().st_mtime >= path.stat().st_mtime:
-                accuracy = float(json.loads(metrics.read_text())["accuracy"])
-                if 0 <= accuracy <= 1:  # NaN (an empty test set) and nonsense fail this too
-                    return name, accuracy
-    return name, None
 
 
 class Problem(BaseModel):

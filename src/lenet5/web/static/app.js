@@ -1,7 +1,10 @@
 // lenet5's drawing page: pointer drawing (mouse, touch, pen), uploads, and showing the answer.
-// The canvas is sent as a PNG; the server prepares it exactly as `lenet5 predict FILE` does.
-// Two modes: "digit" (a square pad, /api/predict) and "number" (a pad 3x as wide, /api/number,
-// the boxes it split the drawing into drawn over the pad).
+// Two modes: "digit" (a square pad) and "number" (a pad 3x as wide, the boxes the drawing was
+// split into drawn over it). Two readers, picked once: through the server (`lenet5 serve`: the
+// canvas is sent as a PNG to api/predict or api/number and prepared as `lenet5 predict FILE` does)
+// or in the page (`lenet5 export --format web`: static/model.js holds the weights and reader.js,
+// the same steps ported, reads the pad's pixels). Both answer in the API's JSON shapes, shown by
+// the same code.
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -18,7 +21,7 @@ const digitsList = document.getElementById("digits");
 const boxes = document.getElementById("boxes");
 
 const PAD_WIDTH = { digit: 280, number: 840 }; // pixels sent; the height is always 280
-const ENDPOINT = { digit: "/api/predict", number: "/api/number" };
+const ENDPOINT = { digit: "api/predict", number: "api/number" }; // relative: the page's own server
 const HINT = {
   digit: "Draw a digit in the white box to see what LeNet-5 reads.",
   number: "Write a number of a few digits, side by side, in the white box.",
@@ -113,35 +116,96 @@ document.getElementById("upload").addEventListener("change", (event) => {
   if (!file) return;
   generation++;
   blank();
-  send(async () => file, file.name, false);
+  send(() => reader.file(file), false);
   event.target.value = ""; // choosing the same file again still counts
 });
 
 function predictPad() {
-  send(() => new Promise((resolve) => pad.toBlob(resolve, "image/png")), "drawing.png", true);
+  return send(() => reader.pad(), true);
 }
 
-// One request at a time; while one is out, only the newest waiting one is kept.
+// A picture that cannot be read (not an image, no ink, ...): its reason is shown instead of an answer.
+class Unreadable extends Error {}
+
+// Reading through the server: the picture is posted, the answer is the API's JSON.
+const serverReader = {
+  pad: () => new Promise((resolve) => pad.toBlob(resolve, "image/png")).then((png) => ask(png, "drawing.png")),
+  file: (file) => ask(file, file.name),
+};
+
+async function ask(body, name) {
+  const form = new FormData();
+  form.append("file", body, name);
+  let response;
+  try {
+    response = await fetch(ENDPOINT[mode()], { method: "POST", body: form });
+  } catch (err) {
+    throw new Error(`no answer from the server (${err.message})`);
+  }
+  const answer = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+  if (!response.ok) throw new Unreadable(answer.detail || `HTTP ${response.status}`);
+  return answer;
+}
+
+// Reading in the page: pixels -> gray -> reader.js, as the server does it for the same pixels.
+const MAX_PIXELS = 100000000; // images.MAX_PIXELS: larger pictures are refused, as there
+const pageReader = {
+  pad: async () => readGray(Lenet5Reader.toGray(ctx.getImageData(0, 0, pad.width, pad.height).data,
+                                                pad.width, pad.height), "drawing.png"),
+  file: async (file) => {
+    let bitmap;
+    try { // pixels as the file has them (no colour profile applied), as Pillow reads them
+      bitmap = await createImageBitmap(file, { colorSpaceConversion: "none" });
+    } catch (err) {
+      throw new Unreadable(`${file.name}: not an image file lenet5 reads (one this browser can decode)`);
+    }
+    const { width, height } = bitmap;
+    if (width * height > MAX_PIXELS) {
+      bitmap.close();
+      throw new Unreadable(`${file.name}: too large to be a digit picture (over ${MAX_PIXELS / 1e6} ` +
+                           `megapixels); scale it down first (${width}x${height})`);
+    }
+    // Transparent, not white, under the picture: toGray puts see-through parts on paper as the
+    // server does (white, or black under light strokes).
+    const canvas = document.createElement("canvas");
+    canvas.width = width;
+    canvas.height = height;
+    const c = canvas.getContext("2d", { willReadFrequently: true });
+    c.drawImage(bitmap, 0, 0);
+    bitmap.close();
+    const gray = Lenet5Reader.toGray(c.getImageData(0, 0, width, height).data, width, height);
+    return readGray(Lenet5Reader.shrink(gray), file.name);
+  },
+};
+
+function readGray(gray, name) {
+  try {
+    return mode() === "number" ? Lenet5Reader.readNumber(model, gray, name) : Lenet5Reader.readDigit(model, gray, name);
+  } catch (err) {
+    throw err instanceof Lenet5Reader.ImageError ? new Unreadable(err.message) : err;
+  }
+}
+
+// static/model.js decides: the weights (an exported page) or null (the served page's stub).
+const model = window.LENET5_MODEL && typeof window.LENET5_MODEL === "object"
+  ? Lenet5Reader.loadModel(window.LENET5_MODEL) : null;
+const reader = model ? pageReader : serverReader;
+
+// One reading at a time; while one is out, only the newest waiting one is kept.
 // fromPad: the picture is the pad's, so boxes in its pixels can be drawn over it.
-async function send(makeBody, name, fromPad) {
-  if (inFlight) { queued = [makeBody, name, fromPad]; return; }
+async function send(read, fromPad) {
+  if (inFlight) { queued = [read, fromPad]; return; }
   inFlight = true;
   const mine = generation;
   try {
-    const form = new FormData();
-    form.append("file", await makeBody(), name);
-    const response = await fetch(ENDPOINT[mode()], { method: "POST", body: form });
-    const answer = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+    const answer = await read();
     if (mine !== generation) return;
-    if (response.ok) {
-      show(answer, fromPad);
-      setStatus("");
-    } else {
-      show(null);
-      setStatus(answer.detail || `HTTP ${response.status}`, true);
-    }
+    show(answer, fromPad);
+    setStatus("");
   } catch (err) {
-    if (mine === generation) setStatus(`no answer from the server (${err.message})`, true);
+    if (mine !== generation) return;
+    if (err instanceof Unreadable) show(null);
+    setStatus(err.message, true);
   } finally {
     inFlight = false;
     if (queued) { const next = queued; queued = null; send(...next); }
@@ -208,18 +272,26 @@ function showNumber(answer, fromPad) {
   }));
 }
 
-// Which checkpoint answers, and how well it did on the MNIST test set when that is known.
+// Which checkpoint answers, and how well it did on the MNIST test set when that is known: from
+// the model in the page, or from the server's api/health.
 async function describeModel() {
-  try {
-    const response = await fetch("/api/health");
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    const health = await response.json();
-    const accuracy = typeof health.test_accuracy === "number"
-      ? `${(100 * health.test_accuracy).toFixed(2)} % on the MNIST test set`
+  const line = (about, where) => {
+    const accuracy = typeof about.test_accuracy === "number"
+      ? `${(100 * about.test_accuracy).toFixed(2)} % on the MNIST test set`
       : "test accuracy not known";
-    modelLine.textContent = `model: ${health.name} \u00b7 ${accuracy}`;
+    modelLine.textContent = `model: ${about.name} \u00b7 ${accuracy}${where}`;
+  };
+  if (model) {
+    line(model, " \u00b7 read in this page, no server");
+    document.querySelectorAll(".server-only").forEach((el) => { el.hidden = true; });
+    return;
+  }
+  try {
+    const response = await fetch("api/health");
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    line(await response.json(), "");
   } catch (err) {
-    modelLine.textContent = `model: unknown (no answer from /api/health: ${err.message})`;
+    modelLine.textContent = `model: unknown (no answer from api/health: ${err.message})`;
   }
 }
 
