@@ -193,7 +193,12 @@ def _histogram(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _otsu(values: np.ndarray) -> float:
     """Otsu's threshold for values in [0, 1]."""
-    hist, edges = _histogram(values)
+    return _otsu_of(_histogram(values)[0])
+
+
+def _otsu_of(hist: np.ndarray) -> float:
+    """Otsu's threshold for values in [0, 1] from their `_histogram`."""
+    edges = np.linspace(0.0, 1.0, 257)
     p = hist.astype(np.float64) / max(hist.sum(), 1)
     omega = np.cumsum(p)
     mu = np.cumsum(p * np.arange(256))
@@ -297,41 +302,66 @@ def _max_filter(a: np.ndarray, size: int) -> np.ndarray:
     return ndimage.maximum_filter(a, size=size, mode="constant", cval=0.0)
 
 
-def _light_paper(a: np.ndarray) -> bool:
-    """Whether the paper is lighter than the ink, for gray values in [0, 1].
+GRAYS = np.arange(256) / 255.0  # the 256 gray levels, each bit for bit as `gray / 255.0` has it
+
+
+def _level_stats(values: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    """(np.median, _otsu) of a picture whose pixels hold `values[g]`, `counts[g]` of them, for the
+    256 gray levels g. Bit for bit the same, but found by counting 256 levels rather than sorting
+    and binning every pixel: the pixels' values are these very floats, so the middle one (or the
+    mean of the middle two, as np.median takes it) and every pixel's bin are the same."""
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(counts[order])
+    n = int(cum[-1])
+    middle = values[order[np.searchsorted(cum, [(n - 1) // 2, n // 2], side="right")]]
+    hist = np.zeros(256, dtype=np.int64)
+    np.add.at(hist, np.minimum((values * 256).astype(np.uint16), 255), counts)  # as `_histogram`
+    return float(np.mean(middle)), _otsu_of(hist)
+
+
+def _light_paper(a: np.ndarray, median: float, otsu: float) -> bool:
+    """Whether the paper is lighter than the ink, for gray values in [0, 1] (their median and
+    Otsu threshold given).
 
     Most of a picture is paper, so its median says, except in a tight crop of bold strokes, where
     ink covers more than half of it. Then the picture's edge tells: mostly paper, touched by the
     strokes here and there. (A dark sheet inside a light margin has light edges too, but nothing
     dark reaches them, so it stays a dark sheet.)
     """
-    if np.median(a) > 0.5:
+    if median > 0.5:
         return True
     if min(a.shape) < 3:
         return False
     edge = np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
-    dark = edge < max(_otsu(a), 0.25)
+    dark = edge < max(otsu, 0.25)
     return bool(np.median(edge) > 0.5 and dark.mean() >= 0.02)
 
 
-def _ink(a: np.ndarray, name: str) -> np.ndarray:
-    """How much ink is on each pixel, 0 (paper) to 1 (the darkest stroke), for gray values in [0, 1]."""
-    if _light_paper(a):  # light paper: bright ink, as in MNIST
-        a = 1.0 - a
+def _ink(gray: np.ndarray, name: str) -> np.ndarray:
+    """How much ink is on each pixel, 0 (paper) to 1 (the darkest stroke), for 8-bit gray pixels."""
+    # The whole picture's median and Otsu threshold come from its 256-level histogram (exact).
+    counts = np.bincount(gray.ravel(), minlength=256)
+    a, values = np.asarray(gray, dtype=np.float64) / 255.0, GRAYS
+    if _light_paper(a, *_level_stats(values, counts)):  # light paper: bright ink, as in MNIST
+        a, values = 1.0 - a, 1.0 - values
     # Uneven light: subtract the paper's brightness, fitted as a plane to the paper pixels.
-    paper = a <= max(_otsu(a), np.median(a))  # the median: paper even where Otsu has no two classes
+    median, otsu = _level_stats(values, counts)
+    paper = a <= max(otsu, median)  # the median: paper even where Otsu has no two classes
     count = int(paper.sum())
     if count >= 3:
         step = max(1, count // 4000)
-        ys, xs = (i[::step] for i in np.nonzero(paper))
+        # Every step-th paper pixel in raster order, as np.nonzero's would be, from one flat index.
+        ys, xs = np.divmod(np.flatnonzero(paper)[::step], a.shape[1])
         design = np.stack([ys, xs, np.ones(len(ys))], 1)
         coef = np.linalg.lstsq(design, a[ys, xs], rcond=None)[0]
         rows, cols = np.arange(a.shape[0])[:, None], np.arange(a.shape[1])[None, :]
         a = a - (coef[0] * rows + coef[1] * cols + coef[2])
-    ink = np.clip(a, 0.0, None)
-    if ink.max() < MIN_CONTRAST:
+    ink = np.clip(a, 0.0, None, out=a)  # `a` is this function's own array by now
+    peak = ink.max()
+    if peak < MIN_CONTRAST:
         raise ImageError(f"{name}: no ink found (the picture is blank or has almost no contrast)")
-    return ink / ink.max()
+    ink /= peak
+    return ink
 
 
 def _speckled(mask: np.ndarray) -> bool:
@@ -352,12 +382,12 @@ def ink_map(img, name: str = "image", work_size: int = WORK_SIZE) -> tuple[np.nd
     if max(gray.size) > work_size:
         scale = work_size / max(gray.size)
         gray = lanczos(gray, (max(1, round(gray.width * scale)), max(1, round(gray.height * scale))))
-    ink = _ink(np.asarray(gray, dtype=np.float64) / 255.0, name)
+    ink = _ink(np.asarray(gray), name)
     level = max(_otsu(ink), 0.25)
     if min(gray.size) >= 3 and _speckled(ink > level):
         # Salt-and-pepper noise: a median filter clears it. Only then, since it also erases
         # one-pixel pen strokes.
-        ink = _ink(np.asarray(gray.filter(ImageFilter.MedianFilter(3)), dtype=np.float64) / 255.0, name)
+        ink = _ink(np.asarray(gray.filter(ImageFilter.MedianFilter(3))), name)
         level = max(_otsu(ink), 0.25)
     return ink, level
 
