@@ -186,7 +186,7 @@ def _histogram(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """np.histogram(values, bins=256, range=(0, 1)) for values in [0, 1], bin for bin, in a fifth
     of its time. Exact: multiplying by 256 is exact in floating point and the edges are k/256, so
     the floor is the bin numpy's edge checks arrive at; 1.0 goes in the last bin, as there."""
-    idx = (values * 256).astype(np.uint16).ravel()
+    idx = (values * 256).astype(np.intp).ravel()  # intp: what np.bincount counts, without a copy
     np.minimum(idx, 255, out=idx)
     return np.bincount(idx, minlength=256), np.linspace(0.0, 1.0, 257)
 
@@ -355,7 +355,9 @@ def _ink(gray: np.ndarray, name: str) -> np.ndarray:
         design = np.stack([ys, xs, np.ones(len(ys))], 1)
         coef = np.linalg.lstsq(design, a[ys, xs], rcond=None)[0]
         rows, cols = np.arange(a.shape[0])[:, None], np.arange(a.shape[1])[None, :]
-        a = a - (coef[0] * rows + coef[1] * cols + coef[2])
+        plane = coef[0] * rows + coef[1] * cols
+        plane += coef[2]
+        a = np.subtract(a, plane, out=plane)
     ink = np.clip(a, 0.0, None, out=a)  # `a` is this function's own array by now
     peak = ink.max()
     if peak < MIN_CONTRAST:
