@@ -235,7 +235,9 @@ def regions(strong: np.ndarray, weak: np.ndarray) -> Regions:
     """A region is a connected run of faint ink (`weak`) holding some clear ink (`strong`), so a
     thin stroke that fades in places stays whole. Found by scipy.ndimage in C: one pass."""
     labels, n = ndimage.label(weak, structure=EIGHT)
-    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    # Counted over the faint ink only (labels 1..n; the paper's count, label 0, is never used):
+    # ink is a small part of most pictures.
+    areas = np.bincount(labels[weak], minlength=n + 1)
     clear = np.zeros(n + 1, dtype=bool)
     clear[labels[strong & weak]] = True
     ids = np.nonzero(clear & (areas >= 3))[0]
@@ -289,7 +291,11 @@ def _select_digit(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
         near = (allowed & ~kept & (boxes[:, 0] <= bottom + reach) & (boxes[:, 1] >= top - reach) &
                 (boxes[:, 2] <= right + reach) & (boxes[:, 3] >= left - reach))
         if not near.any():
-            return r.mask(r.ids[kept])
+            # r.mask(r.ids[kept]), looked up only inside the kept regions' box, where they all lie.
+            box = (slice(top, bottom + 1), slice(left, right + 1))
+            digit = np.zeros_like(weak)
+            digit[box] = np.isin(r.labels[box], r.ids[kept])
+            return digit
         kept |= near
 
 
@@ -415,17 +421,17 @@ def to_mnist(ink: np.ndarray, mask: np.ndarray, name: str = "image") -> torch.Te
         raise ImageError(f"{name}: no digit found, only a speck of ink; if the digit is tiny in the "
                          "picture, crop closer to it")
     # Keep the anti-aliased rim just outside the threshold; drop everything else outside the digit.
-    # (The ring one pixel round the box is all the 3x3 dilation needs to see.)
-    t0, l0 = max(top - 1, 0), max(left - 1, 0)
-    near = ndimage.binary_dilation(mask[t0:bottom + 1, l0:right + 1], EIGHT)
-    near = near[top - t0:bottom - t0, left - l0:right - l0]
+    # The rim is the mask dilated by a 3x3 square: the OR of its shifts across, then down. (Nothing
+    # of the mask lies outside its box, so the box padded with paper is all the dilation sees.)
+    m = mask[top:bottom, left:right]
+    pm = np.pad(m, 1)
+    across = pm[:, :-2] | pm[:, 1:-1] | pm[:, 2:]
+    near = across[:-2] | across[1:-1] | across[2:]
     crop = np.where(near, ink[top:bottom, left:right], 0.0)
-    crop = np.clip(crop / np.percentile(crop[mask[top:bottom, left:right]], 90), 0.0, 1.0)  # solid strokes
+    crop = np.clip(crop / np.percentile(crop[m], 90), 0.0, 1.0)  # solid strokes
     h, w = crop.shape
     long_side = max(h, w)
     # Stroke width ~ area / half the boundary; a fine pen on a big sheet would vanish at 20x20.
-    m = mask[top:bottom, left:right]
-    pm = np.pad(m, 1)
     boundary = m & ~(pm[:-2, 1:-1] & pm[2:, 1:-1] & pm[1:-1, :-2] & pm[1:-1, 2:])
     width = m.sum() / max(boundary.sum() / 2, 1) * 20.0 / long_side
     if width < 0.7 * STROKE:
