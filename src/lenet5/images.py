@@ -345,10 +345,11 @@ def _light_paper(a: np.ndarray, median: float, otsu: float) -> bool:
     return bool(np.median(edge) > 0.5 and dark.mean() >= 0.02)
 
 
-def _ink(gray: np.ndarray, name: str) -> np.ndarray:
-    """How much ink is on each pixel, 0 (paper) to 1 (the darkest stroke), for 8-bit gray pixels."""
-    # The whole picture's median and Otsu threshold come from its 256-level histogram (exact).
-    counts = np.bincount(gray.ravel(), minlength=256)
+def _ink(gray, name: str) -> np.ndarray:
+    """How much ink is on each pixel, 0 (paper) to 1 (the darkest stroke), for a mode 'L' image."""
+    # The whole picture's median and Otsu threshold come from its 256-level histogram (exact),
+    # which Pillow counts in C.
+    counts = np.array(gray.histogram())
     a, values = np.asarray(gray, dtype=np.float64) / 255.0, GRAYS
     if _light_paper(a, *_level_stats(values, counts)):  # light paper: bright ink, as in MNIST
         a, values = 1.0 - a, 1.0 - values
@@ -392,12 +393,12 @@ def ink_map(img, name: str = "image", work_size: int = WORK_SIZE) -> tuple[np.nd
     if max(gray.size) > work_size:
         scale = work_size / max(gray.size)
         gray = lanczos(gray, (max(1, round(gray.width * scale)), max(1, round(gray.height * scale))))
-    ink = _ink(np.asarray(gray), name)
+    ink = _ink(gray, name)
     level = max(_otsu(ink), 0.25)
     if min(gray.size) >= 3 and _speckled(ink > level):
         # Salt-and-pepper noise: a median filter clears it. Only then, since it also erases
         # one-pixel pen strokes.
-        ink = _ink(np.asarray(gray.filter(ImageFilter.MedianFilter(3))), name)
+        ink = _ink(gray.filter(ImageFilter.MedianFilter(3)), name)
         level = max(_otsu(ink), 0.25)
     return ink, level
 
