@@ -237,7 +237,13 @@ class Regions:
 def regions(strong: np.ndarray, weak: np.ndarray) -> Regions:
     """A region is a connected run of faint ink (`weak`) holding some clear ink (`strong`), so a
     thin stroke that fades in places stays whole. Found by scipy.ndimage in C: one pass."""
-    labels, n = ndimage.label(weak, structure=EIGHT)
+    # Labelled inside the box that holds all the faint ink, with less to scan: a raster scan of the
+    # box meets the regions in the order one of the whole picture does, so the numbers are the same.
+    rows, cols = np.flatnonzero(weak.any(1)), np.flatnonzero(weak.any(0))
+    top, left = (int(rows[0]), int(cols[0])) if len(rows) else (0, 0)
+    box = np.s_[top:rows[-1] + 1, left:cols[-1] + 1] if len(rows) else np.s_[:, :]
+    labels = np.zeros(weak.shape, dtype=np.int32)
+    labels[box], n = ndimage.label(weak[box], structure=EIGHT)
     # Counted over the faint ink only (labels 1..n; the paper's count, label 0, is never used):
     # ink is a small part of most pictures.
     areas = np.bincount(labels[weak], minlength=n + 1)
@@ -245,10 +251,10 @@ def regions(strong: np.ndarray, weak: np.ndarray) -> Regions:
     clear[labels[strong & weak]] = True
     ids = np.nonzero(clear & (areas >= 3))[0]
     ids = ids[ids > 0]
-    slices = ndimage.find_objects(labels)
+    slices = ndimage.find_objects(labels[box])
     boxes = np.array([(slices[i - 1][0].start, slices[i - 1][0].stop - 1,
                        slices[i - 1][1].start, slices[i - 1][1].stop - 1) for i in ids],
-                     dtype=np.intp).reshape(-1, 4)
+                     dtype=np.intp).reshape(-1, 4) + (top, top, left, left)
     return Regions(labels, ids, areas[ids], boxes)
 
 
