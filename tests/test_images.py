@@ -307,3 +307,19 @@ def test_a_big_picture_costs_bounded_memory(big_16_bit_png):
     sheet = Image.new("L", (400, 400), 255)  # the same 7 drawn small: the same digit
     ImageDraw.Draw(sheet).line([(120, 100), (280, 100), (190, 320)], fill=8, width=12)
     assert similarity(digit, load_digit(png(sheet))) > 0.95
+
+
+def test_the_gray_levels_median_and_otsu_are_numpys_to_the_bit():
+    """`_level_stats` counts 256 levels instead of sorting and binning the pixels; the values it
+    gives must be exactly those of np.median and `_otsu` on the pixels, before and after inverting."""
+    from lenet5.images import GRAYS, _level_stats, _otsu
+
+    rng = np.random.default_rng(3)
+    for i in range(300):
+        shape = tuple(rng.integers(1, 40, 2))
+        levels = rng.integers(0, 256, int(rng.integers(1, 6))) if i % 2 else np.arange(256)
+        gray = rng.choice(levels, shape).astype(np.uint8)  # few levels: ties at the middle
+        counts = np.array(Image.fromarray(gray).histogram())
+        for values in (GRAYS, 1.0 - GRAYS):
+            pixels = values[gray]  # as `gray / 255.0` (and `1.0 - that`) give them
+            assert _level_stats(values, counts) == (float(np.median(pixels)), _otsu(pixels))

@@ -182,23 +182,31 @@ def lanczos(img, size: tuple[int, int]):
     return img
 
 
+EDGES = np.linspace(0.0, 1.0, 257)  # np.histogram's bin edges for 256 bins over [0, 1]
+
+
 def _histogram(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """np.histogram(values, bins=256, range=(0, 1)) for values in [0, 1], bin for bin, in a fifth
     of its time. Exact: multiplying by 256 is exact in floating point and the edges are k/256, so
     the floor is the bin numpy's edge checks arrive at; 1.0 goes in the last bin, as there."""
-    idx = (values * 256).astype(np.uint16).ravel()
+    idx = (values * 256).astype(np.intp).ravel()  # intp: what np.bincount counts, without a copy
     np.minimum(idx, 255, out=idx)
-    return np.bincount(idx, minlength=256), np.linspace(0.0, 1.0, 257)
+    return np.bincount(idx, minlength=256), EDGES.copy()
 
 
 def _otsu(values: np.ndarray) -> float:
     """Otsu's threshold for values in [0, 1]."""
-    hist, edges = _histogram(values)
+    return _otsu_of(_histogram(values)[0])
+
+
+def _otsu_of(hist: np.ndarray) -> float:
+    """Otsu's threshold for values in [0, 1] from their `_histogram` (pixel counts, whole numbers
+    in integers or floats)."""
     p = hist.astype(np.float64) / max(hist.sum(), 1)
     omega = np.cumsum(p)
     mu = np.cumsum(p * np.arange(256))
     between = (mu[-1] * omega - mu) ** 2 / np.maximum(omega * (1 - omega), 1e-12)
-    return float(edges[int(np.argmax(between)) + 1])
+    return float(EDGES[int(np.argmax(between)) + 1])
 
 
 EIGHT = np.ones((3, 3), dtype=bool)  # pixels touching at a corner belong to one stroke
@@ -229,16 +237,24 @@ class Regions:
 def regions(strong: np.ndarray, weak: np.ndarray) -> Regions:
     """A region is a connected run of faint ink (`weak`) holding some clear ink (`strong`), so a
     thin stroke that fades in places stays whole. Found by scipy.ndimage in C: one pass."""
-    labels, n = ndimage.label(weak, structure=EIGHT)
-    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    # Labelled inside the box that holds all the faint ink, with less to scan: a raster scan of the
+    # box meets the regions in the order one of the whole picture does, so the numbers are the same.
+    rows, cols = np.flatnonzero(weak.any(1)), np.flatnonzero(weak.any(0))
+    top, left = (int(rows[0]), int(cols[0])) if len(rows) else (0, 0)
+    box = np.s_[top:rows[-1] + 1, left:cols[-1] + 1] if len(rows) else np.s_[:, :]
+    labels = np.zeros(weak.shape, dtype=np.int32)
+    labels[box], n = ndimage.label(weak[box], structure=EIGHT)
+    # Counted over the faint ink only (labels 1..n; the paper's count, label 0, is never used):
+    # ink is a small part of most pictures.
+    areas = np.bincount(labels[weak], minlength=n + 1)
     clear = np.zeros(n + 1, dtype=bool)
     clear[labels[strong & weak]] = True
     ids = np.nonzero(clear & (areas >= 3))[0]
     ids = ids[ids > 0]
-    slices = ndimage.find_objects(labels)
+    slices = ndimage.find_objects(labels[box])
     boxes = np.array([(slices[i - 1][0].start, slices[i - 1][0].stop - 1,
                        slices[i - 1][1].start, slices[i - 1][1].stop - 1) for i in ids],
-                     dtype=np.intp).reshape(-1, 4)
+                     dtype=np.intp).reshape(-1, 4) + (top, top, left, left)
     return Regions(labels, ids, areas[ids], boxes)
 
 
@@ -284,7 +300,11 @@ def _select_digit(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
         near = (allowed & ~kept & (boxes[:, 0] <= bottom + reach) & (boxes[:, 1] >= top - reach) &
                 (boxes[:, 2] <= right + reach) & (boxes[:, 3] >= left - reach))
         if not near.any():
-            return r.mask(r.ids[kept])
+            # r.mask(r.ids[kept]), looked up only inside the kept regions' box, where they all lie.
+            box = (slice(top, bottom + 1), slice(left, right + 1))
+            digit = np.zeros_like(weak)
+            digit[box] = np.isin(r.labels[box], r.ids[kept])
+            return digit
         kept |= near
 
 
@@ -297,41 +317,68 @@ def _max_filter(a: np.ndarray, size: int) -> np.ndarray:
     return ndimage.maximum_filter(a, size=size, mode="constant", cval=0.0)
 
 
-def _light_paper(a: np.ndarray) -> bool:
-    """Whether the paper is lighter than the ink, for gray values in [0, 1].
+GRAYS = np.arange(256) / 255.0  # the 256 gray levels, each bit for bit as `gray / 255.0` has it
+
+
+def _level_stats(values: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    """(np.median, _otsu) of a picture whose pixels hold `values[g]`, `counts[g]` of them, for the
+    256 gray levels g. Bit for bit the same, but found by counting 256 levels rather than sorting
+    and binning every pixel: the pixels' values are these very floats, so the middle one (or the
+    mean of the middle two, as np.median takes it) and every pixel's bin are the same."""
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(counts[order])
+    n = int(cum[-1])
+    middle = values[order[np.searchsorted(cum, [(n - 1) // 2, n // 2], side="right")]]
+    hist = np.bincount(np.minimum((values * 256).astype(np.intp), 255), counts, 256)  # as `_histogram`
+    return float(np.mean(middle)), _otsu_of(hist)
+
+
+def _light_paper(a: np.ndarray, median: float, otsu: float) -> bool:
+    """Whether the paper is lighter than the ink, for gray values in [0, 1] (their median and
+    Otsu threshold given).
 
     Most of a picture is paper, so its median says, except in a tight crop of bold strokes, where
     ink covers more than half of it. Then the picture's edge tells: mostly paper, touched by the
     strokes here and there. (A dark sheet inside a light margin has light edges too, but nothing
     dark reaches them, so it stays a dark sheet.)
     """
-    if np.median(a) > 0.5:
+    if median > 0.5:
         return True
     if min(a.shape) < 3:
         return False
     edge = np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
-    dark = edge < max(_otsu(a), 0.25)
+    dark = edge < max(otsu, 0.25)
     return bool(np.median(edge) > 0.5 and dark.mean() >= 0.02)
 
 
-def _ink(a: np.ndarray, name: str) -> np.ndarray:
-    """How much ink is on each pixel, 0 (paper) to 1 (the darkest stroke), for gray values in [0, 1]."""
-    if _light_paper(a):  # light paper: bright ink, as in MNIST
-        a = 1.0 - a
+def _ink(gray, name: str) -> np.ndarray:
+    """How much ink is on each pixel, 0 (paper) to 1 (the darkest stroke), for a mode 'L' image."""
+    # The whole picture's median and Otsu threshold come from its 256-level histogram (exact),
+    # which Pillow counts in C.
+    counts = np.array(gray.histogram())
+    a, values = np.asarray(gray, dtype=np.float64) / 255.0, GRAYS
+    if _light_paper(a, *_level_stats(values, counts)):  # light paper: bright ink, as in MNIST
+        a, values = 1.0 - a, 1.0 - values
     # Uneven light: subtract the paper's brightness, fitted as a plane to the paper pixels.
-    paper = a <= max(_otsu(a), np.median(a))  # the median: paper even where Otsu has no two classes
+    median, otsu = _level_stats(values, counts)
+    paper = a <= max(otsu, median)  # the median: paper even where Otsu has no two classes
     count = int(paper.sum())
     if count >= 3:
         step = max(1, count // 4000)
-        ys, xs = (i[::step] for i in np.nonzero(paper))
+        # Every step-th paper pixel in raster order, as np.nonzero's would be, from one flat index.
+        ys, xs = np.divmod(np.flatnonzero(paper)[::step], a.shape[1])
         design = np.stack([ys, xs, np.ones(len(ys))], 1)
         coef = np.linalg.lstsq(design, a[ys, xs], rcond=None)[0]
         rows, cols = np.arange(a.shape[0])[:, None], np.arange(a.shape[1])[None, :]
-        a = a - (coef[0] * rows + coef[1] * cols + coef[2])
-    ink = np.clip(a, 0.0, None)
-    if ink.max() < MIN_CONTRAST:
+        plane = coef[0] * rows + coef[1] * cols
+        plane += coef[2]
+        a = np.subtract(a, plane, out=plane)
+    ink = np.clip(a, 0.0, None, out=a)  # `a` is this function's own array by now
+    peak = ink.max()
+    if peak < MIN_CONTRAST:
         raise ImageError(f"{name}: no ink found (the picture is blank or has almost no contrast)")
-    return ink / ink.max()
+    ink /= peak
+    return ink
 
 
 def _speckled(mask: np.ndarray) -> bool:
@@ -352,12 +399,12 @@ def ink_map(img, name: str = "image", work_size: int = WORK_SIZE) -> tuple[np.nd
     if max(gray.size) > work_size:
         scale = work_size / max(gray.size)
         gray = lanczos(gray, (max(1, round(gray.width * scale)), max(1, round(gray.height * scale))))
-    ink = _ink(np.asarray(gray, dtype=np.float64) / 255.0, name)
+    ink = _ink(gray, name)
     level = max(_otsu(ink), 0.25)
     if min(gray.size) >= 3 and _speckled(ink > level):
         # Salt-and-pepper noise: a median filter clears it. Only then, since it also erases
         # one-pixel pen strokes.
-        ink = _ink(np.asarray(gray.filter(ImageFilter.MedianFilter(3)), dtype=np.float64) / 255.0, name)
+        ink = _ink(gray.filter(ImageFilter.MedianFilter(3)), name)
         level = max(_otsu(ink), 0.25)
     return ink, level
 
@@ -383,17 +430,17 @@ def to_mnist(ink: np.ndarray, mask: np.ndarray, name: str = "image") -> torch.Te
         raise ImageError(f"{name}: no digit found, only a speck of ink; if the digit is tiny in the "
                          "picture, crop closer to it")
     # Keep the anti-aliased rim just outside the threshold; drop everything else outside the digit.
-    # (The ring one pixel round the box is all the 3x3 dilation needs to see.)
-    t0, l0 = max(top - 1, 0), max(left - 1, 0)
-    near = ndimage.binary_dilation(mask[t0:bottom + 1, l0:right + 1], EIGHT)
-    near = near[top - t0:bottom - t0, left - l0:right - l0]
+    # The rim is the mask dilated by a 3x3 square: the OR of its shifts across, then down. (Nothing
+    # of the mask lies outside its box, so the box padded with paper is all the dilation sees.)
+    m = mask[top:bottom, left:right]
+    pm = np.pad(m, 1)
+    across = pm[:, :-2] | pm[:, 1:-1] | pm[:, 2:]
+    near = across[:-2] | across[1:-1] | across[2:]
     crop = np.where(near, ink[top:bottom, left:right], 0.0)
-    crop = np.clip(crop / np.percentile(crop[mask[top:bottom, left:right]], 90), 0.0, 1.0)  # solid strokes
+    crop = np.clip(crop / np.percentile(crop[m], 90), 0.0, 1.0)  # solid strokes
     h, w = crop.shape
     long_side = max(h, w)
     # Stroke width ~ area / half the boundary; a fine pen on a big sheet would vanish at 20x20.
-    m = mask[top:bottom, left:right]
-    pm = np.pad(m, 1)
     boundary = m & ~(pm[:-2, 1:-1] & pm[2:, 1:-1] & pm[1:-1, :-2] & pm[1:-1, 2:])
     width = m.sum() / max(boundary.sum() / 2, 1) * 20.0 / long_side
     if width < 0.7 * STROKE:
