@@ -368,10 +368,13 @@ def _ink(gray, name: str) -> np.ndarray:
         # Every step-th paper pixel in raster order, as np.nonzero's would be, from one flat index.
         ys, xs = np.divmod(np.flatnonzero(paper)[::step], a.shape[1])
         design = np.stack([ys, xs, np.ones(len(ys))], 1)
-        coef = np.linalg.lstsq(design, a[ys, xs], rcond=None)[0]
+        # Fitted to the heights above the first sample's: an even sheet then fits slopes of exactly
+        # 0 and stays exactly even (and the page's reader.js, fitting the same way, agrees).
+        z = a[ys, xs]
+        coef = np.linalg.lstsq(design, z - z[0], rcond=None)[0]
         rows, cols = np.arange(a.shape[0])[:, None], np.arange(a.shape[1])[None, :]
         plane = coef[0] * rows + coef[1] * cols
-        plane += coef[2]
+        plane += coef[2] + z[0]
         a = np.subtract(a, plane, out=plane)
     ink = np.clip(a, 0.0, None, out=a)  # `a` is this function's own array by now
     peak = ink.max()

@@ -261,24 +261,23 @@
     return Array.from({ length: k }, (_, c) => A[c][k] / A[c][c]);
   }
 
-  // The plane z = c0*y + c1*x + c2 nearest the points, as np.linalg.lstsq gives it: when the
-  // points lie on one row (or one column), the line along it, its offset shared between c0 (or
-  // c1) and c2 as the least-norm solution shares it.
-  // The plane z = c0*y + c1*x + c2 nearest the points, as np.linalg.lstsq gives it. The fit is of
-  // the heights above the first point's, which keeps an even sheet exactly even (slopes exactly
-  // 0), as lstsq keeps it. When the points lie on one row (or one column): the line along it, its
-  // offset shared between c0 (or c1) and c2 as the least-norm solution shares it.
-  function fitPlane(ys, xs, zs) {
+  // The plane z = c0*y + c1*x + c2 nearest the points, as images._ink fits it with
+  // np.linalg.lstsq: to the heights above the first point's (an even sheet fits slopes of exactly
+  // 0), and when the points lie on one row (or one column), the line along it, its offset shared
+  // between c0 (or c1) and c2 as lstsq's least-norm solution shares it.
+  function fitPlane(ys, xs, heights) {
+    const z0 = heights[0], zs = heights.map((z) => z - z0);
+    let c;
     const oneRow = ys.every((y) => y === ys[0]), oneColumn = xs.every((x) => x === xs[0]);
     if (oneRow || oneColumn) {
       const along = oneRow ? xs : ys, at = oneRow ? ys[0] : xs[0];
       const [slope, offset] = leastSquares(along.map((v) => [v, 1]), zs);
       const shared = [offset * at / (at * at + 1), offset / (at * at + 1)];
-      return oneRow ? [shared[0], slope, shared[1]] : [slope, shared[0], shared[1]];
+      c = oneRow ? [shared[0], slope, shared[1]] : [slope, shared[0], shared[1]];
+    } else {
+      c = leastSquares(ys.map((y, i) => [y, xs[i], 1]), zs);
     }
-    const z0 = zs[0];
-    const [c0, c1, c2] = leastSquares(ys.map((y, i) => [y, xs[i], 1]), zs.map((z) => z - z0));
-    return [c0, c1, c2 + z0];
+    return [c[0], c[1], c[2] + z0];
   }
 
   function inkOf(gray, name) {
