@@ -1,6 +1,8 @@
-"""`images.prepare` against an earlier revision of itself, side by side in one process: the same
-pictures, the same moment, so the ratio holds on a busy machine. Checks first that both give the
-same 28x28 input bit for bit, then times each (best of 3 rounds, in turn).
+"""`images` against an earlier revision of itself, side by side in one process: the same picture
+files, the same moment, so the ratio holds on a busy machine. Each revision opens the files itself
+(`open_image`: decoding, shrinking); the bench counts the 28x28 inputs that differ, then times
+`prepare` on each revision's own opened pictures, and the whole reading, `open_image` + `prepare`
+(best of --rounds, in turn).
 
 The earlier `images.py` is taken from git (default: the last revision before scipy.ndimage, whose
 connected regions were found by min-label propagation in numpy).
@@ -41,8 +43,8 @@ def earlier(rev: str):
     return module
 
 
-def pictures(count: int) -> dict[str, list]:
-    """Opened pictures of MNIST test digits, four kinds."""
+def pictures(count: int) -> dict[str, list[bytes]]:
+    """Picture files (their bytes) of MNIST test digits, four kinds."""
     from PIL import Image
 
     mnist = load_mnist(ROOT / "data")
@@ -55,19 +57,21 @@ def pictures(count: int) -> dict[str, list]:
         paper.paste(Image.fromarray(255 - d).resize((168, 168), Image.BILINEAR), (20 + 7 * (i % 10), 10))
         buf = io.BytesIO()
         paper.save(buf, "JPEG", quality=90)
-        out["260x210 JPEG (load_web.py's)"].append(images.open_image(buf.getvalue()))
-        out["people (rendered_digits.py's)"].append(images.open_image(render(d, rng, frame=i % 3 == 0)))
+        out["260x210 JPEG (load_web.py's)"].append(buf.getvalue())
+        out["people (rendered_digits.py's)"].append(render(d, rng, frame=i % 3 == 0))
         sheet = np.full((240, 300), 255, np.uint8)
         sheet[40:180, 70:210] = np.asarray(Image.fromarray(255 - d).resize((140, 140)))
         noise = rng.random(sheet.shape)
         sheet[noise < 0.03], sheet[noise > 0.97] = 0, 255
-        out["salt and pepper"].append(Image.fromarray(sheet))
+        buf = io.BytesIO()
+        Image.fromarray(sheet).save(buf, "PNG")
+        out["salt and pepper"].append(buf.getvalue())
         if i < max(4, count // 8):  # large: a few are enough
             photo = Image.new("L", (3024, 4032), 235)
             photo.paste(Image.fromarray(255 - d).resize((1200, 1200), Image.BICUBIC), (700 + 20 * i, 1400))
             buf = io.BytesIO()
             photo.save(buf, "JPEG", quality=90)
-            out["12-megapixel phone photo"].append(images.open_image(buf.getvalue()))
+            out["12-megapixel phone photo"].append(buf.getvalue())
     return out
 
 
@@ -75,22 +79,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", default="cdd9711", help="git revision to compare with (default: cdd9711)")
     parser.add_argument("--count", type=int, default=40, help="pictures of each kind (default: 40)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds, the best kept (default: 5)")
     args = parser.parse_args()
 
     old = earlier(args.against)
     sets = pictures(args.count)
-    differ = sum(not torch.equal(old.prepare(im), images.prepare(im)) for ims in sets.values() for im in ims)
-    print(f"inputs that differ from {args.against}'s: {differ} of {sum(map(len, sets.values()))}")
-    for kind, ims in sets.items():
-        best = {"earlier": float("inf"), "now": float("inf")}
-        for _ in range(3):
-            for label, module in (("earlier", old), ("now", images)):
+    modules = {args.against: old, "now": images}
+    differ = sum(not torch.equal(old.load_digit(f), images.load_digit(f)) for fs in sets.values() for f in fs)
+    print(f"28x28 inputs that differ from {args.against}'s: {differ} of {sum(map(len, sets.values()))}")
+    print(f"ms per picture, best of {args.rounds} rounds: prepare alone, and open_image + prepare")
+    for kind, files in sets.items():
+        opened = {label: [m.open_image(f) for f in files] for label, m in modules.items()}
+        best = {(label, what): float("inf") for label in modules for what in ("prepare", "read")}
+        for _ in range(args.rounds):
+            for label, m in modules.items():
                 start = time.perf_counter()
-                for im in ims:
-                    module.prepare(im)
-                best[label] = min(best[label], (time.perf_counter() - start) / len(ims) * 1000)
-        print(f"{kind:32s} {ims[0].size[0]}x{ims[0].size[1]}: {args.against} {best['earlier']:6.2f} ms, "
-              f"now {best['now']:6.2f} ms ({best['earlier'] / best['now']:.1f}x)")
+                for im in opened[label]:
+                    m.prepare(im)
+                best[label, "prepare"] = min(best[label, "prepare"], (time.perf_counter() - start) / len(files) * 1e3)
+                start = time.perf_counter()
+                for f in files:
+                    m.prepare(m.open_image(f))
+                best[label, "read"] = min(best[label, "read"], (time.perf_counter() - start) / len(files) * 1e3)
+        sizes = " / ".join(f"{opened[label][0].size[0]}x{opened[label][0].size[1]}" for label in modules)
+        cells = ", ".join(f"{what} {best[args.against, what]:.2f} -> {best['now', what]:.2f} "
+                          f"({best[args.against, what] / best['now', what]:.1f}x)" for what in ("prepare", "read"))
+        print(f"{kind:30s} opened {sizes}: {cells}")
 
 
 if __name__ == "__main__":
