@@ -2,7 +2,9 @@
 (default: the shipped weights), opened from disk, a digit drawn on the pad (a number on the wide
 pad), then the page's own reading timed N times in a row, each from the pad's pixels to the answer
 on the page (app.js: getImageData, toGray, reader.js, show). Prints the median and the spread, with
-the CPU that ran it; the README's figures table holds the result.
+the CPU that ran it; the README's figures table holds the result. Then the page's own forward
+pass on the 10,000 MNIST test images against PyTorch's: predictions identical, the largest logit
+difference, and the time per image.
 
     python bench/page_speed.py [CHECKPOINT] [--repeat 50]
 
@@ -53,6 +55,41 @@ def measure(page, mode: str, repeat: int) -> list[float]:
     return times
 
 
+# The page's forward pass over a batch of uint8 28x28 images (base64): their logits, and the time.
+FORWARD = """(b64) => {
+  const model = window.__model || (window.__model = Lenet5Reader.loadModel(window.LENET5_MODEL));
+  const px = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const out = [];
+  const start = performance.now();
+  for (let i = 0; i < px.length; i += 784) out.push(...Lenet5Reader.logits(model, px.subarray(i, i + 784)));
+  return [out, performance.now() - start];
+}"""
+
+
+def forward_check(page, checkpoint: str) -> tuple[int, float, float]:
+    """(predictions identical to PyTorch's, the largest |logit difference|, ms per image) over the
+    10,000 MNIST test images, through the page's own forward pass."""
+    import base64
+
+    import numpy as np
+    import torch
+
+    from lenet5.checkpoint import load_model, normalization
+    from lenet5.data import load_mnist, normalize
+
+    images = load_mnist(ROOT / "data").test_images
+    model, obj = load_model(checkpoint, "cpu")
+    with torch.no_grad():
+        want = model(normalize(images, *normalization(obj))).numpy()
+    got, ms = [], 0.0
+    for start in range(0, len(images), 2500):
+        out, t = page.evaluate(FORWARD, base64.b64encode(images[start:start + 2500].numpy().tobytes()).decode())
+        got.append(np.array(out).reshape(-1, 10))
+        ms += t
+    got = np.concatenate(got)
+    return int((got.argmax(1) == want.argmax(1)).sum()), float(np.abs(got - want).max()), ms / len(images)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", nargs="?", help="checkpoint (default: the shipped weights)")
@@ -62,17 +99,21 @@ def main() -> None:
         out = Path(tmp) / "page"
         if lenet5(["export", args.checkpoint or str(shipped()), "--format", "web", "--out", str(out)]):
             raise SystemExit(1)
-        version, answer, rows = run(out, args.repeat)
+        version, answer, rows, check = run(out, args.repeat, args.checkpoint or str(shipped()))
     print(f"\nChromium {version} (headless), {cpu_model()}, {os.cpu_count()} CPUs; {args.repeat} "
           f"readings each, pad pixels -> answer shown (last number read: {answer})")
     print(f"{'reading':<26} {'median ms':>10} {'min':>8} {'max':>8}")
     for mode, times in rows:
         what = "a digit, 280x280 pad" if mode == "digit" else "a number, 840x280 pad"
         print(f"{what:<26} {statistics.median(times):>10.2f} {min(times):>8.2f} {max(times):>8.2f}")
+    same, diff, ms = check
+    print(f"the page's forward pass on the 10,000 MNIST test images: {same:,}/10,000 predictions as "
+          f"PyTorch's, max |logit difference| {diff:.1e}, {ms:.2f} ms an image")
 
 
-def run(out: Path, repeat: int):
-    """(Chromium's version, the number last read, [(mode, ms per reading)]) for the page in `out`."""
+def run(out: Path, repeat: int, checkpoint: str):
+    """(Chromium's version, the number last read, [(mode, ms per reading)], `forward_check`) for
+    the page in `out`."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -81,9 +122,10 @@ def run(out: Path, repeat: int):
         page.goto((out / "index.html").as_uri())
         rows = [(mode, measure(page, mode, repeat)) for mode in DRAWINGS]
         answer = page.inner_text("#number")
+        check = forward_check(page, checkpoint)
         version = browser.version
         browser.close()
-    return version, answer, rows
+    return version, answer, rows, check
 
 
 if __name__ == "__main__":

@@ -147,10 +147,11 @@ def download(
 
     raw_dir = root / "MNIST" / "raw"
     raw_dir.mkdir(parents=True, exist_ok=True)
+    unreachable: list[str] = []  # mirrors that failed every attempt: tried last for later files
     for name in names or list(FILES):
         dest = raw_dir / f"{name}.gz"
         errors = []
-        for mirror in mirrors:
+        for mirror in sorted(mirrors, key=lambda m: m in unreachable):
             url = f"{mirror}{name}.gz"
             for attempt in range(retries):
                 try:
@@ -170,6 +171,8 @@ def download(
                     errors.append(f"{url}: {e}")
                     if attempt + 1 < retries:
                         time.sleep(min(2**attempt, 4))
+                    elif mirror not in unreachable:
+                        unreachable.append(mirror)
             if dest.exists():
                 break
         if not dest.exists():
