@@ -655,10 +655,7 @@
     for (let o = 0; o < outC; o++) {
       const w0 = o * K;
       for (let p = 0; p < conv * conv; p++) {
-        let s = bias[o];
-        const p0 = p * K;
-        for (let k = 0; k < K; k++) s += weight[w0 + k] * patches[p0 + k];
-        c[p] = s;
+        c[p] = bias[o] + dot(weight, w0, patches, p * K, K);
       }
       for (let y = 0; y < half; y++) {
         for (let xx = 0; xx < half; xx++) {
@@ -675,11 +672,23 @@
     const n = bias.length, k = x.length;
     const out = new Float64Array(n);
     for (let o = 0; o < n; o++) {
-      let s = bias[o];
-      for (let i = 0; i < k; i++) s += weight[o * k + i] * x[i];
+      const s = bias[o] + dot(weight, o * k, x, 0, k);
       out[o] = relu && s < 0 ? 0 : s;
     }
     return out;
+  }
+
+  // a[i..i+n) . b[j..j+n), in four running sums: independent additions keep the CPU's adders busy.
+  function dot(a, i, b, j, n) {
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0, k = 0;
+    for (; k + 3 < n; k += 4) {
+      s0 += a[i + k] * b[j + k];
+      s1 += a[i + k + 1] * b[j + k + 1];
+      s2 += a[i + k + 2] * b[j + k + 2];
+      s3 += a[i + k + 3] * b[j + k + 3];
+    }
+    for (; k < n; k++) s0 += a[i + k] * b[j + k];
+    return (s0 + s1) + (s2 + s3);
   }
 
   // A 28x28 uint8 input (white ink on black) -> the 10 logits.
