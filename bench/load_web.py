@@ -67,6 +67,12 @@ def memory_mib(pid: int) -> dict[str, float]:
     return {"rss": round(fields["VmRSS"], 1), "peak": round(fields["VmHWM"], 1)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used, user and system, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -268,12 +274,13 @@ def main() -> int:
         if args.hostile:
             threads.append(threading.Thread(target=lambda: hostile_result.update(
                 hostile(url, port, deadline, args.worst, args.slow))))
-        t0 = time.perf_counter()
+        t0, server_cpu0, clients_cpu0 = time.perf_counter(), cpu_seconds(proc.pid), time.process_time()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
+        server_cpu, clients_cpu = cpu_seconds(proc.pid) - server_cpu0, time.process_time() - clients_cpu0
         after = memory_mib(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -290,6 +297,10 @@ def main() -> int:
         "correct": correct, "p50_ms": round(float(np.percentile(ms, 50)), 1),
         "p99_ms": round(float(np.percentile(ms, 99)), 1), "max_ms": round(float(ms.max()), 1),
         "requests_per_s": round(len(latencies) / wall, 1), "wall_s": round(wall, 2),
+        # The clients share the machine: what each side spent, and what the server alone would serve.
+        "server_cpu_ms_per_request": round(1000 * server_cpu / max(len(latencies), 1), 2),
+        "clients_cpu_ms_per_request": round(1000 * clients_cpu / max(len(latencies), 1), 2),
+        "server_alone_requests_per_s": round(os.cpu_count() * len(latencies) / max(server_cpu, 1e-9), 1),
         "memory_mib": {"before": before["rss"], "after": after["rss"], "peak": after["peak"]},
         "cpus": os.cpu_count(), "python": sys.version.split()[0], **hostile_result,
     }
@@ -301,6 +312,9 @@ def main() -> int:
           f"{correct} read right; latency p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
           f"max {result['max_ms']} ms; server memory {before['rss']} MiB before, {after['rss']} MiB "
           f"after (peak {after['peak']} MiB)")
+    print(f"CPU per request: server {result['server_cpu_ms_per_request']} ms, clients "
+          f"{result['clients_cpu_ms_per_request']} ms; the server alone on the {os.cpu_count()} CPUs: "
+          f"{result['server_alone_requests_per_s']} requests/s")
     if args.hostile:
         print(f"hostile: {result['hostile_requests']} requests, {result['hostile_5xx']} 5xx "
               f"{result['hostile_statuses']}; /api/health p99 {result['health_p99_ms']} ms, max "
