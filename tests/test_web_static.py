@@ -328,3 +328,25 @@ def test_a_killed_export_leaves_the_old_folder_or_the_new_one(small_run, tmp_pat
     assert ((out / WEB_MODEL).read_text() == old) == (when == "before")
     assert main(["export", str(shipped()), "--format", "web", "--out", str(out)]) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["page"]  # nothing left beside it
+
+
+def test_the_pages_reader_uses_pythons_constants():
+    """reader.js repeats images.py's and numbers.py's constants; a change to one side alone would
+    make the page read differently from the server, so every one is held equal here."""
+    import json
+    import re
+
+    from lenet5 import images, numbers
+    from lenet5.web import STATIC
+
+    found = {}
+    for declaration in re.findall(r"^\s*const ([A-Z][^;]*);", (STATIC / "reader.js").read_text(), re.M):
+        for name, value in (p.split(" = ", 1) for p in re.split(r",\s*(?=[A-Z_]+ = )", declaration)):
+            with contextlib.suppress(ValueError):  # numbers and lists of numbers: JSON
+                found[name] = json.loads(value.split("//")[0])
+    shared = {**{k: getattr(images, k) for k in ("WORK_SIZE", "MIN_CONTRAST", "MIN_SIZE", "STROKE")},
+              **{k: getattr(numbers, k) for k in (
+                  "ONE_DIGIT", "WIDEST", "NARROWEST", "OVERLAP", "NEAR", "SPECK", "THIN", "DRIFT",
+                  "SPACING", "MAX_CUTS", "MAX_PARTS", "PER_GAP", "PER_CUT", "SHORT", "MIN_HEIGHT",
+                  "MAX_WORK", "ASPECTS", "LOG_SHARE")}}
+    assert {name: found.get(name) for name in shared} == shared

@@ -500,7 +500,7 @@
 
   // ---- one digit's pixels -> the 28x28 input (images.to_mnist) ----------------------------------
 
-  function bounds(mask, w, h) {
+  function inkBox(mask, w, h) {
     let top = h, bottom = -1, left = w, right = -1;
     for (let y = 0; y < h; y++) {
       for (let x = 0; x < w; x++) {
@@ -517,7 +517,7 @@
   // `box`, when known, is the mask's own bounds (top, bottom, left, right), spared a search.
   function toMnist(map, mask, name, box = null) {
     const { ink, w: W } = map;
-    const b = box || bounds(mask, map.w, map.h);
+    const b = box || inkBox(mask, map.w, map.h);
     const [top, bottom, left, right] = b ? [b[0], b[1] + 1, b[2], b[3] + 1] : [0, 0, 0, 0];
     if (Math.max(bottom - top, right - left) < MIN_SIZE) {
       throw new ImageError(`${name}: no digit found, only a speck of ink; if the digit is tiny in the ` +
@@ -752,7 +752,7 @@
   }
 
   function partOf(mask, w, h, extra = {}) {
-    const b = bounds(mask, w, h);
+    const b = inkBox(mask, w, h);
     return b && { mask, box: b, cutLeft: false, cutRight: false, cutInk: 0, ...extra };
   }
 
@@ -890,7 +890,7 @@
     if (!small.some(Boolean)) return [mask, box];
     const out = mask.slice();
     for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) if (small[labels[y * w + x]]) out[(top + y) * W + left + x] = 0;
-    return [out, bounds(out, W, H)];
+    return [out, inkBox(out, W, H)];
   }
 
   function widthPrior(x) { // np.interp over MNIST's widths, and falling fast past the widest
@@ -986,7 +986,7 @@
 
   root.Lenet5Reader = {
     ImageError, WORK_SIZE, pyRound, resize, LANCZOS, BOX, toGray, shrink, inkMap, inkMasks, label,
-    regions, regionMask, candidates, bounds, toMnist, prepare, loadModel, logits, classify, readDigit,
+    regions, regionMask, candidates, inkBox, toMnist, prepare, loadModel, logits, classify, readDigit,
     readNumber,
   };
   if (typeof module !== "undefined") module.exports = root.Lenet5Reader;
