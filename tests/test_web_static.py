@@ -29,7 +29,7 @@ from lenet5.export import WEB_MODEL, WEB_PAGE
 from lenet5.images import ImageError, open_image, prepare
 from lenet5.web.app import create_app
 from lenet5.weights import card, shipped
-from people import render
+from people import render, write_number
 
 ONE = [[(0.5, 0.15), (0.5, 0.85)]]
 SEVEN = [[(0.3, 0.2), (0.7, 0.2)], [(0.7, 0.2), (0.45, 0.85)]]
@@ -250,6 +250,47 @@ def test_the_page_prepares_pictures_bit_for_bit_as_python(exported, browser, mni
     names, want, got = _prepared_both_ways(exported, browser, _pictures(mnist))
     assert len(names) >= 30 and sum(w.startswith("error") for w in want) == 2  # blank, speck
     assert [n for n, g, w in zip(names, got, want) if g != w] == []
+
+
+def test_the_page_reads_photographed_numbers_as_python(exported, browser, mnist):
+    """Numbers written with MNIST test digits and photographed, each way numbers.py handles: the
+    page's readNumber finds the same digits in the same boxes as numbers.read_number."""
+    from lenet5.numbers import read_number
+
+    reader = lenet5.load()
+    rng = np.random.default_rng(3)
+    cases, want = [], []
+    for way in ({}, {"touching": True}, {"strokes": True}, {"heights": True}):
+        for _ in range(2):
+            idx = rng.choice(2000, int(rng.integers(2, 6)), replace=False)
+            data, _ = write_number([mnist.test_images[i].numpy() for i in idx], rng, **way)
+            img = open_image(data, "number.jpg")
+            try:
+                n = read_number(img, reader.probabilities, "number.jpg")
+                want.append({"number": n.number, "boxes": [list(d.box) for d in n.digits],
+                             "p": [d.probabilities for d in n.digits]})
+            except ImageError as e:
+                want.append({"error": str(e)})
+            cases.append({"w": img.width, "h": img.height, "full": list(img.info["full_size"]),
+                          "px": base64.b64encode(np.asarray(img).tobytes()).decode()})
+    with opened(browser, exported.as_uri() + "/index.html") as (page, _):
+        got = page.evaluate("""(cases) => {
+            const model = Lenet5Reader.loadModel(window.LENET5_MODEL);
+            return cases.map(({w, h, full, px}) => {
+              const gray = {w, h, px: Uint8Array.from(atob(px), (c) => c.charCodeAt(0))};
+              try {
+                const n = Lenet5Reader.readNumber(model, gray, "number.jpg", full);
+                return {number: n.number, boxes: n.digits.map((d) => d.box), p: n.digits.map((d) => d.probabilities)};
+              } catch (err) {
+                if (!(err instanceof Lenet5Reader.ImageError)) throw err;
+                return {error: err.message};
+              } }); }""", cases)
+    assert sum("number" in w for w in want) >= 6
+    for g, w in zip(got, want):
+        assert {k: g.get(k) for k in ("number", "boxes", "error")} == \
+            {k: w.get(k) for k in ("number", "boxes", "error")}
+        if "p" in w:
+            assert np.allclose(g["p"], w["p"], atol=1e-3)
 
 
 @pytest.fixture
