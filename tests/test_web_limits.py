@@ -5,6 +5,7 @@ Servers run under uvicorn on 127.0.0.1 in a thread, with short deadlines so each
 
 import contextlib
 import io
+import os
 import socket
 import threading
 import time
@@ -189,28 +190,38 @@ def test_large_pictures_decode_one_at_a_time_and_drawings_together(ckpt, monkeyp
         assert most[0] == 2
 
 
-def test_health_answers_while_every_worker_thread_decodes(ckpt, monkeypatch, mnist):
-    """/api/health runs on the event loop: 45 uploads stuck in decoding (more than the 40 worker
-    threads) do not hold it up."""
+def test_health_answers_while_every_reader_decodes_and_uploads_queue(ckpt, monkeypatch, mnist):
+    """/api/health runs on the event loop: with every reader stuck in decoding and ten more uploads
+    queued behind them, it answers at once. No more pictures are read at once than there are
+    readers (one a core, at least two): more threads only take turns at Python's lock."""
+    readers = max(2, os.cpu_count() or 1)
     real, entered, release = lenet5.images.load_digit, threading.Semaphore(0), threading.Event()
+    lock, reading, most = threading.Lock(), [0], [0]
 
     def stuck(data, name):
+        with lock:
+            reading[0] += 1
+            most[0] = max(most[0], reading[0])
         entered.release()
         release.wait(timeout=20)
+        with lock:
+            reading[0] -= 1
         return real(data, name)
 
     monkeypatch.setattr(lenet5.images, "load_digit", stuck)
     body = png(mnist.test_images[0])
-    with serving(create_app(ckpt)) as url, ThreadPoolExecutor(45) as pool:
+    uploads = readers + 10
+    with serving(create_app(ckpt)) as url, ThreadPoolExecutor(uploads) as pool:
         try:
-            answers = [pool.submit(httpx.post, f"{url}/api/predict", content=body, timeout=30)
-                       for _ in range(45)]
-            for _ in range(40):  # the worker threads are all busy once 40 have entered
+            answers = [pool.submit(httpx.post, f"{url}/api/predict", content=body, timeout=60)
+                       for _ in range(uploads)]
+            for _ in range(readers):  # every reader is busy once this many have entered
                 assert entered.acquire(timeout=20)
             assert max(health_ms(url) for _ in range(5)) < 500
         finally:
             release.set()
-        assert [a.result().status_code for a in answers] == [200] * 45
+        assert [a.result().status_code for a in answers] == [200] * uploads
+    assert most[0] == readers
 
 
 def test_hostile_mix_gets_no_5xx_and_health_keeps_answering(ckpt, mnist):
