@@ -636,9 +636,16 @@
   // Valid 5x5 convolution, then 2x2 max-pool, then ReLU (as model.py orders them). Each output
   // pixel's 5x5 patches (all input channels) are laid out in a row first, so every output is one
   // contiguous dot product with its filter.
+  const scratch = new Map(); // working arrays by length, reused: a forward pass allocates nothing big
+
+  function reused(length) {
+    if (!scratch.has(length)) scratch.set(length, new Float64Array(length));
+    return scratch.get(length);
+  }
+
   function convPool(x, inC, size, weight, bias, outC) {
     const conv = size - 4, half = conv / 2, K = inC * 25;
-    const patches = new Float64Array(conv * conv * K);
+    const patches = reused(conv * conv * K);
     for (let y = 0; y < conv; y++) {
       for (let xx = 0; xx < conv; xx++) {
         let at = (y * conv + xx) * K;
@@ -651,7 +658,7 @@
       }
     }
     const out = new Float64Array(outC * half * half);
-    const c = new Float64Array(conv * conv);
+    const c = reused(conv * conv);
     for (let o = 0; o < outC; o++) {
       const w0 = o * K;
       for (let p = 0; p < conv * conv; p++) {
