@@ -576,9 +576,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import torch
+
     from .web.app import bind, create_app, server
 
     path = _checkpoint(args.checkpoint, args.out_dir)
+    # One torch thread: the server reads a picture a core at once, and splitting one picture's
+    # small forward pass over the cores as well only makes the threads wait on each other (half
+    # the CPU a reading, the same time).
+    torch.set_num_threads(1)
     app = create_app(path, args.device)
     srv = server(app, header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                  max_connections=args.max_connections)
