@@ -6,6 +6,7 @@ library this process had mapped could not be truncated safely under it.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -63,10 +64,19 @@ def test_kernels_build_once_into_the_cache_with_their_digest(cache):
     assert k.path.stat().st_mtime_ns == stamp  # loaded, not rebuilt
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A cache folder with a good library built in it, once for the tests that damage a copy."""
+    folder = tmp_path_factory.mktemp("built") / "cache"
+    lines = fresh_process(folder)
+    return folder, os.path.basename(lines[-1])
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "planted"])
-def test_a_damaged_or_planted_library_is_rebuilt_not_run(cache, tmp_path, damage):
-    lines = fresh_process(cache)
-    so = cache / os.path.basename(lines[-1])
+def test_a_damaged_or_planted_library_is_rebuilt_not_run(cache, built, tmp_path, damage):
+    shutil.copytree(built[0], cache)
+    cache.chmod(0o700)
+    so = cache / built[1]
     good = so.read_bytes()
     if damage == "truncated":
         so.write_bytes(good[:20000])
