@@ -991,10 +991,7 @@
     return { number: out.map((d) => d.digit).join(""), digits: out };
   }
 
-  root.Lenet5Reader = {
-    ImageError, WORK_SIZE, pyRound, resize, LANCZOS, BOX, toGray, shrink, inkMap, inkMasks, label,
-    regions, regionMask, candidates, inkBox, toMnist, prepare, loadModel, logits, classify, readDigit,
-    readNumber,
-  };
+  // What the page (app.js) and its checks use; the steps inside stay private.
+  root.Lenet5Reader = { ImageError, toGray, shrink, prepare, loadModel, logits, readDigit, readNumber };
   if (typeof module !== "undefined") module.exports = root.Lenet5Reader;
 })(typeof window !== "undefined" ? window : globalThis);
