@@ -323,3 +323,15 @@ def test_the_gray_levels_median_and_otsu_are_numpys_to_the_bit():
         for values in (GRAYS, 1.0 - GRAYS):
             pixels = values[gray]  # as `gray / 255.0` (and `1.0 - that`) give them
             assert _level_stats(values, counts) == (float(np.median(pixels)), _otsu(pixels))
+
+
+def test_the_percentile_is_numpys_to_the_bit():
+    """`images._percentile` stands in for np.percentile in every picture: the same float, every
+    size and fraction, ties and repeats included."""
+    from lenet5.images import _percentile
+
+    rng = np.random.default_rng(0)
+    for n in [1, 2, 3, 4, 5, 10, 11, 99, 100, 101, 1000, 4097]:
+        for values in (rng.random(n), rng.integers(0, 4, n).astype(np.float64) / 3, np.full(n, 0.7)):
+            for q in (0, 10, 50, 89.5, 90, 99.9, 100):
+                assert _percentile(values, q) == np.percentile(values, q), (n, q)

@@ -15,6 +15,7 @@ import sys
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -234,16 +235,28 @@ def test_serve_refuses_a_port_out_of_range(ckpt, capsys):
         "lenet5: error: --port 99999: a TCP port is 1 to 65535 (0 picks a free one)")
 
 
-def test_serve_command_runs_and_stops_on_ctrl_c(ckpt):
-    """`python -m lenet5 serve --port 0`: says where it listens, answers, and Ctrl-C ends it."""
+def children(pid: int) -> set[int]:
+    """A process's children (Linux /proc); empty where there is no /proc."""
+    tasks = Path(f"/proc/{pid}/task")
+    return {int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()} if tasks.exists() else set()
+
+
+def test_serve_command_runs_and_stops_on_ctrl_c(ckpt, mnist):
+    """`python -m lenet5 serve --port 0`: starts its picture readers, says where it listens,
+    answers, and Ctrl-C ends it and its readers."""
     proc = subprocess.Popen([sys.executable, "-m", "lenet5", "serve", str(ckpt), "--port", "0",
-                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--device", "cpu", "--readers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = queue.Queue()
         threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
-        first = lines.get(timeout=60)  # printed once the port is bound and the model loaded
+        first = lines.get(timeout=60)  # printed once the port is bound, the model and readers loaded
         url = re.search(r"at (http://127\.0\.0\.1:\d+/)", first).group(1)
         assert httpx.get(f"{url}api/health", timeout=10).json()["checkpoint"] == str(ckpt)
+        readers = children(proc.pid)
+        assert len(readers) == 2 or not Path("/proc").exists()
+        r = httpx.post(f"{url}api/predict", content=png(mnist.test_images[0]), timeout=30)
+        assert r.status_code == 200 and r.json()["digit"] == int(mnist.test_labels[0])
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
     finally:
@@ -251,6 +264,7 @@ def test_serve_command_runs_and_stops_on_ctrl_c(ckpt):
             proc.kill()
             proc.wait()
     assert proc.returncode == 130 and "Traceback" not in err and "lenet5: interrupted" in err
+    assert not any(Path(f"/proc/{pid}").exists() for pid in readers)  # ended and reaped by the server
 
 
 def test_drawing_on_the_page_shows_a_prediction(live, browser, mnist):

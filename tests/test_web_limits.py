@@ -20,6 +20,7 @@ from PIL import Image
 import lenet5.images
 from lenet5.cli import main
 from lenet5.web.app import bind, create_app, server
+from lenet5.web.readers import Readers
 
 from test_web import paper_digit, png, png_header
 
@@ -154,10 +155,10 @@ def test_a_bomb_past_pillows_own_limit_is_refused_with_its_real_size(client):
 def test_large_pictures_decode_one_at_a_time_and_drawings_together(ckpt, monkeypatch):
     """The pixel budget: three 12-megapixel pictures never decode at once, three drawings do, and a
     drawing is decoded beside a large picture, not after it."""
-    real, inside, most, lock = lenet5.images.load_digit, [0], [0], threading.Lock()
+    real, inside, most, lock = Readers.read, [0], [0], threading.Lock()
     barrier = threading.Barrier(2)
 
-    def watched(data, name):
+    def watched(readers, data, name, trim=False):
         with lock:
             inside[0] += 1
             most[0] = max(most[0], inside[0])
@@ -168,10 +169,10 @@ def test_large_pictures_decode_one_at_a_time_and_drawings_together(ckpt, monkeyp
         finally:
             with lock:
                 inside[0] -= 1
-        return real(data, name)
+        return real(readers, data, name, trim)
 
-    monkeypatch.setattr(lenet5.images, "load_digit", watched)
-    with serving(create_app(ckpt)) as url:
+    monkeypatch.setattr(Readers, "read", watched)
+    with serving(create_app(ckpt, readers=3)) as url:
         def post(data):
             return httpx.post(f"{url}/api/predict", content=data, timeout=30).status_code
 
@@ -190,15 +191,17 @@ def test_large_pictures_decode_one_at_a_time_and_drawings_together(ckpt, monkeyp
         assert most[0] == 2
 
 
-def test_health_answers_while_every_reader_decodes_and_uploads_queue(ckpt, monkeypatch, mnist):
+@pytest.mark.parametrize("processes", [2, 0], ids=["reader processes", "server threads"])
+def test_health_answers_while_every_reader_decodes_and_uploads_queue(ckpt, monkeypatch, mnist, processes):
     """/api/health runs on the event loop: with every reader stuck in decoding and ten more uploads
     queued behind them, it answers at once. No more pictures are read at once than there are
-    readers (one a core, at least two): more threads only take turns at Python's lock."""
-    readers = max(2, os.cpu_count() or 1)
-    real, entered, release = lenet5.images.load_digit, threading.Semaphore(0), threading.Event()
+    reader processes, or, reading on the server's threads, one a core and at least two: more
+    threads only take turns at Python's lock."""
+    readers = processes or max(2, os.cpu_count() or 1)
+    entered, release = threading.Semaphore(0), threading.Event()
     lock, reading, most = threading.Lock(), [0], [0]
 
-    def stuck(data, name):
+    def stuck(real, *args):
         with lock:
             reading[0] += 1
             most[0] = max(most[0], reading[0])
@@ -206,12 +209,17 @@ def test_health_answers_while_every_reader_decodes_and_uploads_queue(ckpt, monke
         release.wait(timeout=20)
         with lock:
             reading[0] -= 1
-        return real(data, name)
+        return real(*args)
 
-    monkeypatch.setattr(lenet5.images, "load_digit", stuck)
+    if processes:
+        real = Readers.read
+        monkeypatch.setattr(Readers, "read", lambda *args, **kw: stuck(real, *args, *kw.values()))
+    else:
+        real_pixels = lenet5.images.load_pixels
+        monkeypatch.setattr(lenet5.images, "load_pixels", lambda *args: stuck(real_pixels, *args))
     body = png(mnist.test_images[0])
     uploads = readers + 10
-    with serving(create_app(ckpt)) as url, ThreadPoolExecutor(uploads) as pool:
+    with serving(create_app(ckpt, readers=processes)) as url, ThreadPoolExecutor(uploads) as pool:
         try:
             answers = [pool.submit(httpx.post, f"{url}/api/predict", content=body, timeout=60)
                        for _ in range(uploads)]
@@ -293,3 +301,9 @@ def test_hostile_mix_gets_no_5xx_and_health_keeps_answering(ckpt, mnist):
         assert sum(s is True for s in statuses) >= 6  # the normal pictures are read (mostly) right
         assert all(seconds < 3 for _, seconds in closed)
         assert len(health) >= 3 and max(health) < 1000, health
+
+
+def test_serve_refuses_a_negative_reader_count(ckpt, capsys):
+    assert main(["serve", str(ckpt), "--readers", "-1", "--port", "0", "--device", "cpu"]) == 1
+    assert capsys.readouterr().err.strip() == ("lenet5: error: --readers -1: must be 0 (read on the "
+                                               "server's threads) or more")

@@ -162,6 +162,9 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
                    "a request's body once its headers are in (default: 30)")
     p.add_argument("--max-connections", type=int, default=200, help="connections open at once; "
                    "more get a 503 (at most half the open-file limit) (default: 200)")
+    p.add_argument("--readers", type=int, default=None, help="processes that decode and prepare "
+                   "uploaded pictures side by side, about 60 MiB each; 0 reads them on the "
+                   "server's own threads (default: one a core, at most 2)")
     _location_flags(p, data_help=None)
 
     p = sub.add_parser("info", help="this machine: CPU and ISA level, compiler, torch, threads, "
@@ -581,18 +584,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .web.app import bind, create_app, server
 
     path = _checkpoint(args.checkpoint, args.out_dir)
-    # One torch thread: the server reads a picture a core at once, and splitting one picture's
+    # One torch thread: the server reads several pictures at once, and splitting one picture's
     # small forward pass over the cores as well only makes the threads wait on each other (half
     # the CPU a reading, the same time).
     torch.set_num_threads(1)
-    app = create_app(path, args.device)
+    app = create_app(path, args.device, readers=args.readers)
     srv = server(app, header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                  max_connections=args.max_connections)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
+    app.state.start_readers()
     print(f"serving {path} at http://{shown}:{port}/  (API docs: /docs; Ctrl-C stops)", flush=True)
-    srv.run(sockets=[sock])
+    try:
+        srv.run(sockets=[sock])
+    finally:
+        app.state.close_readers()
     return 0
 
 

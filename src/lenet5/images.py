@@ -14,10 +14,13 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from scipy import ndimage
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made (`_tensor`), not to read pictures
+    import torch
 
 from .errors import Lenet5Error
 
@@ -238,13 +241,14 @@ class Regions:
     ids: np.ndarray  # (k,)
     areas: np.ndarray  # (k,)
     boxes: np.ndarray  # (k, 4)
+    count: int  # n: how many regions the labels number
 
-    def mask(self, ids) -> np.ndarray:
-        """The pixels of the regions `ids`."""
-        keep = np.zeros(int(self.labels.max()) + 1, dtype=bool)
+    def mask(self, ids, box=np.s_[:, :]) -> np.ndarray:
+        """The pixels of the regions `ids` (within `box`, a pair of slices, when given)."""
+        keep = np.zeros(self.count + 1, dtype=bool)
         keep[np.asarray(ids, dtype=np.intp)] = True
         keep[0] = False
-        return keep[self.labels]
+        return keep[self.labels[box]]
 
 
 def regions(strong: np.ndarray, weak: np.ndarray) -> Regions:
@@ -268,7 +272,7 @@ def regions(strong: np.ndarray, weak: np.ndarray) -> Regions:
     boxes = np.array([(slices[i - 1][0].start, slices[i - 1][0].stop - 1,
                        slices[i - 1][1].start, slices[i - 1][1].stop - 1) for i in ids],
                      dtype=np.intp).reshape(-1, 4) + (top, top, left, left)
-    return Regions(labels, ids, areas[ids], boxes)
+    return Regions(labels, ids, areas[ids], boxes, n)
 
 
 def candidates(r: Regions, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -313,10 +317,10 @@ def _select_digit(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
         near = (allowed & ~kept & (boxes[:, 0] <= bottom + reach) & (boxes[:, 1] >= top - reach) &
                 (boxes[:, 2] <= right + reach) & (boxes[:, 3] >= left - reach))
         if not near.any():
-            # r.mask(r.ids[kept]), looked up only inside the kept regions' box, where they all lie.
+            # Looked up only inside the kept regions' box, where they all lie.
             box = (slice(top, bottom + 1), slice(left, right + 1))
             digit = np.zeros_like(weak)
-            digit[box] = np.isin(r.labels[box], r.ids[kept])
+            digit[box] = r.mask(r.ids[kept], box)
             return digit
         kept |= near
 
@@ -331,6 +335,7 @@ def _max_filter(a: np.ndarray, size: int) -> np.ndarray:
 
 
 GRAYS = np.arange(256) / 255.0  # the 256 gray levels, each bit for bit as `gray / 255.0` has it
+INVERTED = 1.0 - GRAYS  # and as `1.0 - gray / 255.0` has it
 
 
 def _level_stats(values: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
@@ -346,9 +351,9 @@ def _level_stats(values: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
     return float(np.mean(middle)), _otsu_of(hist)
 
 
-def _light_paper(a: np.ndarray, median: float, otsu: float) -> bool:
-    """Whether the paper is lighter than the ink, for gray values in [0, 1] (their median and
-    Otsu threshold given).
+def _light_paper(gray: np.ndarray, median: float, otsu: float) -> bool:
+    """Whether the paper is lighter than the ink, for a picture's 8-bit gray levels (the median
+    and Otsu threshold of their values in [0, 1] given).
 
     Most of a picture is paper, so its median says, except in a tight crop of bold strokes, where
     ink covers more than half of it. Then the picture's edge tells: mostly paper, touched by the
@@ -357,9 +362,9 @@ def _light_paper(a: np.ndarray, median: float, otsu: float) -> bool:
     """
     if median > 0.5:
         return True
-    if min(a.shape) < 3:
+    if min(gray.shape) < 3:
         return False
-    edge = np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
+    edge = GRAYS[np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])]
     dark = edge < max(otsu, 0.25)
     return bool(np.median(edge) > 0.5 and dark.mean() >= 0.02)
 
@@ -369,9 +374,12 @@ def _ink(gray, name: str) -> np.ndarray:
     # The whole picture's median and Otsu threshold come from its 256-level histogram (exact),
     # which Pillow counts in C.
     counts = np.array(gray.histogram())
-    a, values = np.asarray(gray, dtype=np.float64) / 255.0, GRAYS
-    if _light_paper(a, *_level_stats(values, counts)):  # light paper: bright ink, as in MNIST
-        a, values = 1.0 - a, 1.0 - values
+    levels, values = np.asarray(gray), GRAYS
+    if _light_paper(levels, *_level_stats(values, counts)):  # light paper: bright ink, as in MNIST
+        values = INVERTED
+    # Each pixel's value looked up by its level: bit for bit `gray / 255.0` (or 1.0 minus that),
+    # in one pass.
+    a = values[levels]
     # Uneven light: subtract the paper's brightness, fitted as a plane to the paper pixels.
     median, otsu = _level_stats(values, counts)
     paper = a <= max(otsu, median)  # the median: paper even where Otsu has no two classes
@@ -397,9 +405,30 @@ def _ink(gray, name: str) -> np.ndarray:
     return ink
 
 
+def _padded(a: np.ndarray) -> np.ndarray:
+    """np.pad(a, 1): a border of zeros, one pixel wide (without np.pad's general machinery)."""
+    out = np.zeros((a.shape[0] + 2, a.shape[1] + 2), dtype=a.dtype)
+    out[1:-1, 1:-1] = a
+    return out
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    """np.percentile(values, q) for a 1-D float64 array, bit for bit: numpy's linear method (the
+    virtual index (n - 1) * q/100, its two neighbours found by partitioning, numpy's lerp) without
+    its general machinery."""
+    n = values.size
+    at = (n - 1) * (q / 100)
+    lo = int(at)
+    hi = min(lo + 1, n - 1)
+    part = np.partition(values, (lo, hi))
+    a, b, t = float(part[lo]), float(part[hi]), at - lo
+    d = b - a
+    return b - d * (1 - t) if t >= 0.5 else a + d * t
+
+
 def _speckled(mask: np.ndarray) -> bool:
     """True when many ink pixels stand alone or in pairs: impulse noise rather than strokes."""
-    p = np.pad(mask, 1).view(np.uint8)  # 0/1 bytes; a 3x3 sum is at most 9
+    p = _padded(mask).view(np.uint8)  # 0/1 bytes; a 3x3 sum is at most 9
     across = p[:, :-2] + p[:, 1:-1] + p[:, 2:]
     neighbours = across[:-2] + across[1:-1] + across[2:]
     return int((mask & (neighbours <= 2)).sum()) > max(20, 0.001 * mask.size)
@@ -430,15 +459,33 @@ def ink_masks(ink: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     return ink > level, ink > max(0.5 * level, 0.12)
 
 
+def _tensor(pixels: np.ndarray):
+    """The 28x28 pixels as the uint8 tensor the model's code takes. torch is imported only here,
+    so that reading pictures alone (`load_pixels`) does without it."""
+    import torch
+
+    return torch.from_numpy(pixels)
+
+
 def prepare(img, name: str = "image") -> torch.Tensor:
     """A Pillow image (any mode) -> uint8 tensor (28, 28): white ink on black, MNIST-style."""
+    return _tensor(prepare_pixels(img, name))
+
+
+def prepare_pixels(img, name: str = "image") -> np.ndarray:
+    """`prepare` as a numpy uint8 array (28, 28)."""
     ink, level = ink_map(img, name)
-    return to_mnist(ink, _select_digit(*ink_masks(ink, level)), name)
+    return to_mnist_pixels(ink, _select_digit(*ink_masks(ink, level)), name)
 
 
 def to_mnist(ink: np.ndarray, mask: np.ndarray, name: str = "image") -> torch.Tensor:
     """The digit whose pixels are `mask` in the ink map `ink` -> uint8 tensor (28, 28): cropped to
     its box, a fine pen thickened, scaled to fit 20x20 and centred by mass in 28x28."""
+    return _tensor(to_mnist_pixels(ink, mask, name))
+
+
+def to_mnist_pixels(ink: np.ndarray, mask: np.ndarray, name: str = "image") -> np.ndarray:
+    """`to_mnist` as a numpy uint8 array (28, 28)."""
     Image = _pil()
     rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
     top, bottom, left, right = (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) if mask.any() else (0,) * 4
@@ -449,11 +496,11 @@ def to_mnist(ink: np.ndarray, mask: np.ndarray, name: str = "image") -> torch.Te
     # The rim is the mask dilated by a 3x3 square: the OR of its shifts across, then down. (Nothing
     # of the mask lies outside its box, so the box padded with paper is all the dilation sees.)
     m = mask[top:bottom, left:right]
-    pm = np.pad(m, 1)
+    pm = _padded(m)
     across = pm[:, :-2] | pm[:, 1:-1] | pm[:, 2:]
     near = across[:-2] | across[1:-1] | across[2:]
     crop = np.where(near, ink[top:bottom, left:right], 0.0)
-    crop = np.clip(crop / np.percentile(crop[m], 90), 0.0, 1.0)  # solid strokes
+    crop = np.clip(crop / _percentile(crop[m], 90), 0.0, 1.0)  # solid strokes
     h, w = crop.shape
     long_side = max(h, w)
     # Stroke width ~ area / half the boundary; a fine pen on a big sheet would vanish at 20x20.
@@ -477,7 +524,7 @@ def to_mnist(ink: np.ndarray, mask: np.ndarray, name: str = "image") -> torch.Te
     oy, ox = int(round(14 - cy)), int(round(14 - cx))  # MNIST's centre of mass sits at (14, 14)
     oy, ox = min(max(oy, 0), 28 - new_h), min(max(ox, 0), 28 - new_w)
     field[oy:oy + new_h, ox:ox + new_w] = d
-    return torch.from_numpy(np.clip(field, 0, 255).astype(np.uint8))
+    return np.clip(field, 0, 255).astype(np.uint8)
 
 
 def load_digit(source: str | os.PathLike | bytes, name: str | None = None) -> torch.Tensor:
@@ -487,9 +534,14 @@ def load_digit(source: str | os.PathLike | bytes, name: str | None = None) -> to
     a server answers 4xx. An error that is not an ImageError is a bug met on a strange picture: its
     exception is kept as the `__cause__`, for whoever logs it with its traceback.
     """
+    return _tensor(load_pixels(source, name))
+
+
+def load_pixels(source: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
+    """`load_digit` as a numpy uint8 array (28, 28), with no need of torch."""
     name = name or (str(source) if not isinstance(source, bytes) else "image")
     try:
-        return prepare(open_image(source, name), name)
+        return prepare_pixels(open_image(source, name), name)
     except ImageError:
         raise
     except Exception as e:

@@ -2,7 +2,9 @@
 
 POST /api/predict takes an image (a multipart upload in the field `file`, or the raw bytes as the
 body) and answers with the digit, the ten probabilities and the 28x28 input the model saw. The
-image goes through `images.load_digit`, the same preprocessing as `lenet5 predict FILE`.
+image goes through `images.load_pixels`, the same preprocessing as `lenet5 predict FILE`, in one
+of the picture reader processes (`readers.py`), so that pictures are read on every core at once;
+the model runs here.
 GET /api/health says what is loaded (the checkpoint, its name and test accuracy when known);
 /docs and /openapi.json describe the API; /favicon.ico is the page's icon. The page's files are
 served from static/ as they are, static/model.js included: a stub with no weights, which tells the
@@ -12,7 +14,8 @@ Bad requests get a 4xx and {"detail": reason}, never a 500: empty bodies (400), 
 upload limit (413, checked before anything is parsed), too many pixels (413, read from the image
 header before decoding), pictures that are not images or hold no digit (422). The model is loaded
 once, when the app is made; requests share it read-only (eval mode, no gradients), which PyTorch
-allows from many threads.
+allows from many threads. POST /api/number reads on the server's own threads: the model is needed
+between its steps.
 
 Under load and against hostile clients the server keeps answering: the pixels decoded at once are
 bounded (memory follows pixels, not requests), /api/health runs on the event loop and never waits
@@ -35,10 +38,11 @@ import warnings
 from .. import __version__
 from ..errors import ConfigError, Lenet5Error
 from . import STATIC, describe
+from .readers import LIBC, Readers, release_memory
 
 try:
     from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
     from PIL import Image
     from pydantic import BaseModel, Field
@@ -172,18 +176,6 @@ class PixelBudget:
                 self.freed.notify_all()
 
 
-def _libc():
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim.argtypes, libc.mallopt.argtypes = [ctypes.c_size_t], [ctypes.c_int, ctypes.c_int]
-        return libc
-    except (OSError, AttributeError):  # not glibc: its allocator manages on its own
-        return None
-
-
-LIBC = _libc()
 M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
@@ -193,12 +185,6 @@ def limit_arenas(arenas: int = 2) -> None:
     every arena, and the process keeps hundreds of MB it no longer uses."""
     if LIBC is not None:
         LIBC.mallopt(M_ARENA_MAX, arenas)
-
-
-def release_memory() -> None:
-    """Hand the heap memory a large picture freed back to the system (glibc keeps it otherwise)."""
-    if LIBC is not None:
-        LIBC.malloc_trim(0)
 
 
 @contextlib.contextmanager
@@ -236,23 +222,50 @@ def declared_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def default_readers() -> int:
+    """Picture reader processes `lenet5 serve` starts: one a core, at most two. Each takes about
+    60 MiB (90 while it reads a 13-megapixel picture): with two, the server stays under 500 MB
+    against the worst uploads (the README's table); `--readers N` trades memory for more."""
+    return max(1, min(os.cpu_count() or 1, 2))
+
+
+_shared: dict[int, Readers] = {}
+
+
+def shared_readers(count: int) -> Readers:
+    """One set of reader processes for every app in this process with the same count."""
+    if count not in _shared:
+        _shared[count] = Readers(count)
+    return _shared[count]
+
+
 def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: int = MAX_UPLOAD,
-               max_pixels: int = MAX_PIXELS) -> FastAPI:
-    """The app for one checkpoint, its model loaded now and shared by every request."""
+               max_pixels: int = MAX_PIXELS, readers: int | None = None) -> FastAPI:
+    """The app for one checkpoint, its model loaded now and shared by every request.
+
+    `readers`: processes that decode and prepare the pictures for /api/predict (`readers.py`;
+    default: `default_readers()`); 0 reads them on the server's own threads instead.
+    """
     from ..checkpoint import load_model, normalization
     from ..config import choose_device
-    from ..images import load_digit
+    from ..images import load_pixels
     from ..predict import classify
 
+    if readers is None:
+        readers = default_readers()
+    if readers < 0:
+        raise ConfigError(f"--readers {readers}: must be 0 (read on the server's threads) or more")
     device = choose_device(device)
     model, obj = load_model(checkpoint, device)
     mean, std = normalization(obj)
     limit_arenas()
     budget = PixelBudget(max_pixels, min(DRAWING_PIXELS, max_pixels))
-    # Pictures read at once: one a core, at least two (so that one large picture never holds up a
-    # drawing). More threads than cores only take turns at Python's lock: under 16 clients the
-    # server spent 12.6 ms of CPU a request with every request on its own thread, 9 ms with this.
-    readers = asyncio.Semaphore(max(2, os.cpu_count() or 1))
+    pool = shared_readers(readers) if readers else None
+    # Pictures read at once: one a reader process; on the server's own threads, one a core and at
+    # least two (so that one large picture never holds up a drawing): more threads than cores only
+    # take turns at Python's lock (under 16 clients the server spent 12.6 ms of CPU a request with
+    # every request on its own thread, 9 ms with one a core).
+    at_once = asyncio.Semaphore(readers or max(2, os.cpu_count() or 1))
 
     # FastAPIOffline: FastAPI whose /docs and /redoc pages serve their scripts from here, not a
     # CDN, so the API documentation works offline too.
@@ -264,18 +277,29 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     app.add_middleware(BodyLimit, limit=max_upload)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.model = model
+    app.state.start_readers = pool.start if pool is not None else (lambda: None)
+    app.state.close_readers = pool.close if pool is not None else (lambda: None)
     model_name, accuracy = describe(checkpoint)
     health = Health(status="ok", checkpoint=str(checkpoint), name=model_name,
                     test_accuracy=accuracy, device=str(device), mean=mean, std=std,
                     max_upload_bytes=max_upload, max_pixels=max_pixels, version=__version__)
 
-    def predict_bytes(data: bytes, name: str) -> Prediction:
+    def read_pixels(data: bytes, name: str, pixels: int):
+        """The picture's (28, 28) uint8 input, read by a reader process or on this thread."""
         with unreadable_is_422(name):
-            digit = load_digit(data, name)  # (28, 28) uint8
-        probs = classify(model, digit.unsqueeze(0), mean, std, device)[0]
-        best = int(probs.argmax())
-        return Prediction(digit=best, probability=float(probs[best]),
-                          probabilities=[float(p) for p in probs], image=digit.tolist())
+            if pool is None:
+                return load_pixels(data, name)
+            return pool.read(data, name, trim=pixels > DRAWING_PIXELS)
+
+    def prediction(digit) -> Response:
+        """The answer for the (28, 28) input: a Prediction, as JSON written by pydantic itself
+        (FastAPI would check it against the model once more and write it with json.dumps)."""
+        import torch
+
+        probs = classify(model, torch.from_numpy(digit).unsqueeze(0), mean, std, device)[0].tolist()
+        best = max(range(10), key=probs.__getitem__)
+        answer = Prediction(digit=best, probability=probs[best], probabilities=probs, image=digit.tolist())
+        return Response(answer.model_dump_json(), media_type="application/json")
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -300,13 +324,15 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
 
     @app.post("/api/predict", response_model=Prediction, responses=errors, openapi_extra=body_doc,
               summary="Read the digit in an image")
-    async def post_predict(request: Request) -> Prediction:
+    async def post_predict(request: Request) -> Response:
         """An image file (PNG, JPEG, ...) as the multipart field `file` or as the raw body."""
-        return await read(request, predict_bytes)
+        digit = await read(request, read_pixels)
+        # The network runs here, outside the readers' count: a reader process is free again.
+        return await run_in_threadpool(prediction, digit)
 
     async def read(request: Request, reader):
-        """The request's image, checked (present, not too many pixels), then `reader(data, name)`
-        on a worker thread, within the pixel budget and the number of `readers`."""
+        """The request's image, checked (present, not too many pixels), then
+        `reader(data, name, pixels)` on a worker thread, within the pixel budget and `at_once`."""
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             form = await request.form(max_files=1, max_fields=4)
             upload = form.get("file")
@@ -322,8 +348,8 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
         if width * height > max_pixels:
             raise HTTPException(413, f"{name}: {width}x{height} pixels is more than this server "
                                      f"takes ({max_pixels:,}); scale it down first")
-        async with budget.hold(width * height), readers:
-            return await run_in_threadpool(reader, data, name)
+        async with budget.hold(width * height), at_once:
+            return await run_in_threadpool(reader, data, name, width * height)
 
     # POST /api/number: a picture of a whole number, read as `lenet5 predict FILE --number` does.
     # The same body rules, limits and pixel budget as /api/predict.
@@ -337,7 +363,7 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
         number: str = Field(description="the digits, left to right")
         digits: list[NumberDigit]
 
-    def number_bytes(data: bytes, name: str) -> NumberReading:
+    def number_bytes(data: bytes, name: str, pixels: int) -> NumberReading:
         from ..numbers import load_number
 
         with unreadable_is_422(name):
