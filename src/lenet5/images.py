@@ -378,8 +378,8 @@ def _ink(gray, name: str) -> np.ndarray:
     if _light_paper(levels, *_level_stats(values, counts)):  # light paper: bright ink, as in MNIST
         values = INVERTED
     # Each pixel's value looked up by its level: bit for bit `gray / 255.0` (or 1.0 minus that),
-    # in one pass.
-    a = values[levels]
+    # in one pass (`take`: numpy's plain gather, faster than indexing with an array).
+    a = values.take(levels)
     # Uneven light: subtract the paper's brightness, fitted as a plane to the paper pixels.
     median, otsu = _level_stats(values, counts)
     paper = a <= max(otsu, median)  # the median: paper even where Otsu has no two classes

@@ -3,7 +3,7 @@
 Decoding and preparing a picture (`images.load_pixels`) is a few milliseconds of many small numpy
 and Pillow steps, and Python's lock is held between them: threads of one process reading pictures
 mostly take turns, so a server reading on threads uses about one and a half cores, however many the
-machine has. Each reader here is a process (`python -m lenet5.web.readers`) that reads one picture
+machine has. Each reader here is a process (Python running `serve` below) that reads one picture
 at a time, so pictures are read side by side on every core. A reader imports numpy, scipy and
 Pillow, not torch (about 60 MiB, against the server's 250); the network runs in the server.
 
@@ -43,7 +43,12 @@ ASK = struct.Struct("!IIB")
 ANSWER = struct.Struct("!BI")
 PIXELS = 28 * 28
 READY = b"lenet5 reader ready\n"  # a reader's first line: imports done, waiting for pictures
-SRC = Path(__file__).resolve().parents[2]  # the folder that holds the lenet5 package
+SRC = Path(__file__).resolve().parents[2]  # the folder that holds this lenet5 package
+# A reader's program: this very lenet5 (from a source tree, say), found first; an installed one's
+# folder is on the path already, and is left where it is.
+START = ("import os, sys; here = {os.path.realpath(p or '.') for p in sys.path}; "
+         "sys.path.insert(0, sys.argv[1]) if sys.argv[1] not in here else None; "
+         "from lenet5.web.readers import serve; serve()")
 
 
 def _libc():
@@ -80,10 +85,9 @@ class Reader:
 
     def __init__(self):
         # One thread for numpy's linear algebra: a reader is one of a core's worth already.
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)}
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "lenet5.web.readers"], env=env,
+            self.proc = subprocess.Popen([sys.executable, "-c", START, str(SRC)], env=env,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         except OSError as e:
             raise ReaderFailed(f"a picture reader process could not be started ({e.strerror or e}); "
@@ -269,6 +273,3 @@ def serve() -> None:
         if trim:
             release_memory()
 
-
-if __name__ == "__main__":
-    serve()
