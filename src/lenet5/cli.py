@@ -164,7 +164,7 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
                    "more get a 503 (at most half the open-file limit) (default: 200)")
     p.add_argument("--readers", type=int, default=None, help="processes that decode and prepare "
                    "uploaded pictures side by side, about 60 MiB each; 0 reads them on the "
-                   "server's own threads (default: one a core, at most 2)")
+                   "server's own threads (default: 2, so that a drawing never waits behind a photo)")
     _location_flags(p, data_help=None)
 
     p = sub.add_parser("info", help="this machine: CPU and ISA level, compiler, torch, threads, "

@@ -222,11 +222,11 @@ def declared_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def default_readers() -> int:
-    """Picture reader processes `lenet5 serve` starts: one a core, at most two. Each takes about
-    60 MiB (90 while it reads a 13-megapixel picture): with two, the server stays under 500 MB
-    against the worst uploads (the README's table); `--readers N` trades memory for more."""
-    return max(1, min(os.cpu_count() or 1, 2))
+DEFAULT_READERS = 2
+"""Picture reader processes `lenet5 serve` starts. Two, so that a drawing is read beside a large
+photo rather than after it, even on one core; and no more, since each takes about 60 MiB (90 while
+it reads a 13-megapixel picture): with two the server stays under 500 MB against the worst uploads
+(the README's table). On two cores two also read fastest; `--readers N` trades memory for more."""
 
 
 _shared: dict[int, Readers] = {}
@@ -244,7 +244,7 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     """The app for one checkpoint, its model loaded now and shared by every request.
 
     `readers`: processes that decode and prepare the pictures for /api/predict (`readers.py`;
-    default: `default_readers()`); 0 reads them on the server's own threads instead.
+    default: DEFAULT_READERS); 0 reads them on the server's own threads instead.
     """
     from ..checkpoint import load_model, normalization
     from ..config import choose_device
@@ -252,7 +252,7 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     from ..predict import classify
 
     if readers is None:
-        readers = default_readers()
+        readers = DEFAULT_READERS
     if readers < 0:
         raise ConfigError(f"--readers {readers}: must be 0 (read on the server's threads) or more")
     device = choose_device(device)
