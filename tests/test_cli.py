@@ -118,6 +118,17 @@ def test_installed_command_and_module(tmp_path, trained):
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "none.pt" in bad.stderr
 
 
+def test_flags_help_and_version_need_no_torch():
+    """`lenet5 --version`, a help page or a mistyped flag answers at once: torch (seconds to import)
+    is loaded only by the commands that use it."""
+    script = ("import sys; from lenet5.cli import main\n"
+              "for argv in (['--version'], ['train', '--help'], ['serve', '--no-such-flag']):\n"
+              "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+              "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
 @pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["show"], ["summary"],
                                      ["export"], ["serve"], ["plot"]])
 def test_every_help_page_prints(command, capsys):

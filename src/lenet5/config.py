@@ -5,11 +5,17 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
-import torch
-
-from .data import MEAN, STD
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+# The statistics of the MNIST training images, as in the seed: every checkpoint stores the pair it
+# was trained with (`data.normalize` applies them). Here, not in data.py, so that reading the flags
+# (`lenet5 --help`, a mistyped flag) needs no torch.
+MEAN, STD = 0.1307, 0.3081
 
 
 def opt(default, help: str):
@@ -183,6 +189,8 @@ def to_dict(cfg: Config) -> dict:
 
 def choose_device(name: str = "auto") -> torch.device:
     """Pick the device once; everything else is handed it."""
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

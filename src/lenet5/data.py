@@ -21,10 +21,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .files import atomic_path
+from .config import MEAN, STD  # the statistics of the MNIST training images, as in the seed
 from .errors import DataError
-
-MEAN, STD = 0.1307, 0.3081  # statistics of the MNIST training images, as in the seed
+from .files import atomic_path
 
 # name -> (IDX magic, shape, MD5 of the uncompressed file)
 FILES = {
