@@ -146,4 +146,7 @@ def test_readers_that_cannot_start_leave_the_reading_to_the_server(mnist, monkey
     with pytest.raises(ReaderFailed, match=r"did not start \(exit code 1; .*--readers 0 reads pictures in the server"):
         readers.start()
     assert np.array_equal(readers.read(data, "d.png"), load_pixels(data, "d.png"))
-    assert "reading d.png in the server instead" in caplog.text and readers.pids() == []
+    assert "the server reads pictures itself from now on (first: d.png)" in caplog.text
+    caplog.clear()
+    assert np.array_equal(readers.read(data, "e.png"), load_pixels(data, "e.png"))
+    assert caplog.text == "" and readers.pids() == []  # said once, and not tried for every picture

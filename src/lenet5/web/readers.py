@@ -145,6 +145,7 @@ class Readers:
         self.idle: queue.SimpleQueue[Reader] = queue.SimpleQueue()
         self.started: list[Reader] = []
         self.lock = threading.Lock()
+        self.failed = False  # a reader could not be started: pictures are read in the caller
         atexit.register(self.close)
 
     def pids(self) -> list[int]:
@@ -169,11 +170,15 @@ class Readers:
         ImageError when it cannot be read, with the reader's traceback in the message's cause
         when an unexpected failure was behind it. Should no reader start, the picture is read
         here, in the caller's thread."""
+        if self.failed:
+            return load_pixels(data, name)
         for attempt in (1, 2):
             try:
                 reader = self._take()
             except ReaderFailed as e:
-                log.error("%s; reading %s in the server instead", e, name)
+                # Said once: the server reads every picture itself from now on.
+                self.failed = True
+                log.error("%s; the server reads pictures itself from now on (first: %s)", e, name)
                 return load_pixels(data, name)
             try:
                 status, payload = reader.read(data, name, trim)
@@ -225,6 +230,7 @@ class Readers:
     def close(self) -> None:
         """End every reader (the server has stopped reading by then); a later picture starts them
         again."""
+        self.failed = False
         with self.lock:
             readers, self.started = [r for r in self.started if r is not None], []
             self.idle = queue.SimpleQueue()
