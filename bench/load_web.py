@@ -104,14 +104,13 @@ class MemoryWatch(threading.Thread):
 def memory_mib(pid: int) -> dict[str, float]:
     """Resident memory of the server and its readers now, and the sum of each one's peak (a bound
     of the peak of the whole), in MiB (Linux /proc)."""
-    total = {"VmRSS": 0.0, "VmHWM": 0.0}
-    for p in processes(pid):
+    total, pids = {"VmRSS": 0.0, "VmHWM": 0.0}, processes(pid)
+    for p in pids:
         for line in Path(f"/proc/{p}/status").read_text().splitlines():
             key, _, value = line.partition(":")
             if key in total:
                 total[key] += int(value.split()[0]) / 1024
-    return {"rss": round(total["VmRSS"], 1), "peak": round(total["VmHWM"], 1),
-            "processes": len(processes(pid))}
+    return {"rss": round(total["VmRSS"], 1), "peak": round(total["VmHWM"], 1), "processes": len(pids)}
 
 
 def cpu_seconds(pid: int) -> dict[int, float]:

@@ -246,6 +246,8 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     `readers`: processes that decode and prepare the pictures for /api/predict (`readers.py`;
     default: DEFAULT_READERS); 0 reads them on the server's own threads instead.
     """
+    import torch
+
     from ..checkpoint import load_model, normalization
     from ..config import choose_device
     from ..images import load_pixels
@@ -294,8 +296,6 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     def prediction(digit) -> Response:
         """The answer for the (28, 28) input: a Prediction, as JSON written by pydantic itself
         (FastAPI would check it against the model once more and write it with json.dumps)."""
-        import torch
-
         probs = classify(model, torch.from_numpy(digit).unsqueeze(0), mean, std, device)[0].tolist()
         best = max(range(10), key=probs.__getitem__)
         answer = Prediction(digit=best, probability=probs[best], probabilities=probs, image=digit.tolist())

@@ -115,7 +115,7 @@ class Reader:
                 payload = self.proc.stdout.read(length)
                 if len(payload) == length:
                     return status, payload
-        except (BrokenPipeError, ConnectionResetError, OSError):
+        except OSError:  # a broken pipe: the process is gone
             pass
         code = self.proc.wait()
         raise ReaderDied(f"exit code {code}")
