@@ -59,7 +59,7 @@ def main() -> None:
             data_bytes, _ = write_number([images[i] for i in idx], rng, **WAYS[way])
             truth = "".join(str(labels[i]) for i in idx)
             try:
-                got = load_number(data_bytes, reader.probabilities, "number.jpg").number
+                got = load_number(data_bytes, reader, "number.jpg").number
             except ImageError:
                 failed += 1
                 got = ""

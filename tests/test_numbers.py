@@ -45,7 +45,7 @@ def numbers(mnist, sure, rng, count, lengths=(2, 8), **way):
 
 
 def read(data, reader):
-    return load_number(data, reader.probabilities, "number.jpg")
+    return load_number(data, reader, "number.jpg")
 
 
 def test_numbers_written_apart_are_read_exactly(mnist, sure, reader):
@@ -99,7 +99,7 @@ def test_what_cannot_be_split_is_said(reader):
     buf = io.BytesIO()
     sheet.save(buf, "PNG")
     with pytest.raises(ImageError) as e:
-        load_number(buf.getvalue(), reader.probabilities, "bar.png")
+        load_number(buf.getvalue(), reader, "bar.png")
     assert str(e.value).startswith("bar.png: could not split: digits 1 and 2 touch over their whole height")
 
 

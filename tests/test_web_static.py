@@ -266,7 +266,7 @@ def test_the_page_reads_photographed_numbers_as_python(exported, browser, mnist)
             data, _ = write_number([mnist.test_images[i].numpy() for i in idx], rng, **way)
             img = open_image(data, "number.jpg")
             try:
-                n = read_number(img, reader.probabilities, "number.jpg")
+                n = read_number(img, reader, "number.jpg")
                 want.append({"number": n.number, "boxes": [list(d.box) for d in n.digits],
                              "p": [d.probabilities for d in n.digits]})
             except ImageError as e:

@@ -263,15 +263,15 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"train_acc {100 * row['train_acc']:.2f}%  {val}lr {row['lr']:.2e}  "
               f"{row['seconds']:.{2 if row['seconds'] < 1 else 1}f}s", flush=True)  # GPU epochs: 0.08s
 
-    def on_end(run: Path, data) -> None:
-        if args.test and not cfg.dry_run:
-            _test_and_plot(cfg, run, data)
+    def on_end(run: Path, finished) -> None:
+        if finished:
+            _say_finished(finished)
 
     def on_start(path) -> None:
         print(f"compute path: {path.line()}", flush=True)
 
     result = fit(cfg, resume=resume, on_epoch=on_epoch, on_end=on_end, on_start=on_start,
-                 overwrite=bool(args.overwrite and not resume))
+                 overwrite=bool(args.overwrite and not resume), test=args.test)
     if not result["primary"]:
         return 0
     run = Path(result["run_dir"])
@@ -280,29 +280,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _test_and_plot(cfg: Config, run: Path, data) -> None:
-    """After training: score best.pt on the test set, then draw the run's plots beside it.
+def _say_finished(finished: dict) -> None:
+    """The run's last stage, as training.finish did it: the test, the reader, the plots."""
+    from .reader import percent
 
-    test_metrics.json is written last: it marks the run complete, so a process killed before it
-    leaves a run that `--resume` finishes."""
-    from .checkpoint import load_model, normalization
-    from .config import choose_device
-    from .metrics import metrics_from_logits, predict_logits
-    from .plots import draw_run
-    from .files import write_text
-
-    device = choose_device(cfg.device)
-    model, obj = load_model(run / "best.pt", device)
-    logits = predict_logits(model, data.test_images, *normalization(obj), device=device).cpu()
-    metrics = metrics_from_logits(logits, data.test_labels)
-    print(f"test accuracy {100 * metrics['accuracy']:.2f}%  test loss {metrics['loss']:.4f}  "
+    m = finished["test"]
+    cal = m["calibration"]
+    print(f"test accuracy {100 * m['accuracy']:.2f}%  test loss {m['loss']:.4f}  "
           f"(best.pt, 10,000 MNIST test images)", flush=True)
-    try:
-        written = draw_run(run, data.test_images, data.test_labels, device, logits=logits)
-        print(f"plots: {', '.join(str(p) for p in written)}")
-    except Lenet5Error as e:  # e.g. matplotlib missing: the trained model is what matters
-        print(f"lenet5: plots skipped: {e}", file=sys.stderr)
-    write_text(run / "test_metrics.json", json.dumps(metrics, indent=2) + "\n")
+    print(f"reader: temperature {cal['temperature']:.3f} (ECE {percent(cal['ece'], 2)}); not a digit "
+          f"below {percent(cal['threshold'])}: {percent(m['accepted_and_right'], 2)} of the test "
+          "digits accepted and read right", flush=True)
+    if finished["plots"]:
+        print(f"plots: {', '.join(str(p) for p in finished['plots'])}")
+    if finished["plots_skipped"]:
+        print(f"lenet5: plots skipped: {finished['plots_skipped']}", file=sys.stderr)
 
 
 def _checkpoint(given, out_dir: str) -> Path:
@@ -321,28 +313,33 @@ def _checkpoint(given, out_dir: str) -> Path:
 
 
 def _load_for_inference(args: argparse.Namespace):
-    from .checkpoint import load_model, normalization
-    from .config import choose_device
+    """(checkpoint path, Reader) for the command's checkpoint flags."""
+    from .reader import Reader
 
-    device = choose_device(args.device)
     path = _checkpoint(args.checkpoint, args.out_dir)
-    model, obj = load_model(path, device)
-    return path, model, normalization(obj), device
+    return path, Reader.load(path, args.device)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_mnist
-    from .metrics import evaluate, format_report
+    from .metrics import format_report, score
+    from .reader import percent
 
     if args.batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
-    path, model, (mean, std), device = _load_for_inference(args)
+    path, reader = _load_for_inference(args)
     data = load_mnist(args.data_dir)
-    metrics = evaluate(model, data.test_images, data.test_labels, mean, std, args.batch_size, device)
+    metrics = score(reader, data)
     if args.json:
         print(json.dumps({"checkpoint": str(path), **metrics}))
-    else:
-        print(format_report(metrics, f"{path} on the MNIST test set (normalised with {mean}, {std})"))
+        return 0
+    print(format_report(metrics, f"{path} on the MNIST test set (normalised with {reader.mean}, {reader.std})"))
+    cal = metrics["calibration"]
+    print(f"\ncalibration: temperature {cal['temperature']:.3f}, expected calibration error "
+          f"{percent(cal['ece'], 2)}; not a digit below {percent(cal['threshold'])}"
+          f"{' (' + cal['fitted'] + ')' if cal['fitted'] else ' (never fitted for these weights)'}")
+    print(f"test digits read as digits: {percent(metrics['accepted'], 2)}; as digits and right: "
+          f"{percent(metrics['accepted_and_right'], 2)}")
     return 0
 
 
@@ -394,44 +391,48 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_indices(args: argparse.Namespace) -> int:
-    import torch
-
     from .data import load_mnist
-    from .predict import classify, top_k
+    from .reader import verdict
 
-    path, model, (mean, std), device = _load_for_inference(args)
+    path, reader = _load_for_inference(args)
     data = load_mnist(args.data_dir)
     _check_indices(args.index, len(data.test_images))
-    idx = torch.tensor(args.index)
-    probs = classify(model, data.test_images[idx], mean, std, device)
-    results = []
-    for i, p, best in zip(args.index, probs, top_k(probs)):
-        label = int(data.test_labels[i])
-        results.append({"index": i, "label": label, "prediction": best[0][0],
-                        "probability": best[0][1], "top3": best})
+    readings = reader.read(data.test_images[args.index])
+    results = [{"index": i, "label": int(data.test_labels[i]),
+                **{k: v for k, v in p.to_dict().items() if k != "probabilities"}}
+               for i, p in zip(args.index, readings)]
     if args.json:
         print(json.dumps({"checkpoint": str(path), "results": results}))
         return 0
-    for r in results:
-        mark = "" if r["label"] == r["prediction"] else "   <- wrong"
-        print(f"test image {r['index']}: true label {r['label']}, prediction {r['prediction']} "
-              f"({100 * r['probability']:.2f}%){mark}")
+    for r, p in zip(results, readings):
+        mark = "" if r["label"] == r["prediction"] and p.is_digit else "   <- wrong"
+        print(f"test image {r['index']}: true label {r['label']}, {_answer(p)}{mark}")
     return 0
+
+
+def _answer(p) -> str:
+    """`7 (99.1 %)   top 3: 7 99.1 %  1 0.5 %  2 0.2 %`, or the not-a-digit answer with its top 3."""
+    from .reader import percent, verdict
+
+    if p.reason == "no ink":
+        return verdict(p)
+    return f"{verdict(p)}   top 3: " + "  ".join(f"{d} {percent(v)}" for d, v in p.top3)
 
 
 def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
     from .images import save_input
     from .predict import find_images, predict_files, predict_numbers
+    from .reader import Prediction
 
     files, problems = find_images(sources)
     show = Path(args.show_input) if args.show_input else None
     if show and any(f.parent.resolve() == show.resolve() for f in files):
         raise ConfigError(f"--show-input {show}: that folder holds the pictures being read; choose "
                           "another so none is overwritten")
-    path, model, (mean, std), device = _load_for_inference(args)
+    path, reader = _load_for_inference(args)
     if args.number:
-        return _print_numbers(args, path, predict_numbers(model, files, mean, std, device), problems, show)
-    results = predict_files(model, files, mean, std, device, args.batch_size, args.progress)
+        return _print_numbers(args, path, predict_numbers(reader, files), problems, show)
+    results = predict_files(reader, files, args.batch_size, args.progress)
     if show:
         taken: set[str] = set()
         for r in results:
@@ -451,8 +452,9 @@ def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
     else:
         for r in results:
             if "error" not in r:
-                top = "  ".join(f"{d} {100 * p:.1f}%" for d, p in r["top3"])
-                print(f"{r['file']}: {r['prediction']} ({100 * r['probability']:.2f}%)   top 3: {top}")
+                p = Prediction(r["prediction"], r["probability"], [], r["is_digit"], r["reason"],
+                               r["score"], [tuple(t) for t in r["top3"]])
+                print(f"{r['file']}: {_answer(p)}")
         if show and any("input_png" in r for r in results):
             print(f"saved the 28x28 inputs the model saw in {show}/")
     if failed and len(problems) + len(results) > 1:
@@ -483,10 +485,13 @@ def _print_numbers(args: argparse.Namespace, path, results: list[dict], problems
         rows += [{"file": source, "error": message} for source, message in problems]
         print(json.dumps({"checkpoint": str(path), "results": rows}))
     else:
+        from .reader import percent
+
         for r in results:
             if "error" not in r:
-                sure = " ".join(f"{100 * d['probability']:.1f}%" for d in r["digits"])
-                print(f"{r['file']}: {r['number']} ({sure})")
+                sure = " ".join(percent(d["probability"]).replace(" ", "") for d in r["digits"])
+                problem = f"; could not read: {r['problem']}" if r["problem"] else ""
+                print(f"{r['file']}: {r['number']} ({sure}){problem}")
         if show and any(r.get("input_pngs") for r in results):
             print(f"saved the 28x28 inputs the model saw in {show}/ (<name>-<k>-input.png, k-th digit)")
     if failed and len(problems) + len(results) > 1:
@@ -522,33 +527,33 @@ def cmd_show(args: argparse.Namespace) -> int:
     from .plots import plot_activations
     from .summary import feature_maps
 
-    path, model, (mean, std), device = _load_for_inference(args)
-    maps = feature_maps(model, normalize(image[None].to(device), mean, std))
-    probs = maps["logits"].softmax(1)[0]
-    pred = int(probs.argmax())
     from .checkpoint import is_shipped
+    from .reader import verdict
 
+    path, reader = _load_for_inference(args)
+    maps = feature_maps(reader.model, normalize(image[None].to(reader.device), reader.mean, reader.std))
     by = "lenet5's shipped weights" if is_shipped(path) else path
-    title = f"{what} predicted {pred} ({100 * float(probs[pred]):.1f}%) by {by}"
+    title = f"{what} read as {verdict(reader.read(image[None])[0])} by {by}"
     out = plot_activations(image, maps, args.out or f"activations-{name}.png", title)
     print(f"saved {out}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import is_shipped, load_model, normalization
+    from .checkpoint import is_shipped
     from .export import default_path, export, verify
+    from .reader import Reader
 
     if args.verify and args.format == "web":
         raise ConfigError("--verify: not available for --format web, whose forward pass runs in a "
                           "browser (tests/test_web_static.py checks it there); leave --verify out")
     path = _checkpoint(args.checkpoint, args.out_dir)
-    model, obj = load_model(path, "cpu")
-    mean, std = normalization(obj)
+    reader = Reader.load(path, "cpu")
+    model, mean, std = reader.model, reader.mean, reader.std
     # beside the checkpoint, except the shipped weights': here, not inside the installed package
     beside = Path("lenet5-default.pt") if is_shipped(path) else path
     out = Path(args.out) if args.out else default_path(beside, args.format)
-    info = export(model, mean, std, args.format, out, source=str(path))
+    info = export(reader, args.format, out, source=str(path))
     check = None
     if args.verify:
         from .data import load_mnist

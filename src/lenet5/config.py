@@ -48,6 +48,11 @@ class Config:
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing (0: none)")
     # data
     shift: int = opt(2, "random shifts of training images, up to this many pixels each way (0: none)")
+    augment: float = opt(1.0, "random turns, scales, shears and elastic bends of training images, "
+                              "as a strength (0: none; 1: up to 12 degrees, 0.87-1.1x, shear 0.25)")
+    outliers: float = opt(0.25, "non-digit pictures added to each batch, as a share of its digits, "
+                                "trained to read as no digit (outlier exposure; 0: none)")
+    outlier_weight: float = opt(0.5, "weight of the non-digit pictures' loss beside the digits'")
     val_size: int = opt(5000, "training images held out for validation (a fixed, seeded split)")
     limit: int = opt(0, "train on only the first N training images (0: all); for quick runs and tests")
     mean: float = opt(MEAN, "normalisation mean, stored in every checkpoint")
@@ -99,6 +104,12 @@ class Config:
             raise ConfigError(f"--std must be positive, got {self.std}")
         if self.monitor.startswith("val") and self.val_size == 0:
             raise ConfigError(f"--monitor {self.monitor} needs a validation split: set --val-size > 0")
+        if not 0 <= self.augment <= 3:
+            raise ConfigError(f"--augment {self.augment}: a strength from 0 (none) to 3")
+        if not 0 <= self.outliers <= 4:
+            raise ConfigError(f"--outliers {self.outliers}: a share of each batch, from 0 (none) to 4")
+        if not 0 <= self.outlier_weight <= 10:
+            raise ConfigError(f"--outlier-weight {self.outlier_weight}: use 0 to 10")
         if self.shift > 8:
             raise ConfigError(f"--shift {self.shift} would push digits out of the 28x28 field; use 0-8")
         if self.name and (os.sep in self.name or self.name in (".", "..")):
@@ -113,7 +124,7 @@ RECIPES: dict[str, dict] = {
     # patience 2 on the training loss, all 60,000 training images, no augmentation.
     "seed": dict(epochs=10, batch_size=64, lr=0.001, momentum=0.9, nesterov=False, weight_decay=0.0,
                  schedule="step", step_size=5, gamma=0.1, shift=0, val_size=0, monitor="train_loss",
-                 patience=2),
+                 patience=2, outliers=0.0, augment=0.0),
     # The default: the Config above, the unchanged architecture trained with OneCycle and shifts.
     "default": dict(),
     # Ten epochs more: a little better on a GPU, no better on the CPU (README).

@@ -249,6 +249,95 @@ def shift(images: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tensor
     return padded[batch, rows[:, :, None], cols[:, None, :]]
 
 
+def warp(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Each uint8 (B, 28, 28) image turned, scaled, sheared and bent by its own row of `params`
+    (B, 36): rotation (radians), log scale, shear, unused, then a 4x4 grid of displacements (16 dx,
+    16 dy, in half-widths of the image) interpolated bilinearly: an elastic distortion. Each output
+    pixel samples the input bilinearly, paper (0) beyond the edge. Float (B, 28, 28) out, 0-255.
+
+    On the CPU the native kernels do it (fast/convs.cpp, `warp_images`: a resampling as torch's
+    grid_sample takes most of a training step's time); elsewhere torch's grid_sample, the same sums.
+    """
+    if images.device.type == "cpu":
+        from .fast import native
+
+        kernels = native.load()
+        if kernels is not None:
+            return kernels.warp(images, params)
+    import torch.nn.functional as F
+
+    b = len(images)
+    turn, scale, shear = params[:, 0], params[:, 1].exp(), params[:, 2]
+    cos, sin, zero = turn.cos() * scale, turn.sin() * scale, torch.zeros_like(turn)
+    theta = torch.stack([torch.stack([cos, cos * shear - sin, zero], 1),
+                         torch.stack([sin, sin * shear + cos, zero], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, [b, 1, 28, 28], align_corners=False)  # (B, 28, 28, 2): x, y
+    w = _bend_weights(images.device)  # (28, 4): pixel centres in the 4x4 grid, bilinearly
+    bend = torch.einsum("ik,bckl,jl->bijc", w, params[:, 4:].reshape(b, 2, 4, 4), w)
+    return F.grid_sample(images.unsqueeze(1).float(), grid + bend, mode="bilinear",
+                         padding_mode="zeros", align_corners=False).squeeze(1)
+
+
+def _bend_weights(device) -> torch.Tensor:
+    t = (torch.arange(28, dtype=torch.float32) * 2 + 1) / 28 * 1.5  # pixel centres, grid units 0-3
+    k = t.floor().clamp(max=2)
+    w = torch.zeros(28, 4)
+    w[torch.arange(28), k.long()] = 1 - (t - k)
+    w[torch.arange(28), k.long() + 1] = t - k
+    return w.to(device)
+
+
+def warp_params(n: int, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """(n, 36) random `warp` parameters; strength 1: turns up to 12 degrees, scale 0.87-1.1, shear
+    up to 0.25, bends of about 0.6 pixel. Drawn in one call, so a resumed epoch redraws the same."""
+    u = torch.rand(n, 36, generator=generator, device=generator.device) * 2 - 1  # [-1, 1)
+    reach = torch.tensor([0.21, 0.12, 0.25, 0.0] + [0.08] * 32, device=u.device)  # 12 deg = 0.21 rad
+    return u * reach * strength
+
+
+def restyle(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """MNIST digits (uint8 (N, 28, 28)) re-drawn the ways other writers and scanners differ, each
+    one way or two: thicker or thinner strokes, slanted, turned and bent more than training does,
+    or scanned coarsely (8x8 to 16x16) and scaled back up. uint8 out. What the reader's
+    calibration is fitted on (reader.fit_calibration), and, drawn from the MNIST test digits, the
+    other-writer set its figures are measured on (bench/novelty.py)."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(seed)
+    x = images.float()
+    n = len(x)
+    kind = torch.randint(0, 5, (n,), generator=gen)
+    out = x.clone()
+
+    def pick(k):
+        return (kind == k).nonzero().flatten()
+
+    if len(i := pick(0)):  # thicker: a 3x3 maximum, blended in part
+        a = torch.rand(len(i), 1, 1, generator=gen) * 0.6 + 0.4
+        thick = F.max_pool2d(x[i].unsqueeze(1), 3, 1, 1).squeeze(1)
+        out[i] = a * thick + (1 - a) * x[i]
+    if len(i := pick(1)):  # thinner: a 3x3 minimum, blended, the ink kept at full strength
+        a = torch.rand(len(i), 1, 1, generator=gen) * 0.5 + 0.3
+        thin = -F.max_pool2d(-x[i].unsqueeze(1), 3, 1, 1).squeeze(1)
+        t = a * thin + (1 - a) * x[i]
+        out[i] = (t * 255 / t.amax((1, 2), keepdim=True).clamp_min(1)).clamp(0, 255)
+    if len(i := pick(2)):  # slanted hard one way or the other
+        p = torch.zeros(len(i), 36)
+        p[:, 2] = (torch.rand(len(i), generator=gen) * 0.3 + 0.25) * torch.sign(torch.rand(len(i), generator=gen) - 0.5)
+        out[i] = warp(images[i], p)
+    if len(i := pick(3)):  # bent and turned further than training's augmentation
+        out[i] = warp(images[i], warp_params(len(i), 1.7, gen))
+    if len(i := pick(4)):  # a coarse scan, scaled back up
+        size = int(torch.randint(8, 17, (1,), generator=gen))
+        small = F.interpolate(x[i].unsqueeze(1), size=(size, size), mode="area")
+        out[i] = F.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False).squeeze(1)
+        out[i] = (out[i] * 255 / out[i].amax((1, 2), keepdim=True).clamp_min(1)).clamp(0, 255)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+IGNORE = -100  # the label of a non-digit picture in a batch: cross-entropy's ignore_index
+
+
 class EpochPlan:
     """One epoch's order and augmentation, drawn up front from a generator.
 
@@ -257,7 +346,8 @@ class EpochPlan:
     """
 
     def __init__(self, n: int, batch_size: int, shift_px: int, generator: torch.Generator,
-                 device: torch.device):
+                 device: torch.device, outliers: torch.Tensor | None = None, per_step: int = 0,
+                 augment: float = 0.0):
         self.batch_size = batch_size
         self.shift_px = shift_px
         self.order = torch.randperm(n, generator=generator, device=generator.device).to(device)
@@ -266,12 +356,38 @@ class EpochPlan:
             self.offsets = torch.randint(-shift_px, shift_px + 1, (n, 2), generator=generator,
                                          device=generator.device).to(device)
         self.steps = (n + batch_size - 1) // batch_size
+        # Random turns, scales, shears and bends (`warp`), drawn only when asked for.
+        self.bends = warp_params(n, augment, generator).to(device) if augment > 0 else None
+        # Non-digit pictures (outliers.py) after each step's digits, labelled IGNORE: drawn only
+        # when asked for, so a run without them draws exactly what it always drew.
+        self.outliers, self.picks, self.pick_offsets = outliers, None, None
+        if outliers is not None and per_step > 0:
+            self.picks = torch.randint(len(outliers), (self.steps, per_step), generator=generator,
+                                       device=generator.device).to(device)
+            if shift_px > 0:
+                self.pick_offsets = torch.randint(-shift_px, shift_px + 1, (self.steps, per_step, 2),
+                                                  generator=generator, device=generator.device).to(device)
+            self.pick_bends = (warp_params(self.steps * per_step, augment, generator).to(device)
+                               .reshape(self.steps, per_step, -1) if augment > 0 else None)
 
     def batch(self, step: int, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float,
               rank: int = 0, world: int = 1):
         """The (x, y) of one step; under data parallelism each rank takes every world-th sample."""
         sl = slice(step * self.batch_size + rank, (step + 1) * self.batch_size, world)
-        return self._cut(sl, images, labels, mean, std)
+        x, y = self._cut(sl, images, labels, mean, std)
+        if self.picks is None:
+            return x, y
+        picks = self.outliers[self.picks[step, rank::world]]
+        if self.pick_offsets is not None:
+            picks = shift(picks, self.pick_offsets[step, rank::world], self.shift_px)
+        if self.pick_bends is not None:
+            picks = warp(picks, self.pick_bends[step, rank::world])
+        return (torch.cat([x, normalize(picks, mean, std)]),
+                torch.cat([y, torch.full((len(picks),), IGNORE, dtype=y.dtype, device=y.device)]))
+
+    def outlier_rows(self, rank: int = 0, world: int = 1) -> int:
+        """How many of this process's rows in each step are non-digit pictures."""
+        return 0 if self.picks is None else len(range(rank, self.picks.shape[1], world))
 
     def whole(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float):
         """Every batch of the epoch at once, in step order: batch k is rows k*B to (k+1)*B.
@@ -286,5 +402,7 @@ class EpochPlan:
         x = images[idx]
         if self.offsets is not None:
             x = shift(x, self.offsets[sl], self.shift_px)
+        if self.bends is not None:
+            x = warp(x, self.bends[sl])
         return normalize(x, mean, std), labels[idx]
 

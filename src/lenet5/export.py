@@ -60,23 +60,32 @@ class Pixels(torch.nn.Module):
         return self.model(x.unsqueeze(1))  # (N, 10) logits
 
 
-def metadata(mean: float, std: float, source: str = "") -> dict[str, str]:
-    """What the export says about itself; string values, as ONNX metadata needs them."""
+def metadata(mean: float, std: float, source: str = "", calibration=None) -> dict[str, str]:
+    """What the export says about itself; string values, as ONNX metadata needs them. The
+    reader's calibration travels here: probabilities are softmax(logits / temperature), and a top
+    probability under threshold means "not a digit" (reader.py)."""
+    from .reader import Calibration
+
+    cal = calibration or Calibration()
     return {
         "producer": f"lenet5 {__version__}",
         "source": source,
         "input": "pixels: uint8 (N, 28, 28), white ink on black as in MNIST; normalised inside",
-        "output": "logits: float32 (N, 10) for digits 0-9 (softmax gives probabilities)",
+        "output": "logits: float32 (N, 10) for digits 0-9; softmax(logits / temperature) gives "
+                  "calibrated probabilities, and a top probability under threshold means not a digit",
         "mean": repr(float(mean)),
         "std": repr(float(std)),
+        "temperature": repr(float(cal.temperature)),
+        "threshold": repr(float(cal.threshold)),
+        "calibration": cal.fitted,
     }
 
 
-def safetensors_metadata(mean: float, std: float, source: str = "") -> dict[str, str]:
+def safetensors_metadata(mean: float, std: float, source: str = "", calibration=None) -> dict[str, str]:
     """What a safetensors export says about itself. "format": "pt" as Hugging Face's tools write
     and check it (PyTorch tensors); the model's input is normalised outside, so the constants here
     are the ones to use."""
-    return {**metadata(mean, std, source), "format": "pt", "model": "LeNet5",
+    return {**metadata(mean, std, source, calibration), "format": "pt", "model": "LeNet5",
             "input": "float32 (N, 1, 28, 28): MNIST-style pixels / 255, then (x - mean) / std"}
 
 
@@ -86,17 +95,19 @@ def default_path(checkpoint: str | os.PathLike, fmt: str) -> Path:
     return p.with_name(p.stem + FORMATS[fmt])
 
 
-def export(model: torch.nn.Module, mean: float, std: float, fmt: str, out: str | os.PathLike,
-           source: str = "") -> dict:
-    """Write `model` (a LeNet5 on the CPU) as one self-contained file; return what was written."""
+def export(reader, fmt: str, out: str | os.PathLike, source: str = "") -> dict:
+    """Write `reader`'s model (reader.py) as one self-contained file, its normalisation and
+    calibration with it; return what was written."""
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     out = Path(out)
+    model, mean, std, cal = reader.model, reader.mean, reader.std, reader.calibration
     if fmt == "web":
-        return export_web(model, mean, std, out, source)
+        return export_web(model, mean, std, out, source, cal)
     _check_out(out, source)
     wrapped = Pixels(model.cpu().eval(), mean, std).eval()
-    meta = safetensors_metadata(mean, std, source) if fmt == "safetensors" else metadata(mean, std, source)
+    meta = (safetensors_metadata(mean, std, source, cal) if fmt == "safetensors"
+            else metadata(mean, std, source, cal))
     write = {"onnx": _write_onnx, "torchscript": _write_torchscript, "safetensors": _write_safetensors}[fmt]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -117,14 +128,16 @@ WEB_MODEL = "static/model.js"  # written from the checkpoint; the served page ha
 
 
 def export_web(model: torch.nn.Module, mean: float, std: float, out: str | os.PathLike,
-               source: str = "") -> dict:
+               source: str = "", calibration=None) -> dict:
     """Write the serverless page for `model` into the folder `out`; return what was written."""
+    from .reader import Calibration
     from .web import STATIC, describe
 
     out = Path(out)
     _check_web_out(out)
     name, accuracy = describe(source) if source else ("LeNet5", None)
-    script = model_script(model, mean, std, name, accuracy)
+    calibration = calibration or Calibration()
+    script = model_script(model, mean, std, name, accuracy, calibration)
     try:
         with atomic_folder(out, replaceable=is_web_export) as tmp:
             (tmp / "static").mkdir()
@@ -135,11 +148,11 @@ def export_web(model: torch.nn.Module, mean: float, std: float, out: str | os.Pa
         raise ExportError(f"{out}: cannot write ({e.strerror or e})") from None
     files = {f: (out / f).stat().st_size for f in [*WEB_PAGE, WEB_MODEL]}
     return {"path": str(out), "format": "web", "files": files, "bytes": sum(files.values()),
-            "name": name, "test_accuracy": accuracy, **metadata(mean, std, source)}
+            "name": name, "test_accuracy": accuracy, **metadata(mean, std, source, calibration)}
 
 
 def model_script(model: torch.nn.Module, mean: float, std: float, name: str,
-                 accuracy: float | None) -> str:
+                 accuracy: float | None, calibration=None) -> str:
     """static/model.js: `window.LENET5_MODEL = {...}`, the spec reader.js's loadModel takes.
 
     The weights are LeNet5's state_dict as little-endian float32, one tensor after another in
@@ -152,7 +165,11 @@ def model_script(model: torch.nn.Module, mean: float, std: float, name: str,
     tensors = portable(model.state_dict())
     layout = [[k, list(v.shape)] for k, v in tensors.items()]
     weights = b"".join(v.numpy().astype("<f4").tobytes() for v in tensors.values())
+    from .reader import Calibration
+
+    cal = calibration or Calibration()
     spec = {"name": name, "test_accuracy": accuracy, "mean": float(mean), "std": float(std),
+            "temperature": cal.temperature, "threshold": cal.threshold,
             "layout": layout, "weights": base64.b64encode(weights).decode("ascii")}
     return ("// LeNet-5 for lenet5's page, written by `lenet5 export --format web`; reader.js reads it.\n"
             f"// {name}: float32 weights, little-endian, base64, one tensor after another in layout order.\n"

@@ -42,6 +42,15 @@ class ImageError(Lenet5Error):
     """An input picture cannot be turned into a digit."""
 
 
+class NoDigit(ImageError):
+    """A picture that was read but holds no digit: blank, no contrast, or only specks of ink.
+    The reader answers "no digit" with `reason`, not an error."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def _pil():
     try:
         from PIL import Image
@@ -400,7 +409,7 @@ def _ink(gray, name: str) -> np.ndarray:
     ink = np.clip(a, 0.0, None, out=a)  # `a` is this function's own array by now
     peak = ink.max()
     if peak < MIN_CONTRAST:
-        raise ImageError(f"{name}: no ink found (the picture is blank or has almost no contrast)")
+        raise NoDigit(f"{name}: no ink found (the picture is blank or has almost no contrast)", "no ink")
     ink /= peak
     return ink
 
@@ -490,8 +499,8 @@ def to_mnist_pixels(ink: np.ndarray, mask: np.ndarray, name: str = "image") -> n
     rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
     top, bottom, left, right = (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) if mask.any() else (0,) * 4
     if max(bottom - top, right - left) < MIN_SIZE:
-        raise ImageError(f"{name}: no digit found, only a speck of ink; if the digit is tiny in the "
-                         "picture, crop closer to it")
+        raise NoDigit(f"{name}: no digit found, only a speck of ink; if the digit is tiny in the "
+                      "picture, crop closer to it", "only a speck of ink")
     # Keep the anti-aliased rim just outside the threshold; drop everything else outside the digit.
     # The rim is the mask dilated by a 3x3 square: the OR of its shifts across, then down. (Nothing
     # of the mask lies outside its box, so the box padded with paper is all the dilation sees.)
@@ -517,7 +526,7 @@ def to_mnist_pixels(ink: np.ndarray, mask: np.ndarray, name: str = "image") -> n
     d = np.asarray(digit, dtype=np.float64)
     total = d.sum()
     if total <= 0:
-        raise ImageError(f"{name}: no ink found")
+        raise NoDigit(f"{name}: no ink found", "no ink")
     ys, xs = np.indices(d.shape)
     cy, cx = (ys * d).sum() / total, (xs * d).sum() / total
     field = np.zeros((28, 28), dtype=np.float64)

@@ -1,42 +1,37 @@
-"""Metrics: loss, accuracy, per-class accuracy and the confusion matrix of a model on a set."""
+"""Metrics: loss, accuracy, per-class accuracy and the confusion matrix of a model on a set; how
+well its percentages mean what they say (expected calibration error, reliability); how often the
+reader says "not a digit" of digits."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .fast import choose, cpu_step
 from .data import normalize
+from .fast import choose
+from .fast.forward import Forward
 
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, mean: float, std: float,
                    batch_size: int = 1024, device: torch.device | str = "cpu",
                    channels_last: bool | None = None) -> torch.Tensor:
-    """Logits for uint8 images (N, 28, 28), computed in batches on `device`; returned on `device`.
-
-    channels_last (NHWC weights and inputs; None: on the CPU only) with batches of ~1024 is about
-    1.5x faster on the CPU than NCHW, and batches of 10,000 fall out of cache; on CUDA NCHW is
-    faster (measured in bench/bench_speed.py). On the CPU in NHWC, a plain LeNet5 runs its
-    convolutions in the native kernels where fast/choose.py chooses them (fast/cpu_step.py).
-    """
+    """Logits for uint8 images (N, 28, 28), returned on `device`: on the CPU the reader's forward
+    (fast/forward.py: native where fast/choose.py measured it faster), elsewhere the model in
+    batches of `batch_size`. `channels_last`: NHWC on CUDA too (measured slower there)."""
+    if torch.device(device).type == "cpu":
+        path = choose.for_inference(model)
+        return torch.from_numpy(Forward(model, mean, std, path.kernels)(images.cpu().numpy())[0])
     was_training = model.training
     model.eval()
-    if channels_last is None:
-        channels_last = torch.device(device).type == "cpu"
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    cpu = torch.device(device).type == "cpu"
-    path = choose.for_inference(model) if channels_last and cpu else choose.Path("autograd")
     out = []
     for i in range(0, len(images), batch_size):
         x = normalize(images[i:i + batch_size].to(device, non_blocking=True), mean, std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if path.name == "native":
-            out.append(cpu_step.forward(model, x, path.kernels))
-        else:
-            out.append(model(x).float())
+        out.append(model(x).float())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 10, device=device)
 
@@ -87,3 +82,44 @@ def format_report(m: dict, title: str = "") -> str:
     for d, row in enumerate(m["confusion"]):
         lines.append(f"  {d:>2}  " + "".join(f"{v:>6}" for v in row))
     return "\n".join(lines)
+
+
+ECE_BINS = 15
+
+
+def calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> dict:
+    """Expected calibration error of the top answer (equal-width bins of confidence) and the
+    reliability table behind it: per bin, its share of answers, mean confidence and accuracy."""
+    conf, pred = probs.max(1)
+    right = (pred == labels).double()
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    which = torch.bucketize(conf.double().clamp(1e-12, 1), edges[1:-1], right=True)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        count = int(inside.sum())
+        if count:
+            c, a = conf[inside].double().mean().item(), right[inside].mean().item()
+            ece += count / len(labels) * abs(c - a)
+            rows.append({"low": edges[b].item(), "high": edges[b + 1].item(), "count": count,
+                         "confidence": c, "accuracy": a})
+    return {"ece": ece, "bins": rows}
+
+
+def score(reader, data) -> dict:
+    """What `lenet5 evaluate` reports for a Reader on the MNIST test set: metrics_from_logits's,
+    plus ECE with its calibrated probabilities and how many test digits it accepts (and reads
+    right) as digits."""
+    logits = reader.logits(data.test_images)
+    out = metrics_from_logits(logits, data.test_labels)
+    readings = reader.read(data.test_images)
+    probs = torch.tensor([p.probabilities for p in readings])
+    accepted = torch.tensor([p.is_digit for p in readings])
+    right = probs.argmax(1) == data.test_labels
+    n = max(len(readings), 1)
+    out["calibration"] = {"temperature": reader.temperature, "threshold": reader.threshold,
+                          "fitted": reader.calibration.fitted,
+                          "ece": calibration_error(probs, data.test_labels)["ece"]}
+    out["accepted"] = int(accepted.sum()) / n
+    out["accepted_and_right"] = int((accepted & right).sum()) / n
+    return out

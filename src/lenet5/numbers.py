@@ -11,7 +11,7 @@ found the same way (`images.regions`; page edges, frames and specks left out), a
     read    each digit's pixels become an MNIST-style input by `images.to_mnist`, exactly as a single
             digit's do, and are classified.
 
-The model comes in as a function (uint8 (N, 28, 28) -> probabilities (N, 10)), so this module knows
+The model comes in as a reader (reader.py: uint8 (N, 28, 28) -> Predictions), so this module knows
 pictures, not checkpoints. What it cannot read it says, as an ImageError naming the picture.
 """
 
@@ -52,11 +52,12 @@ MAX_WORK = 1536  # the largest working size (longest side) a second look takes
 
 @dataclass(frozen=True)
 class Digit:
-    digit: int  # the most probable digit
+    digit: int  # the most probable digit (the closest, where this part is not a digit)
     probability: float  # its probability
     probabilities: list[float]  # one for each digit 0-9
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the picture's pixels (x1, y1 past the end)
     input: torch.Tensor = field(repr=False, compare=False)  # the (28, 28) uint8 input the model saw
+    is_digit: bool = True  # False: the reader says this part is no digit (a letter, a sign, ...)
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,26 @@ class Number:
 
     @property
     def number(self) -> str:
-        return "".join(str(d.digit) for d in self.digits)
+        """The digits left to right; `?` for a part that is not a digit."""
+        return "".join(str(d.digit) if d.is_digit else "?" for d in self.digits)
+
+    @property
+    def readable(self) -> bool:
+        return all(d.is_digit for d in self.digits)
+
+    def problem(self) -> str:
+        """What keeps it from being a number, in words ('' if nothing)."""
+        bad = [str(k) for k, d in enumerate(self.digits, 1) if not d.is_digit]
+        if not bad:
+            return ""
+        return f"part{'s' if len(bad) > 1 else ''} {', '.join(bad)} of {len(self.digits)} not a digit"
+
+    def to_dict(self) -> dict:
+        return {"number": self.number, "readable": self.readable, "problem": self.problem(),
+                "digits": [{"digit": d.digit, "probability": d.probability, "is_digit": d.is_digit,
+                            "box": list(d.box)} for d in self.digits]}
 
 
-Read = Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, 28, 28) -> probabilities (N, 10)
 
 
 @dataclass
@@ -83,8 +100,11 @@ class _Part:
     cut_ink: float = 0.0  # the ink the cut on its right crosses, in heights
 
 
-def read_number(img, read: Read, name: str = "image") -> Number:
-    """The digits of the number in a Pillow image, left to right."""
+def read_number(img, reader, name: str = "image") -> Number:
+    """The digits of the number in a Pillow image, left to right, read by `reader` (reader.py):
+    its calibrated probabilities choose the reading, and its threshold says which parts are no
+    digit."""
+    read = reader.read
     work = images.WORK_SIZE
     ink, level = images.ink_map(img, name, work)
     parts, tallest = _parts(ink, level, name)
@@ -100,19 +120,18 @@ def read_number(img, read: Read, name: str = "image") -> Number:
     sx, sy = full_w / ink.shape[1], full_h / ink.shape[0]
     digits = []
     for (top, bottom, left, right), image, p in found:
-        best = int(p.argmax())
         box = (max(0, math.floor(left * sx)), max(0, math.floor(top * sy)),
                min(full_w, math.ceil((right + 1) * sx)), min(full_h, math.ceil((bottom + 1) * sy)))
-        digits.append(Digit(best, float(p[best]), [float(v) for v in p], box, image))
+        digits.append(Digit(p.digit, p.probability, p.probabilities, box, image, p.is_digit))
     return Number(digits)
 
 
-def load_number(source, read: Read, name: str | None = None) -> Number:
+def load_number(source, reader, name: str | None = None) -> Number:
     """Read an image file (or its bytes) as a number; whatever goes wrong is an ImageError naming it,
     as `images.load_digit` does for one digit."""
     name = name or (str(source) if not isinstance(source, bytes) else "image")
     try:
-        return read_number(images.open_image(source, name), read, name)
+        return read_number(images.open_image(source, name), reader, name)
     except ImageError:
         raise
     except Exception as e:
@@ -257,11 +276,11 @@ def _read_line(ink: np.ndarray, parts: list[_Part], tallest: int, read: Read, na
             candidates.append((i, j, digit[1], image, penalty))
     if not candidates:
         raise ImageError(f"{name}: no digits found, only specks of ink")
-    probs = read(torch.stack([c[3] for c in candidates]))
+    readings = read(torch.stack([c[3] for c in candidates]))
     best = [0.0] + [-math.inf] * len(parts)
     back: list[int | None] = [None] * (len(parts) + 1)
     for k, (i, j, _, _, penalty) in enumerate(candidates):  # in order of i: best[i] is final
-        score = best[i] + float(torch.log(probs[k].max().clamp_min(1e-12))) - penalty
+        score = best[i] + math.log(max(readings[k].probability, 1e-12)) - penalty
         if score > best[j]:
             best[j], back[j] = score, k
     if back[-1] is None:  # some part could be read in no way
@@ -276,7 +295,7 @@ def _read_line(ink: np.ndarray, parts: list[_Part], tallest: int, read: Read, na
         if right - left + 1 > WIDEST * (bottom - top + 1):
             raise ImageError(f"{name}: could not split: digits {n + 1} and {n + 2} touch over their "
                              "whole height; leave a gap between them")
-    return [(candidates[k][2], candidates[k][3], probs[k]) for k in chosen]
+    return [(candidates[k][2], candidates[k][3], readings[k]) for k in chosen]
 
 
 def _trim(mask: np.ndarray, box, cut_left: bool, cut_right: bool):

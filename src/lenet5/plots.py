@@ -226,31 +226,58 @@ def plot_activations(image: torch.Tensor, maps: dict[str, torch.Tensor], out: st
 
 
 def draw_run(run: str | os.PathLike, images: torch.Tensor, labels: torch.Tensor,
-             device: torch.device | str = "cpu", out_dir: str | os.PathLike | None = None,
-             logits: torch.Tensor | None = None) -> list[Path]:
+             device: torch.device | str = "cpu", out_dir: str | os.PathLike | None = None) -> list[Path]:
     """Draw every run plot from a run folder's files (metrics.csv, best.pt) and the test set.
 
-    `logits` of best.pt on `images`, when the caller has them already, spare a second pass.
     Returns the PNG paths written (into the run folder, or `out_dir`).
     """
-    from .checkpoint import load_model, normalization, resolve
-    from .metrics import metrics_from_logits, predict_logits
+    from .checkpoint import resolve
+    from .metrics import calibration_error, metrics_from_logits
+    from .reader import Reader
 
     path = resolve(run)
     out = Path(out_dir) if out_dir else path.parent
-    model, obj = load_model(path, device)
-    mean, std = normalization(obj)
-    if logits is None:
-        logits = predict_logits(model, images, mean, std, device=device).cpu()
+    reader = Reader.load(path, str(device))
+    logits = reader.logits(images)
     metrics = metrics_from_logits(logits, labels.cpu())
-    probs = torch.softmax(logits, 1)
+    probs = torch.softmax(logits / reader.temperature, 1)
     written = []
     rows = RunDir(path.parent).read_metrics()
     if rows:
+        from .checkpoint import load
+
+        obj = load(path)
         best = obj.get("best_metrics", {}).get("epoch") if obj.get("format") == "lenet5" else None
         written.append(plot_curves(rows, out / "curves.png", f"run {path.parent.name}", best))
     written.append(plot_confusion(metrics["confusion"], out / "confusion.png"))
     written.append(plot_mistakes(images, labels, probs, out / "mistakes.png"))
     written.append(plot_predictions(images, labels, probs, out / "predictions.png"))
-    written.append(plot_filters(model, out / "filters.png"))
+    written.append(plot_filters(reader.model, out / "filters.png"))
+    written.append(plot_reliability(calibration_error(probs, labels.cpu()), out / "reliability.png",
+                                    reader.temperature))
     return written
+
+
+def plot_reliability(table: dict, out: str | os.PathLike, temperature: float = 1.0) -> Path:
+    """The reliability diagram: in each bin of the top answer's probability, how often it was
+    right. On the diagonal, the percentages mean what they say; bars under it, over-confident."""
+    plt = _pyplot()
+    fig, (ax, hx) = plt.subplots(2, 1, figsize=(6, 6.5), dpi=110, height_ratios=[3, 1], sharex=True)
+    bins = table["bins"]
+    for b in bins:
+        width = b["high"] - b["low"]
+        ax.bar(b["low"], b["accuracy"], width=width, align="edge", color="#4c72b0", edgecolor="white")
+        ax.bar(b["low"], b["confidence"] - b["accuracy"], bottom=b["accuracy"], width=width,
+               align="edge", color="none", edgecolor="firebrick", hatch="//", linewidth=0.5)
+        hx.bar(b["low"], b["count"], width=width, align="edge", color="#999999", edgecolor="white")
+    ax.plot([0, 1], [0, 1], color="black", linewidth=1, linestyle="--")
+    ax.set_ylabel("share right")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"reliability on the MNIST test set: ECE {100 * table['ece']:.2f} % "
+                 f"(temperature {temperature:.2f})")
+    hx.set_yscale("log")
+    hx.set_xlabel("probability of the top answer")
+    hx.set_ylabel("answers")
+    hx.set_xlim(0, 1)
+    fig.tight_layout()
+    return _save(fig, out)

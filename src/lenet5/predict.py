@@ -7,18 +7,19 @@ import glob
 import os
 from pathlib import Path
 
+from dataclasses import replace
+
 import torch
 
-from .data import normalize
+from .metrics import predict_logits
 
 
-@torch.no_grad()
 def classify(model: torch.nn.Module, images: torch.Tensor, mean: float, std: float,
              device: torch.device | str = "cpu") -> torch.Tensor:
-    """Probabilities (N, 10) for uint8 images (N, 28, 28), normalised as the model was trained."""
-    with torch.no_grad():  # no autograd records: less time for one picture
-        x = normalize(images.to(device), mean, std)
-        return torch.softmax(model(x).float(), dim=1).cpu()
+    """Probabilities (N, 10) for uint8 images (N, 28, 28), uncalibrated (temperature 1): the
+    reader's forward (fast/forward.py) for a bare model. A Reader's `probabilities` are calibrated."""
+    logits = predict_logits(model, images, mean, std, device=device).float().cpu()
+    return torch.softmax(logits, dim=1)
 
 
 def top_k(probs: torch.Tensor, k: int = 3) -> list[list[tuple[int, float]]]:
@@ -60,59 +61,58 @@ def find_images(sources: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     return files, problems
 
 
-def predict_files(model: torch.nn.Module, files: list[Path], mean: float, std: float,
-                  device: torch.device | str = "cpu", batch_size: int = 256,
-                  progress: bool = False) -> list[dict]:
-    """One result per file, in order: {file, prediction, probability, top3, input} where `input`
-    is the uint8 (28, 28) image the model saw, or {file, error} for a file that cannot be read.
+def predict_files(reader, files: list[Path], batch_size: int = 256, progress: bool = False) -> list[dict]:
+    """One result per file, in order: {file, prediction, probability, is_digit, reason, top3, input}
+    where `input` is the uint8 (28, 28) image the model saw (zeros for a picture with no ink), or
+    {file, error} for a file that cannot be read.
 
     Files are read and classified `batch_size` at a time, so memory stays flat for any number.
     """
+    import numpy as np
     from tqdm import tqdm
 
-    from .images import ImageError, load_digit
+    from .images import ImageError, NoDigit, load_pixels
 
     results: list[dict] = [{} for _ in files]
     # disable=None: a bar only when someone watches (stderr is a terminal).
     with tqdm(total=len(files), unit="file", desc="predict", disable=None if progress else True,
               leave=False, dynamic_ncols=True) as bar:
         for start in range(0, len(files), batch_size):
-            read, inputs = [], []
+            read, inputs, blank = [], [], {}
             for i in range(start, min(start + batch_size, len(files))):
                 results[i]["file"] = str(files[i])
                 try:
-                    inputs.append(load_digit(files[i], str(files[i])))
+                    inputs.append(load_pixels(files[i], str(files[i])))
                     read.append(i)
+                except NoDigit as e:
+                    inputs.append(np.zeros((28, 28), np.uint8))
+                    read.append(i)
+                    blank[i] = e.reason
                 except ImageError as e:
                     results[i]["error"] = str(e)
                 bar.update()
             if inputs:
-                probs = classify(model, torch.stack(inputs), mean, std, device)
-                for i, image, best in zip(read, inputs, top_k(probs)):
-                    results[i].update(prediction=best[0][0], probability=best[0][1], top3=best,
-                                      input=image)
+                pixels = np.stack(inputs)
+                for i, image, p in zip(read, pixels, reader.read(pixels)):
+                    if i in blank:
+                        p = replace(p, is_digit=False, reason=blank[i])
+                    results[i].update({k: v for k, v in p.to_dict().items() if k != "probabilities"})
+                    results[i]["input"] = torch.from_numpy(image)
     return results
 
 
-def predict_numbers(model: torch.nn.Module, files: list[Path], mean: float, std: float,
-                    device: torch.device | str = "cpu") -> list[dict]:
-    """One result per file, in order: {file, number, digits: [{digit, probability, box}], inputs}
-    where `inputs` are the uint8 (28, 28) images the model saw, left to right; or {file, error}."""
+def predict_numbers(reader, files: list[Path]) -> list[dict]:
+    """One result per file, in order: {file, number, readable, digits: [{digit, probability,
+    is_digit, box}], inputs} where `inputs` are the uint8 (28, 28) images the model saw, left to
+    right; or {file, error}."""
     from .images import ImageError
-    from .numbers import load_number
-
-    def read(images: torch.Tensor) -> torch.Tensor:
-        return classify(model, images, mean, std, device)
 
     results = []
     for f in files:
         try:
-            number = load_number(f, read, str(f))
+            number = reader.read_number(f, str(f))
         except ImageError as e:
             results.append({"file": str(f), "error": str(e)})
             continue
-        results.append({"file": str(f), "number": number.number,
-                        "digits": [{"digit": d.digit, "probability": d.probability, "box": list(d.box)}
-                                   for d in number.digits],
-                        "inputs": [d.input for d in number.digits]})
+        results.append({"file": str(f), **number.to_dict(), "inputs": [d.input for d in number.digits]})
     return results

@@ -29,7 +29,8 @@ BEST = "best.pt"  # the best epoch so far, in the same format
 WEIGHTS = "mnist_lenet5.pth"  # the best weights as a plain state_dict: the seed's own file
 TEST_METRICS = "test_metrics.json"  # written after the plots: its presence marks a finished run
 TENSORBOARD = "tensorboard"  # the folder of TensorBoard's event files (--tensorboard)
-PLOTS = ("curves.png", "confusion.png", "mistakes.png", "predictions.png", "filters.png")
+PLOTS = ("curves.png", "confusion.png", "mistakes.png", "predictions.png", "filters.png",
+         "reliability.png")
 # What a training writes into its folder (--overwrite clears these)
 RUN_FILES = (LAST, BEST, WEIGHTS, "metrics.csv", "config.json", "env.json", TEST_METRICS, *PLOTS)
 

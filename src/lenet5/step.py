@@ -62,6 +62,12 @@ def sgd_update(optimizer: torch.optim.SGD, lr: Number, momentum: Number) -> None
         torch._foreach_add_(params, grads, alpha=-lr)
 
 
+def outlier_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed over the non-digit rows (label -100): the cross-entropy from equal probabilities,
+    -mean(log_softmax(z)) = logsumexp(z) - mean(z). Its minimum says "none of the ten"."""
+    return ((torch.logsumexp(logits.float(), 1) - logits.float().mean(1)) * (y < 0)).sum()
+
+
 class TrainStep:
     """Calls `model` on a batch, backpropagates, updates, and sums loss and hits on the device.
 
@@ -71,13 +77,14 @@ class TrainStep:
     """
 
     def __init__(self, model, optimizer: torch.optim.Optimizer, label_smoothing: float = 0.0,
-                 world: int = 1, path: choose.Path | None = None):
+                 world: int = 1, path: choose.Path | None = None, outlier_weight: float = 0.0):
         self.model, self.optimizer = model, optimizer
         self.group = optimizer.param_groups[0]
         self.params = list(self.group["params"])
         self.plain_sgd = (type(optimizer) is torch.optim.SGD and len(optimizer.param_groups) == 1
                           and not self.group["maximize"])
         self.label_smoothing, self.world = label_smoothing, world
+        self.outlier_weight = outlier_weight  # non-digit rows (label -100) pulled to 1/10 each
         device = self.params[0].device
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
@@ -123,7 +130,7 @@ class TrainStep:
     def _step(self, x, y, global_n: int, lr: Number, momentum: Number) -> None:
         if self.written_out:
             loss, logits, grads = cpu_step.grads(self.model, x, y, self.world / global_n,
-                                                 self.path.kernels)
+                                                 self.path.kernels, self.outlier_weight)
             loss = loss * (self.world / global_n)
             for p, g in zip(self.model.parameters(), grads):
                 p.grad = g
@@ -133,7 +140,10 @@ class TrainStep:
                                    label_smoothing=self.label_smoothing) * (self.world / global_n)
             for p in self.params:
                 p.grad = None
-            loss.backward()
+            if self.outlier_weight:
+                (loss + outlier_loss(logits, y) * (self.outlier_weight * self.world / global_n)).backward()
+            else:
+                loss.backward()
         with torch.no_grad():
             if self.plain_sgd:
                 sgd_update(self.optimizer, lr, momentum)

@@ -49,7 +49,8 @@ RESUMABLE = {"device", "threads", "progress", "data_dir", "dist_timeout", "cuda_
 
 
 def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None = None,
-        on_epoch=None, on_end=None, on_start=None, overwrite: bool = False, on_step=None) -> dict:
+        on_epoch=None, on_end=None, on_start=None, overwrite: bool = False, on_step=None,
+        test: bool = True) -> dict:
     """Train a LeNet5 as `cfg` says; return a summary (run folder, best metrics, history).
 
     `resume` is a `last.pt` to continue exactly where it stopped (`resume_config` checks it and
@@ -57,9 +58,9 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
     `overwrite`: start afresh in a run folder that holds a run, removing its files.
     On the primary process: `on_start(path)` once the compute path is chosen, `on_epoch(row)`
     after each epoch (the CLI prints the epoch line), `on_step(epoch, step)` after each step, and
-    `on_end(run_path, data)` when training is done, with the MNIST set loaded, before the wandb
-    mirror and TensorBoard close (so what it adds to the run folder, the test metrics and plots, is
-    mirrored too).
+    `on_end(run_path, finished)` at the end, with what `finish` returned (None with `test=False`).
+    `test`: end with `finish` (the reader's calibration, the test of best.pt, the plots), before the
+    wandb mirror and TensorBoard close, so that they mirror those files too.
     """
     cfg.validate()
     if cfg.threads:
@@ -68,12 +69,12 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
     hooks = Hooks(on_start, on_epoch, on_step, on_end)
     if job.world == 1:
         with contextlib.ExitStack() as cleanup:
-            return _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup)
+            return _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup, test)
     import torch.distributed as dist
 
     try:
         with contextlib.ExitStack() as cleanup:
-            return _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup)
+            return _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup, test)
     except (dist.DistError, RuntimeError) as e:  # a peer died or stopped answering
         raise TrainingError(f"rank {job.rank}: lost contact with the other processes "
                             f"({_first_line(e)}); the job stopped, its last epoch is in last.pt: "
@@ -82,12 +83,13 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
         dist.destroy_process_group()
 
 
-def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup) -> dict:
+def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup, test) -> dict:
     # prepare: data, the model and all that last.pt holds, the run folder, the step
     seed_everything(cfg)
     data = data or load_mnist(cfg.data_dir)
     (train_x, train_y), (val_x, val_y) = training_data(cfg, data, device)
     n = len(train_x)
+    bank, per_step = non_digits(cfg, train_x, device)
     state = State.new(cfg, device, steps=math.ceil(n / cfg.batch_size))
     run = open_run(cfg, resume, overwrite, job, cleanup)
     if resume:
@@ -98,7 +100,7 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup) -> dict:
                 state.history = _history_at(run, state.loaded, state.epoch)
             else:
                 run.write_config(to_dict(cfg))
-    train_step, path = make_step(cfg, state, device, job.world)
+    train_step, path = make_step(cfg, state, device, job.world, per_step)
     if job.primary:
         with _writing(run):
             run.write_environment(path, device, job.world)
@@ -111,7 +113,8 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup) -> dict:
         for epoch in range(state.epoch, state.epoch if done else cfg.epochs):
             # the epoch's plan: its order and shifts, drawn up front (a resume redraws the same)
             epoch_gen = state.generator.get_state()
-            plan = EpochPlan(n, cfg.batch_size, cfg.shift, state.generator, device)
+            plan = EpochPlan(n, cfg.batch_size, cfg.shift, state.generator, device, bank, per_step,
+                             cfg.augment)
             batch = batches(plan, cfg, train_x, train_y, job, device)
             first, last = state.step, min(plan.steps, state.step + 3) if cfg.dry_run else plan.steps
             seen = train_step.reset(state.carried_sums(job))
@@ -129,7 +132,7 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup) -> dict:
                     train_step(x, y, min(cfg.batch_size, n - step * cfg.batch_size))
                 if state.sched_every == "step":
                     state.scheduler.step()
-                seen += len(y)
+                seen += len(y) - plan.outlier_rows(job.rank, job.world)
                 show_loss(bar, train_step, seen, step, job, cfg, epoch, run)
                 hooks.step(job, epoch, step)
             bar.close()
@@ -146,10 +149,13 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup) -> dict:
             if cfg.dry_run or state.stopper.should_stop:
                 break
 
-        # finish: every file on disk, then the final test and plots
+        # finish: every file on disk, then the reader's calibration, the final test and plots
         _written(writer, run, f"at the end of epoch {state.epoch}")
+        tested = None
+        if job.primary and test and not cfg.dry_run:
+            tested = finish(cfg, run, data, (val_x, val_y), device)
         if job.primary:
-            hooks.end(run.path, data)
+            hooks.end(run.path, tested)
     finally:
         writer.close()
         stops.flag.restore()
@@ -157,7 +163,42 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup) -> dict:
             tracker.finish(run, state.best_metrics)
     return {"run_dir": str(run.path), "best": state.best_metrics, "history": state.history,
             "stopped_early": state.stopper.should_stop, "epochs_run": state.epoch,
-            "device": str(device), "primary": job.primary, "path": path.name}
+            "device": str(device), "primary": job.primary, "path": path.name,
+            "test": tested["test"] if tested else None}
+
+
+def finish(cfg: Config, run: RunDir, data: MNIST, val, device: torch.device) -> dict:
+    """A run's last stage, after its last epoch: the reader's calibration fitted and stored in
+    best.pt, best.pt scored on the MNIST test set, the plots drawn beside it, and test_metrics.json
+    written last: its presence marks the run finished, so a process killed before it leaves a run
+    that `--resume` finishes. {"test": metrics, "plots": [paths], "plots_skipped": reason or ""}."""
+    import json
+
+    from . import files
+    from .errors import Lenet5Error
+    from .metrics import score
+    from .plots import draw_run
+    from .reader import Reader, fit_calibration
+
+    with _saving(run, "while finishing the run"):
+        saved = checkpoint.load(run.best)
+        if not isinstance(saved.get("reader"), dict):
+            images, labels = val
+            fitted = ""
+            if not len(images):  # no validation split (the seed recipe): the last training images
+                images, labels = data.train_images[-5000:], data.train_labels[-5000:]
+                fitted = "the last 5,000 training images (no held-out split), clean and re-drawn"
+            saved["reader"] = fit_calibration(Reader.load(run.best, "cpu"), images, labels,
+                                              cfg.seed, fitted).to_dict()
+            checkpoint.save(saved, run.best)
+        metrics = score(Reader.load(run.best, str(device)), data)
+        plots, skipped = [], ""
+        try:
+            plots = draw_run(run.path, data.test_images, data.test_labels, device)
+        except Lenet5Error as e:  # e.g. matplotlib missing: the trained model is what matters
+            skipped = str(e)
+        files.write_text(run.test_metrics, json.dumps(metrics, indent=2) + "\n")
+    return {"test": metrics, "plots": plots, "plots_skipped": skipped}
 
 
 # --- what the loop calls, in the order it calls it ---------------------------------------------
@@ -385,7 +426,19 @@ def use_cuda_graphs(cfg: Config, device: torch.device, world: int) -> bool:
             and not cfg.compile)
 
 
-def make_step(cfg: Config, state: State, device: torch.device, world: int):
+def non_digits(cfg: Config, train_x: torch.Tensor, device: torch.device):
+    """The non-digit pictures a run trains with (outliers.py), and how many go in each step:
+    (None, 0) with --outliers 0. A tenth as many as the training digits, 256 to 5,000."""
+    per_step = round(cfg.outliers * cfg.batch_size)
+    if per_step <= 0:
+        return None, 0
+    from . import outliers
+
+    count = 256 if cfg.dry_run else min(5000, max(256, len(train_x) // 10))
+    return outliers.make(count, cfg.seed, train_x.cpu()).to(device), per_step
+
+
+def make_step(cfg: Config, state: State, device: torch.device, world: int, outlier_rows: int = 0):
     """The training step, on the compute path fast/choose.py picks for it: (step, path)."""
     model = state.model
     if world > 1:
@@ -398,8 +451,9 @@ def make_step(cfg: Config, state: State, device: torch.device, world: int):
                                 compiled=cfg.compile, cuda_graphs=use_cuda_graphs(cfg, device, world))
     if path.name == "cuda-graphs":
         return GraphedStep(model, state.optimizer, cfg.batch_size, use_channels_last(cfg, device),
-                           cfg.label_smoothing), path
-    return TrainStep(model, state.optimizer, cfg.label_smoothing, world, path), path
+                           cfg.label_smoothing, cfg.outlier_weight * bool(outlier_rows), outlier_rows), path
+    return TrainStep(model, state.optimizer, cfg.label_smoothing, world, path,
+                     cfg.outlier_weight * bool(outlier_rows)), path
 
 
 def start_trackers(cfg: Config, run: RunDir, job: Dist) -> list:
@@ -423,7 +477,7 @@ def batches(plan: EpochPlan, cfg: Config, images, labels, job: Dist, device: tor
     """step -> (x, y), this process's share of the step's batch, in the step's memory layout."""
     channels_last = use_channels_last(cfg, device)
     whole = None
-    if device.type == "cuda" and job.world == 1:  # the epoch's batches made at once: fewer launches
+    if device.type == "cuda" and job.world == 1 and plan.picks is None:  # made at once: fewer launches
         whole = plan.whole(images, labels, cfg.mean, cfg.std)
 
     def batch(step: int):
@@ -586,7 +640,9 @@ def resume_config(given: str | os.PathLike, overrides: dict) -> tuple[Config, Pa
     if fixed:
         raise ConfigError(f"--{flag(fixed[0])} cannot change when resuming: the run continues with "
                           f"the config saved in {path}")
-    return from_dict({**saved["config"], **overrides}), path, saved
+    # A run saved before a field existed goes on as it was trained: without non-digit pictures.
+    older = {"outliers": 0.0, "augment": 0.0}
+    return from_dict({**older, **saved["config"], **overrides}), path, saved
 
 
 def _history_at(run: RunDir, saved: dict, epoch: int) -> list[dict]:

@@ -29,6 +29,7 @@ import torch
 
 from ..model import LeNet5
 from . import cpu_step, native
+from .forward import Forward
 from .native import Kernels
 
 FASTER = 0.97  # native runs where it takes less than this share of torch's kernels' time
@@ -58,11 +59,26 @@ def for_training(model, device: torch.device, *, label_smoothing: float = 0.0, w
 
 
 def for_inference(model) -> Path:
-    """The path `predict_logits` takes on the CPU for `model` (NHWC float32 input)."""
-    if not cpu_step.applies(model, 0.0):
+    """The path reading takes on the CPU for `model` (fast/forward.py): lenet5's native whole
+    forward where it measured faster than torch's, else the model itself."""
+    if not _plain(model):
         return Path("autograd", why="the model as it is")
     kernels, why = native_kernels("infer")
     return Path("native", kernels, why) if kernels else Path("autograd", why=why)
+
+
+def for_reading(model, device: torch.device) -> Path:
+    """The forward a Reader runs for `model` on `device`: `for_inference`'s on the CPU, torch's
+    elsewhere."""
+    if torch.device(device).type != "cpu":
+        return Path("autograd", why=f"{torch.device(device).type}: torch's kernels")
+    return for_inference(model)
+
+
+def _plain(model) -> bool:
+    """A plain float32 LeNet5 on the CPU, unhooked: what the native forward computes exactly."""
+    return (type(model) is LeNet5 and not cpu_step._hooked(model)
+            and model.conv1.weight.device.type == "cpu" and model.conv1.weight.dtype == torch.float32)
 
 
 def native_kernels(purpose: str) -> tuple[Kernels | None, str]:
@@ -105,7 +121,7 @@ def _valid(entry) -> bool:
 
 def step_ms(kernels: Kernels | None, train: bool, batch: int | None = None, reps: int = 0) -> float:
     """The best of a few timed calls (ms): a training step's forward and backward at batch 64, or
-    the forward alone over a batch of 1024, on `kernels` (None: torch's kernels)."""
+    reading a batch of 1024 (fast/forward.py), on `kernels` (None: torch's kernels)."""
     return _time_pair(kernels, train, batch, reps, only=True)["native_ms"]
 
 
@@ -119,11 +135,14 @@ def _time_pair(kernels: Kernels | None, train: bool, batch: int | None = None, r
     x = torch.randn(batch, 1, 28, 28, generator=gen).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), generator=gen)
 
+    pixels = torch.randint(0, 256, (batch, 28, 28), generator=gen, dtype=torch.uint8).numpy()
+    forwards = {} if train else {id(k): Forward(model, 0.1307, 0.3081, k) for k in (kernels, None)}
+
     def run(k):
         if train:
             cpu_step.grads(model, x, y, 1 / batch, k)
         else:
-            cpu_step.forward(model, x, k)
+            forwards[id(k)](pixels)
 
     contenders = [kernels] if only else [kernels, None]
     best = [float("inf")] * len(contenders)

@@ -309,3 +309,198 @@ extern "C" void convs_backward(const float *gf, int n, const float *w2, const fl
         db2[o] += lanes_sum(sum);
     }
 }
+
+// ---- Training augmentation: random turns, scales, shears and bends (data.warp's arithmetic) ----
+// Output pixel (i, j) sits at x = (2j + 1) / 28 - 1, y = (2i + 1) / 28 - 1. It samples the input
+// at  A (x, y) + bend(x, y):  A = scale * [[cos, cos*shear - sin], [sin, sin*shear + cos]], bend a
+// 4x4 grid of (dx, dy) spanning [-1, 1] interpolated bilinearly; bilinearly, paper (0) beyond the
+// edge. params per image: turn, log scale, shear, unused, 16 dx, 16 dy (torch's (2, 4, 4) order).
+#include <math.h>
+#include <stdint.h>
+
+static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+static void warp_one(const uint8_t *in, const float *p, float *out) {
+    // the input on paper: 2 pixels of 0 around it, so that every sample reads inside (no branches)
+    float pad[32 * 32] = {};
+    for (int i = 0; i < 28; i++)
+        for (int j = 0; j < 28; j++) pad[(i + 2) * 32 + j + 2] = in[i * 28 + j];
+    const float s = expf(p[1]), c = cosf(p[0]) * s, sn = sinf(p[0]) * s, sh = p[2];
+    const float a00 = c, a01 = c * sh - sn, a10 = sn, a11 = sn * sh + c;
+    float w[28][4] = {};  // pixel centres in the bend grid, bilinearly (data._bend_weights)
+    for (int i = 0; i < 28; i++) {
+        const float t = (2 * i + 1) / 28.0f * 1.5f;
+        int k = (int)t; if (k > 2) k = 2;
+        w[i][k] = 1 - (t - k);
+        w[i][k + 1] = t - k;
+    }
+    for (int i = 0; i < 28; i++) {
+        const float y = (2 * i + 1) / 28.0f - 1;
+        float rx[4], ry[4];  // the bend grid's columns, interpolated to this row
+        for (int l = 0; l < 4; l++) {
+            rx[l] = ry[l] = 0;
+            for (int k = 0; k < 4; k++) {
+                rx[l] += w[i][k] * p[4 + k * 4 + l];
+                ry[l] += w[i][k] * p[20 + k * 4 + l];
+            }
+        }
+        for (int j = 0; j < 28; j++) {
+            const float x = (2 * j + 1) / 28.0f - 1;
+            const float bx = w[j][0] * rx[0] + w[j][1] * rx[1] + w[j][2] * rx[2] + w[j][3] * rx[3];
+            const float by = w[j][0] * ry[0] + w[j][1] * ry[1] + w[j][2] * ry[2] + w[j][3] * ry[3];
+            // the sample in the padded input's pixels; far outside it reads paper either way
+            const float px = clampf(((a00 * x + a01 * y + bx + 1) * 28 - 1) * 0.5f + 2, 0, 30.5f);
+            const float py = clampf(((a10 * x + a11 * y + by + 1) * 28 - 1) * 0.5f + 2, 0, 30.5f);
+            const int x0 = (int)px, y0 = (int)py;  // px, py >= 0: truncation is floor
+            const float wx = px - x0, wy = py - y0;
+            const float *q = pad + y0 * 32 + x0;
+            out[i * 28 + j] = (q[0] * (1 - wx) + q[1] * wx) * (1 - wy) + (q[32] * (1 - wx) + q[33] * wx) * wy;
+        }
+    }
+}
+
+extern "C" void warp_images(const uint8_t *in, int n, const float *params, float *out, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (n >= 32)
+    for (int b = 0; b < n; b++) warp_one(in + b * 784, params + b * 36, out + b * 784);
+}
+
+// ---- Reading: the whole forward pass, one image at a time -------------------------------------
+// Inference keeps nothing for a backward pass, and one digit must cost microseconds, so here each
+// image goes through every layer on its own, in buffers that stay in L1: the vectors run along an
+// output row (conv1), across the 16 output channels (conv2) and across the outputs of each fully
+// connected layer. The weights come packed once by the caller (fast/forward.py), in this order:
+//   w1 (6, 25), b1 (6)                      conv1 as torch has it
+//   w2 (6*25, 16), b2 (16)                  conv2, output channel fastest
+//   w3 (256, 128), b3 (128)                 fc1 transposed, outputs padded 120 -> 128 with zeros
+//   w4 (120, 128), b4 (128)                 fc2 transposed, 84 -> 128
+//   w5 (84, 64), b5 (64)                    fc3 transposed, 10 -> 64
+enum { XW = 40 };                                   // a padded input row: conv1 reads 24 + 4 + slack
+enum { NV1 = (24 + L - 1) / L };                    // vectors across one conv1 output row
+enum { PW1 = 0, PB1 = PW1 + 150, PW2 = PB1 + 6, PB2 = PW2 + 2400, PW3 = PB2 + 16, PB3 = PW3 + 256 * 128,
+       PW4 = PB3 + 128, PB4 = PW4 + 120 * 128, PW5 = PB4 + 128, PB5 = PW5 + 84 * 64, PACKED = PB5 + 64 };
+
+extern "C" int lenet_packed_size(void) { return PACKED; }
+
+static inline vec vmax(vec a, vec b) { return a > b ? a : b; }
+static inline vec relu(vec a) { return a > ZERO ? a : ZERO; }
+
+// conv1 -> max-pool -> ReLU: xp (28, XW) -> r1 (6, 12, 12)
+static void read_block1(const float *xp, const float *w1, const float *b1, float *r1) {
+    for (int c = 0; c < 6; c++) {
+        const float *w = w1 + c * 25;
+        for (int i = 0; i < 24; i += 2) {  // two output rows make one pooled row
+            vec a[2][NV1];
+            for (int v = 0; v < NV1; v++) a[0][v] = a[1][v] = ZERO + b1[c];
+#pragma GCC unroll 6
+            for (int k = 0; k < 6; k++)  // input row i + k feeds output row i (k < 5) and i + 1 (k > 0)
+#pragma GCC unroll 5
+                for (int l = 0; l < 5; l++)
+#pragma GCC unroll 6
+                    for (int v = 0; v < NV1; v++) {
+                        const vec x = load(xp + (i + k) * XW + l + v * L);
+                        if (k < 5) a[0][v] += w[k * 5 + l] * x;
+                        if (k > 0) a[1][v] += w[(k - 1) * 5 + l] * x;
+                    }
+            float row[NV1 * L];
+            for (int v = 0; v < NV1; v++) store(row + v * L, vmax(a[0][v], a[1][v]));
+            float *out = r1 + (c * 12 + i / 2) * 12;
+            for (int j = 0; j < 12; j++) {
+                const float m = row[2 * j] > row[2 * j + 1] ? row[2 * j] : row[2 * j + 1];
+                out[j] = m > 0 ? m : 0;
+            }
+        }
+    }
+}
+
+// conv2 -> max-pool -> ReLU -> flatten: r1 (6, 12, 12) -> f (256) in torch's (c, i, j) order
+static void read_block2(const float *r1, const float *w2, const float *b2, float *f) {
+    enum { NO = 16 / L > 0 ? 16 / L : 1, QB = 4 };  // vectors across the 16 channels; columns at once
+    static_assert(16 % L == 0, "16 output channels fill whole vectors");
+    float c2[8 * 8 * 16];  // (i, j, channel)
+    for (int y = 0; y < 8; y++)
+        for (int x0 = 0; x0 < 8; x0 += QB) {
+            vec acc[QB][NO];
+            for (int q = 0; q < QB; q++)
+                for (int o = 0; o < NO; o++) acc[q][o] = load(b2 + o * L);
+            for (int c = 0; c < 6; c++)
+                for (int k = 0; k < 5; k++) {
+                    const float *in = r1 + (c * 12 + y + k) * 12 + x0;
+#pragma GCC unroll 5
+                    for (int l = 0; l < 5; l++) {
+                        const float *w = w2 + ((c * 5 + k) * 5 + l) * 16;
+                        vec wv[NO];
+#pragma GCC unroll 4
+                        for (int o = 0; o < NO; o++) wv[o] = load(w + o * L);
+#pragma GCC unroll 4
+                        for (int q = 0; q < QB; q++) {
+                            const float s = in[l + q];
+#pragma GCC unroll 4
+                            for (int o = 0; o < NO; o++) acc[q][o] += s * wv[o];
+                        }
+                    }
+                }
+            for (int q = 0; q < QB; q++)
+                for (int o = 0; o < NO; o++) store(c2 + (y * 8 + x0 + q) * 16 + o * L, acc[q][o]);
+        }
+    for (int o = 0; o < 16; o++)
+        for (int u = 0; u < 4; u++)
+            for (int v = 0; v < 4; v++) {
+                const float *p = c2 + ((2 * u) * 8 + 2 * v) * 16 + o;
+                float m = p[0];
+                m = p[16] > m ? p[16] : m;
+                m = p[128] > m ? p[128] : m;
+                m = p[144] > m ? p[144] : m;
+                f[o * 16 + u * 4 + v] = m > 0 ? m : 0;
+            }
+}
+
+// y (NOUT, padded) = x (K) @ wt (K, NOUT) + b; ReLU if asked. Zeros in x (ReLU's) are skipped.
+template <int K, int NOUT>
+static void read_dense(const float *x, const float *wt, const float *b, float *y, bool relu_out) {
+    enum { NV = NOUT / L, G = NV < 8 ? NV : 8 };
+    static_assert(NOUT % L == 0 && NV % G == 0, "outputs fill whole groups of vectors");
+    for (int g0 = 0; g0 < NV; g0 += G) {
+        vec acc[G];
+        for (int v = 0; v < G; v++) acc[v] = load(b + (g0 + v) * L);
+        for (int k = 0; k < K; k++) {
+            const float s = x[k];
+            if (s == 0.0f) continue;
+            const float *w = wt + k * NOUT + g0 * L;
+#pragma GCC unroll 8
+            for (int v = 0; v < G; v++) acc[v] += s * load(w + v * L);
+        }
+        for (int v = 0; v < G; v++) store(y + (g0 + v) * L, relu_out ? relu(acc[v]) : acc[v]);
+    }
+}
+
+static void read_one(const uint8_t *pixels, const float *inputs, float scale, float shift,
+                     const float *p, float *logits, float *features) {
+    float xp[28 * XW] = {};
+    if (pixels)
+        for (int i = 0; i < 28; i++)
+            for (int j = 0; j < 28; j++) xp[i * XW + j] = pixels[i * 28 + j] * scale + shift;
+    else
+        for (int i = 0; i < 28; i++)
+            for (int j = 0; j < 28; j++) xp[i * XW + j] = inputs[i * 28 + j];
+    float r1[6 * 12 * 12], f[256], h1[128], h2[128], z[64];
+    read_block1(xp, p + PW1, p + PB1, r1);
+    read_block2(r1, p + PW2, p + PB2, f);
+    read_dense<256, 128>(f, p + PW3, p + PB3, h1, true);
+    read_dense<120, 128>(h1, p + PW4, p + PB4, h2, true);
+    read_dense<84, 64>(h2, p + PW5, p + PB5, z, false);
+    for (int k = 0; k < 10; k++) logits[k] = z[k];
+    if (features)
+        for (int k = 0; k < 84; k++) features[k] = h2[k];
+}
+
+// n images: uint8 pixels (n, 784), normalised here as (p / 255 - mean) / std, or already
+// normalised floats `inputs` (n, 784) when pixels is null. logits (n, 10); features (n, 84), the
+// last hidden layer, or null.
+extern "C" void lenet_read(const uint8_t *pixels, const float *inputs, int n, float mean, float std_,
+                           const float *packed, float *logits, float *features, int threads) {
+    const float scale = 1.0f / (255.0f * std_), shift = -mean / std_;
+#pragma omp parallel for num_threads(threads) schedule(static) if (n >= 2 * threads && threads > 1)
+    for (int b = 0; b < n; b++)
+        read_one(pixels ? pixels + (long)b * 784 : nullptr, inputs ? inputs + (long)b * 784 : nullptr,
+                 scale, shift, packed, logits + b * 10, features ? features + (long)b * 84 : nullptr);
+}

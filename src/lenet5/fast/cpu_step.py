@@ -116,12 +116,6 @@ class Convs:
         return grads
 
 
-def forward(model: LeNet5, x: torch.Tensor, kernels: Kernels | None) -> torch.Tensor:
-    """model(x) for inference, written out: x (B, 1, 28, 28) float32 channels_last on the CPU."""
-    with torch.no_grad():
-        return _fully_connected(model, Convs(kernels, model, x).out)[2]
-
-
 def _fully_connected(m: LeNet5, f: torch.Tensor):
     """fc1 -> ReLU -> fc2 -> ReLU -> fc3 on the flattened features f (B, 256): (h1, h2, logits)."""
     h1 = aten.relu(aten.addmm(m.fc1.bias, f, m.fc1.weight.t()))  # (B, 120)
@@ -129,11 +123,14 @@ def _fully_connected(m: LeNet5, f: torch.Tensor):
     return h1, h2, aten.addmm(m.fc3.bias, h2, m.fc3.weight.t())  # (B, 10)
 
 
-def grads(model: LeNet5, x: torch.Tensor, y: torch.Tensor, scale: float, kernels: Kernels | None):
-    """Forward and backward for `loss = cross_entropy(model(x), y, reduction="sum") * scale`.
+def grads(model: LeNet5, x: torch.Tensor, y: torch.Tensor, scale: float, kernels: Kernels | None,
+          outlier_weight: float = 0.0):
+    """Forward and backward for `loss = cross_entropy(model(x), y, reduction="sum") * scale`,
+    plus `outlier_weight * scale` times each non-digit row's cross-entropy to equal probabilities
+    (rows labelled -100, which the cross-entropy itself ignores; see step.outlier_loss).
 
-    x: (B, 1, 28, 28) channels_last. Returns (loss before `scale`, logits, gradients in the order
-    of `model.parameters()`), as autograd would compute them.
+    x: (B, 1, 28, 28) channels_last. Returns (the digits' loss before `scale`, logits, gradients in
+    the order of `model.parameters()`), as autograd would compute them.
     """
     m = model
     with torch.no_grad():
@@ -147,6 +144,9 @@ def grads(model: LeNet5, x: torch.Tensor, y: torch.Tensor, scale: float, kernels
         # backward, from the loss down
         g = aten.nll_loss_backward(torch.full((), scale), logp, y, None, SUM, -100, total_weight)
         g = aten._log_softmax_backward_data(g, logp, 1, logp.dtype)  # (B, 10)
+        if outlier_weight:  # d/dz of -mean(log_softmax(z)) is softmax(z) - 1/10
+            rows = (y < 0).unsqueeze(1).to(g.dtype) * (scale * outlier_weight)
+            g = g + rows * (logp.exp() - 0.1)
         w5, b5 = g.t().mm(h2), g.sum(0)
         g = aten.threshold_backward(g.mm(m.fc3.weight), h2, 0)  # (B, 84)
         w4, b4 = g.t().mm(h1), g.sum(0)

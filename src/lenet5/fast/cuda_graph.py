@@ -24,21 +24,23 @@ class GraphedStep(TrainStep):
     WARMUP = 3
 
     def __init__(self, model, optimizer: torch.optim.SGD, batch_size: int, channels_last: bool,
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0, outlier_weight: float = 0.0, outlier_rows: int = 0):
         super().__init__(model, optimizer, label_smoothing,
-                         path=Path("cuda-graphs", why="the whole step replayed as one CUDA graph"))
+                         path=Path("cuda-graphs", why="the whole step replayed as one CUDA graph"),
+                         outlier_weight=outlier_weight)
         device = self.params[0].device
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.batch_size = batch_size
-        self.x = torch.zeros(batch_size, 1, 28, 28, device=device).contiguous(memory_format=fmt)
-        self.y = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.batch_size = batch_size  # digits a full step holds; non-digit pictures come after them
+        self.rows = rows = batch_size + outlier_rows
+        self.x = torch.zeros(rows, 1, 28, 28, device=device).contiguous(memory_format=fmt)
+        self.y = torch.zeros(rows, dtype=torch.long, device=device)
         self.on_device = True  # what the graph records, so every step here does the same
         self.graph: torch.cuda.CUDAGraph | None = None
         self.replay = None  # set once the step is recorded
         self.warm = 0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, global_n: int) -> None:
-        if len(y) != self.batch_size:
+        if len(y) != self.rows:
             return super().__call__(x, y, global_n)
         self.x.copy_(x)  # warm-up, capture and replay all see the same buffers, strides included
         self.y.copy_(y)

@@ -62,6 +62,10 @@ class Kernels:
         self.lib.convs_forward.restype = None
         self.lib.convs_backward.argtypes = [p, i, p, p, p, p, p, p, p, p, p, p, p, p, p, i]
         self.lib.convs_backward.restype = None
+        self.lib.warp_images.argtypes, self.lib.warp_images.restype = [p, i, p, p, i], None
+        f = ctypes.c_float
+        self.lib.lenet_read.argtypes, self.lib.lenet_read.restype = [p, p, i, f, f, p, p, p, i], None
+        self.lib.lenet_packed_size.argtypes, self.lib.lenet_packed_size.restype = [], i
         self.lanes, self.pid = self.lib.convs_lanes(), os.getpid()
 
     def threads(self) -> int:
@@ -74,6 +78,14 @@ class Kernels:
 
     def backward(self, *pointers_and_n) -> None:
         self.lib.convs_backward(*pointers_and_n, self.threads())
+
+    def warp(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """data.warp on the CPU: uint8 (B, 28, 28) and float (B, 36) -> float (B, 28, 28)."""
+        images, params = images.contiguous(), params.float().contiguous()
+        out = torch.empty(images.shape, dtype=torch.float32)
+        self.lib.warp_images(images.data_ptr(), len(images), params.data_ptr(), out.data_ptr(),
+                             self.threads())
+        return out
 
     def describe(self) -> str:
         omp = "" if self.openmp else ", no OpenMP: one thread"

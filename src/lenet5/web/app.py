@@ -35,6 +35,8 @@ import os
 import socket
 import warnings
 
+import numpy as np
+
 from .. import __version__
 from ..errors import ConfigError, Lenet5Error
 from . import STATIC, describe
@@ -65,8 +67,13 @@ MAX_CONNECTIONS = 200  # open at once; more are refused with a 503 (never above 
 
 
 class Prediction(BaseModel):
-    digit: int = Field(description="the most probable digit, 0-9")
-    probability: float = Field(description="its probability")
+    digit: int = Field(description="the most probable digit, 0-9 (the closest one when is_digit "
+                                   "is false)")
+    probability: float = Field(description="its probability, calibrated: right about that often")
+    is_digit: bool = Field(description="false when the picture holds no digit: blank, or unlike "
+                                       "any digit (a letter, a sign, a scribble)")
+    reason: str = Field(description="why it is not a digit ('no ink', 'unlike any digit'); empty "
+                                    "for a digit")
     probabilities: list[float] = Field(description="probability of each digit 0-9")
     image: list[list[int]] = Field(description="the 28x28 input the model saw, rows of 0-255, "
                                                "white ink on black")
@@ -191,10 +198,12 @@ def limit_arenas(arenas: int = 2) -> None:
 def unreadable_is_422(name: str):
     """A picture that cannot be read is the client's 422; an unexpected failure behind it (turned
     into that picture's ImageError) is logged with its traceback."""
-    from ..images import ImageError
+    from ..images import ImageError, NoDigit
 
     try:
         yield
+    except NoDigit:
+        raise  # a picture with no ink: an answer ("no digit"), not an error
     except ImageError as e:
         if e.__cause__ is not None:
             log.error("reading %s failed", name, exc_info=e.__cause__)
@@ -248,18 +257,17 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     """
     import torch
 
-    from ..checkpoint import load_model, normalization
     from ..config import choose_device
-    from ..images import load_pixels
-    from ..predict import classify
+    from ..images import NoDigit, load_pixels
+    from ..reader import Reader
 
     if readers is None:
         readers = DEFAULT_READERS
     if readers < 0:
         raise ConfigError(f"--readers {readers}: must be 0 (read on the server's threads) or more")
     device = choose_device(device)
-    model, obj = load_model(checkpoint, device)
-    mean, std = normalization(obj)
+    reader = Reader.load(checkpoint, str(device))
+    mean, std = reader.mean, reader.std
     limit_arenas()
     budget = PixelBudget(max_pixels, min(DRAWING_PIXELS, max_pixels))
     pool = shared_readers(readers) if readers else None
@@ -278,7 +286,8 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
                     "scaled to 20x20 and centred by mass in 28x28) and read by LeNet-5.")
     app.add_middleware(BodyLimit, limit=max_upload)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.state.model = model
+    app.state.model = reader.model
+    app.state.reader = reader
     app.state.start_readers = pool.start if pool is not None else (lambda: None)
     app.state.close_readers = pool.close if pool is not None else (lambda: None)
     model_name, accuracy = describe(checkpoint)
@@ -287,18 +296,26 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
                     max_upload_bytes=max_upload, max_pixels=max_pixels, version=__version__)
 
     def read_pixels(data: bytes, name: str, pixels: int):
-        """The picture's (28, 28) uint8 input, read by a reader process or on this thread."""
-        with unreadable_is_422(name):
-            if pool is None:
-                return load_pixels(data, name)
-            return pool.read(data, name, trim=pixels > DRAWING_PIXELS)
+        """The picture's (28, 28) uint8 input, read by a reader process or on this thread; a
+        picture with no ink is (zeros, why) - an answer, not an error."""
+        try:
+            with unreadable_is_422(name):
+                if pool is None:
+                    return load_pixels(data, name)
+                return pool.read(data, name, trim=pixels > DRAWING_PIXELS)
+        except NoDigit as e:
+            return np.zeros((28, 28), np.uint8), e.reason
 
     def prediction(digit) -> Response:
         """The answer for the (28, 28) input: a Prediction, as JSON written by pydantic itself
         (FastAPI would check it against the model once more and write it with json.dumps)."""
-        probs = classify(model, torch.from_numpy(digit).unsqueeze(0), mean, std, device)[0].tolist()
-        best = max(range(10), key=probs.__getitem__)
-        answer = Prediction(digit=best, probability=probs[best], probabilities=probs, image=digit.tolist())
+        blank = ""
+        if isinstance(digit, tuple):
+            digit, blank = digit
+        p = reader.read(digit[None])[0]
+        answer = Prediction(digit=p.digit, probability=p.probability, probabilities=p.probabilities,
+                            is_digit=p.is_digit and not blank, reason=blank or p.reason,
+                            image=digit.tolist())
         return Response(answer.model_dump_json(), media_type="application/json")
 
     @app.get("/", include_in_schema=False)
@@ -356,21 +373,24 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     # The same body rules, limits and pixel budget as /api/predict.
     class NumberDigit(BaseModel):
         digit: int = Field(description="the most probable digit, 0-9")
-        probability: float = Field(description="its probability")
+        probability: float = Field(description="its probability, calibrated")
+        is_digit: bool = Field(description="false for a part that is not a digit (shown as ? in "
+                                           "the number)")
         box: list[int] = Field(description="[x0, y0, x1, y1]: where it is in the picture, in its "
                                            "pixels (x1, y1 just past the digit)")
 
     class NumberReading(BaseModel):
-        number: str = Field(description="the digits, left to right")
+        number: str = Field(description="the digits, left to right; ? for a part that is not a digit")
+        readable: bool = Field(description="false when some part is not a digit")
+        problem: str = Field(description="what could not be read, in words; empty when all could")
         digits: list[NumberDigit]
 
     def number_bytes(data: bytes, name: str, pixels: int) -> NumberReading:
-        from ..numbers import load_number
-
         with unreadable_is_422(name):
-            number = load_number(data, lambda x: classify(model, x, mean, std, device), name)
-        return NumberReading(number=number.number, digits=[
-            NumberDigit(digit=d.digit, probability=d.probability, box=list(d.box)) for d in number.digits])
+            number = reader.read_number(data, name)
+        d = number.to_dict()
+        return NumberReading(number=d["number"], readable=d["readable"], problem=d["problem"],
+                             digits=[NumberDigit(**digit) for digit in d["digits"]])
 
     @app.post("/api/number", response_model=NumberReading, responses=errors, openapi_extra=body_doc,
               summary="Read the whole number in an image, digit by digit")

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Lenet5Error
-from ..images import ImageError, load_pixels
+from ..images import ImageError, NoDigit, load_pixels
 
 log = logging.getLogger("lenet5.web")
 ASK = struct.Struct("!IIB")
@@ -191,6 +191,8 @@ class Readers:
             if status == 0:
                 return np.frombuffer(payload, dtype=np.uint8).reshape(28, 28).copy()
             message, _, trace = payload.decode("utf-8", "replace").partition("\n")
+            if status == 3:
+                raise NoDigit(trace, message)
             error = ImageError(message)
             if status == 2:
                 error.__cause__ = RuntimeError(f"in the picture reader:\n{trace}")
@@ -268,6 +270,8 @@ def serve() -> None:
         data = inp.read(data_length)
         try:
             status, payload = 0, load_pixels(data, name).tobytes()
+        except NoDigit as e:  # an answer ("no digit"), not an error
+            status, payload = 3, (e.reason + "\n" + str(e)).replace("\r", " ").encode()
         except ImageError as e:
             status, payload = 1, str(e).replace("\n", " ").encode()
             if e.__cause__ is not None:

@@ -225,13 +225,25 @@ function show(answer, fromPad = true) {
   document.body.dataset.state = answer ? "answered" : "empty";
 }
 
+// A percentage that never rounds up to a certainty it is not (reader.py's percent).
+function pct(p) {
+  const text = (100 * p).toFixed(1);
+  if (p < 1 && Number(text) >= 100) return ">99.9 %";
+  return `${text} %`;
+}
+
 function showDigit(answer) {
-  digitEl.textContent = answer ? String(answer.digit) : "?";
-  confidenceEl.textContent = answer ? `${(100 * answer.probability).toFixed(1)} % sure` : "";
+  const digit = !answer || answer.is_digit !== false;
+  digitEl.textContent = answer ? (digit ? String(answer.digit) : "\u2205") : "?";
+  digitEl.classList.toggle("not-digit", !digit);
+  confidenceEl.textContent = !answer ? ""
+    : digit ? `${pct(answer.probability)} sure`
+      : answer.reason === "no ink" ? "no digit: no ink"
+        : `not a digit (closest: ${answer.digit}, ${pct(answer.probability)})`;
   bars.querySelectorAll("li").forEach((li, d) => {
     const p = answer ? answer.probabilities[d] : 0;
     li.querySelector(".fill").style.width = `${(100 * p).toFixed(1)}%`;
-    li.querySelector(".pct").textContent = answer ? `${(100 * p).toFixed(1)} %` : "";
+    li.querySelector(".pct").textContent = answer ? pct(p) : "";
     li.classList.toggle("best", Boolean(answer) && d === answer.digit);
   });
   const sctx = seen.getContext("2d");
@@ -245,15 +257,16 @@ function showDigit(answer) {
 }
 
 function percent(answerDigit) {
-  return `${(100 * answerDigit.probability).toFixed(1)} %`;
+  return answerDigit.is_digit === false ? `not a digit (${pct(answerDigit.probability)})`
+    : pct(answerDigit.probability);
 }
 
 function showNumber(answer, fromPad) {
   const digits = answer ? answer.digits : [];
-  numberEl.textContent = answer ? answer.number : "?";
+  numberEl.textContent = answer ? answer.number + (answer.problem ? ` \u2014 could not read: ${answer.problem}` : "") : "?";
   digitsList.replaceChildren(...digits.map((d) => {
     const li = document.createElement("li");
-    li.innerHTML = `<span class="label">${d.digit}</span><span class="pct">${percent(d)}</span>`;
+    li.innerHTML = `<span class="label">${d.is_digit === false ? "?" : d.digit}</span><span class="pct">${percent(d)}</span>`;
     return li;
   }));
   // Boxes are in the picture's pixels; as fractions of the pad they follow its on-screen size.

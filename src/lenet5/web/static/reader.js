@@ -16,7 +16,10 @@
   const MIN_SIZE = 5;
   const STROKE = 2.8;
 
-  class ImageError extends Error {}
+  class ImageError extends Error {
+    // noDigit: the picture was read and holds no digit ("no ink"): an answer, not an error
+    constructor(message, noDigit = "") { super(message); this.noDigit = noDigit; }
+  }
 
   // ---- small helpers, as Python and numpy compute them -----------------------------------------
 
@@ -304,7 +307,7 @@
     }
     for (let i = 0; i < a.length; i++) if (a[i] < 0) a[i] = 0;
     const top = maxOf(a);
-    if (top < MIN_CONTRAST) throw new ImageError(`${name}: no ink found (the picture is blank or has almost no contrast)`);
+    if (top < MIN_CONTRAST) throw new ImageError(`${name}: no ink found (the picture is blank or has almost no contrast)`, "no ink");
     for (let i = 0; i < a.length; i++) a[i] /= top;
     return a;
   }
@@ -521,7 +524,7 @@
     const [top, bottom, left, right] = b ? [b[0], b[1] + 1, b[2], b[3] + 1] : [0, 0, 0, 0];
     if (Math.max(bottom - top, right - left) < MIN_SIZE) {
       throw new ImageError(`${name}: no digit found, only a speck of ink; if the digit is tiny in the ` +
-        "picture, crop closer to it");
+        "picture, crop closer to it", "only a speck of ink");
     }
     let h = bottom - top, w = right - left;
     const m = new Uint8Array(w * h);
@@ -599,7 +602,7 @@
         total += v; sy += y * v; sx += x * v;
       }
     }
-    if (total <= 0) throw new ImageError(`${name}: no ink found`);
+    if (total <= 0) throw new ImageError(`${name}: no ink found`, "no ink");
     let oy = pyRound(14 - sy / total), ox = pyRound(14 - sx / total); // MNIST's centre of mass: (14, 14)
     oy = Math.min(Math.max(oy, 0), 28 - newH);
     ox = Math.min(Math.max(ox, 0), 28 - newW);
@@ -717,18 +720,34 @@
     return e.map((v) => v / s);
   }
 
+  // Calibrated probabilities: the logits divided by the model's temperature (reader.py's
+  // Calibration; 1 and a threshold of 0.5 for a model.js written without one).
   function classify(model, input) {
-    return softmax(logits(model, input));
+    const t = model.temperature || 1;
+    return softmax(logits(model, input).map((v) => v / t));
   }
 
-  // One digit, answered as /api/predict answers: digit, probability, probabilities, the 28x28 image.
+  function threshold(model) {
+    return typeof model.threshold === "number" ? model.threshold : 0.5;
+  }
+
+  // One digit, answered as /api/predict answers: digit, probability, is_digit, reason,
+  // probabilities, the 28x28 image. A picture with no ink is "no digit" (reason "no ink").
   function readDigit(model, gray, name = "image") {
-    const input = prepare(gray, name);
+    let input, reason = "";
+    try {
+      input = prepare(gray, name);
+    } catch (err) {
+      if (!(err instanceof ImageError) || !err.noDigit) throw err;
+      input = new Uint8Array(784);
+      reason = err.noDigit;
+    }
     const probabilities = classify(model, input);
     const digit = probabilities.indexOf(Math.max(...probabilities));
     const image = [];
     for (let y = 0; y < 28; y++) image.push(Array.from(input.subarray(28 * y, 28 * y + 28)));
-    return { digit, probability: probabilities[digit], probabilities, image };
+    if (!reason && probabilities[digit] < threshold(model)) reason = "unlike any digit";
+    return { digit, probability: probabilities[digit], is_digit: !reason, reason, probabilities, image };
   }
 
   // ---- a whole number (numbers.py) --------------------------------------------------------------
@@ -982,13 +1001,17 @@
       const [top, bottom, left, right] = c.box;
       const digit = c.p.indexOf(Math.max(...c.p));
       return {
-        digit, probability: c.p[digit], probabilities: c.p,
+        digit, probability: c.p[digit], probabilities: c.p, is_digit: c.p[digit] >= threshold(model),
         box: [Math.max(0, Math.floor(left * sx)), Math.max(0, Math.floor(top * sy)),
           Math.min(fullW, Math.ceil((right + 1) * sx)), Math.min(fullH, Math.ceil((bottom + 1) * sy))],
         input: c.input,
       };
     });
-    return { number: out.map((d) => d.digit).join(""), digits: out };
+    const bad = out.map((d, k) => (d.is_digit ? 0 : k + 1)).filter((k) => k);
+    const problem = bad.length
+      ? `part${bad.length > 1 ? "s" : ""} ${bad.join(", ")} of ${out.length} not a digit` : "";
+    return { number: out.map((d) => (d.is_digit ? d.digit : "?")).join(""), readable: !bad.length,
+      problem, digits: out };
   }
 
   // What the page (app.js) and its checks use; the steps inside stay private.

@@ -1,0 +1,152 @@
+"""The reader at every door: one forward pass (native at every ISA level, equal to the model's),
+"not a digit" for what is not one, percentages that mean what they say, and the calibration
+travelling with the checkpoint and its exports."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import lenet5
+import nondigits
+from lenet5.cli import main
+from lenet5.data import restyle, warp, warp_params
+from lenet5.errors import CheckpointError
+from lenet5.fast import native as kernels
+from lenet5.fast.forward import Forward
+from lenet5.reader import Calibration, Reader, percent
+
+LEVELS = kernels.levels()
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return lenet5.load()
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_the_native_forward_equals_the_models_at_every_isa_level(mnist, reader, level):
+    """Identical predictions on the whole test set, logits and features within float rounding;
+    one image, odd batches and more than one chunk alike."""
+    k = kernels.load(level)
+    assert k is not None, kernels.status(level)
+    native = Forward(reader.model, reader.mean, reader.std, k)
+    plain = Forward(reader.model, reader.mean, reader.std, None)
+    z, h = native(mnist.test_images.numpy(), features=True)
+    zt, ht = plain(mnist.test_images.numpy(), features=True)
+    assert (z.argmax(1) == zt.argmax(1)).all()
+    assert np.abs(z - zt).max() < 1e-4 and np.abs(h - ht).max() < 1e-4
+    for n in (1, 3, 17):
+        assert np.allclose(native(mnist.test_images[:n].numpy())[0], zt[:n], atol=1e-4)
+    probs = torch.softmax(torch.from_numpy(z), 1) - torch.softmax(torch.from_numpy(zt), 1)
+    assert probs.abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_the_native_warp_equals_torchs(mnist, level, monkeypatch):
+    images = mnist.train_images[:64]
+    params = warp_params(64, 1.5, torch.Generator().manual_seed(0))
+    got = kernels.load(level).warp(images, params)
+    monkeypatch.setattr(kernels, "load", lambda *a: None)  # data.warp's torch branch
+    want = warp(images, params)
+    assert (got - want).abs().max() < 0.05  # of 255: float rounding only
+
+
+def test_blank_and_inkless_inputs_are_no_digit_with_the_reason(reader, tmp_path, capsys):
+    for blank in (np.zeros((28, 28), np.uint8), np.full((28, 28), 3, np.uint8), np.zeros((3, 28, 28))):
+        got = reader.predict(blank)
+        for p in got if isinstance(got, list) else [got]:
+            assert not p.is_digit and p.reason == "no ink"
+    Image.new("L", (200, 120), 255).save(tmp_path / "blank.png")
+    p = reader.predict(tmp_path / "blank.png")
+    assert not p.is_digit and p.reason == "no ink" and "not a digit" in repr(p)
+    assert main(["predict", str(tmp_path / "blank.png")]) == 0
+    assert capsys.readouterr().out.strip().endswith("blank.png: no digit (no ink)")
+    assert main(["predict", str(tmp_path / "blank.png"), "--json"]) == 0
+    (r,) = json.loads(capsys.readouterr().out)["results"]
+    assert r["is_digit"] is False and r["reason"] == "no ink"
+
+
+def test_what_is_not_a_digit_is_said_so_and_digits_are_still_read(mnist, reader):
+    """Non-digits made unlike anything training made (other fonts, Bezier scribbles, other
+    shapes, noise, two digits touching): most said "not a digit", while MNIST's test digits and
+    the same digits re-drawn by other hands stay digits, read right. bench/novelty.py measures
+    the figures in the README; the bounds here are looser, for any CPU's rounding."""
+    x, kinds = nondigits.make(400, 7, mnist.test_images.numpy())
+    said = np.array([not p.is_digit for p in reader.read(x)])
+    assert said.mean() >= 0.85, dict(zip(*np.unique(np.array(kinds)[~said], return_counts=True)))
+    test = reader.read(mnist.test_images[:3000])
+    right = np.array([p.is_digit and p.digit == y for p, y in zip(test, mnist.test_labels[:3000].tolist())])
+    assert right.mean() >= 0.985
+    others = reader.read(restyle(mnist.test_images[:2000], 3))
+    assert np.mean([p.is_digit for p in others]) >= 0.95
+
+
+def test_a_drawn_letter_and_a_scribble_are_not_digits_at_the_cli(reader, tmp_path, capsys):
+    from nondigits import _bezier, _letter, fonts
+
+    rng = np.random.default_rng(0)
+    for name, canvas in (("A.png", _letter(rng, "A", fonts())), ("scribble.png", _bezier(rng))):
+        Image.fromarray(255 - canvas).save(tmp_path / name)
+    assert main(["predict", str(tmp_path / "A.png"), str(tmp_path / "scribble.png")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert all(": not a digit (closest: " in line and "top 3:" in line for line in lines), lines
+
+
+def test_percentages_mean_what_they_say_on_mnist_and_other_writers(mnist, reader):
+    from lenet5.metrics import calibration_error
+
+    for images in (mnist.test_images, restyle(mnist.test_images, 11)):
+        probs = reader.probabilities(images)
+        assert calibration_error(probs, mnist.test_labels)["ece"] < 0.015
+    assert lenet5.evaluate()["calibration"]["ece"] < 0.01
+
+
+def test_percent_never_rounds_up_to_a_certainty_it_is_not():
+    assert percent(0.99996) == ">99.9 %" and percent(1.0) == "100.0 %" and percent(0.5) == "50.0 %"
+    assert percent(0.00001) == "<0.1 %" and percent(0.0) == "0.0 %"
+    assert repr(lenet5.Prediction(7, 0.991, [0.0] * 10)) == "Prediction(7, 99.1 %)"
+
+
+def test_the_calibration_travels_with_exports_and_is_checked_on_load(reader, tmp_path):
+    from lenet5.export import export
+
+    assert reader.calibration.fitted, "the shipped weights carry a fitted calibration"
+    export(reader, "safetensors", tmp_path / "m.safetensors")
+    again = Reader.load(tmp_path / "m.safetensors")
+    assert (again.temperature, again.threshold) == (reader.temperature, reader.threshold)
+    export(reader, "web", tmp_path / "web")
+    spec = json.loads((tmp_path / "web/static/model.js").read_text().split("= ", 1)[1].rstrip(";\n"))
+    assert (spec["temperature"], spec["threshold"]) == (reader.temperature, reader.threshold)
+    for bad in ({"temperature": "warm", "threshold": 0.5}, {"temperature": 1e9, "threshold": 0.5},
+                {"temperature": 1.0, "threshold": float("nan")}, {"threshold": 0.5}):
+        with pytest.raises(CheckpointError, match="calibration"):
+            Calibration.from_dict(bad, "x.pt")
+
+
+def test_training_fits_the_calibration_into_best_pt_and_the_seed_file_finds_it(small_run):
+    from lenet5.checkpoint import load
+
+    saved = load(small_run / "best.pt")
+    cal = Calibration.from_dict(saved["reader"])
+    assert 0.05 <= cal.temperature <= 20 and 0 < cal.threshold < 1 and "held-out" in cal.fitted
+    assert lenet5.load(small_run / "mnist_lenet5.pth").calibration == cal
+    assert (small_run / "reliability.png").is_file()
+    assert json.loads((small_run / "test_metrics.json").read_text())["calibration"]["temperature"] == cal.temperature
+
+
+def test_a_number_with_a_letter_in_it_names_the_part_that_is_not_a_digit(mnist, reader):
+    from nondigits import _letter, fonts
+    from lenet5.outliers import mnist_style
+
+    rng = np.random.default_rng(3)
+    letter = mnist_style(_letter(rng, "K", fonts()))
+    digits = [mnist.test_images[i].numpy() for i in (0, 1)]
+    row = np.hstack([digits[0], np.zeros((28, 6), np.uint8), letter, np.zeros((28, 6), np.uint8), digits[1]])
+    buf = io.BytesIO()
+    Image.fromarray(255 - np.pad(row, 20)).resize((row.shape[1] * 6 + 240, 408)).save(buf, "PNG")
+    number = reader.read_number(buf.getvalue(), "row.png")
+    assert number.number == "7?2" and not number.readable and "part 2 of 3" in number.problem()
