@@ -56,7 +56,8 @@ def test_predict_reads_a_state_dict_written_by_the_seeds_training(tmp_path, mnis
     loader = list(zip(x.split(64), mnist.train_labels[:2048].split(64)))
     seed_train(loader, tmp_path / "mnist_lenet5.pth", epochs=2)
     assert main(["predict", str(tmp_path / "mnist_lenet5.pth"), "--index", "0", "--data-dir", str(DATA)]) == 0
-    assert "test image 0: true label 7, prediction" in capsys.readouterr().out
+    out = capsys.readouterr().out  # two epochs of the seed's rate on 2,048 images: barely trained,
+    assert out.startswith("test image 0: true label 7, ") and "top 3: " in out  # and maybe unsure
 
 
 def test_show_writes_a_png(tmp_path):

@@ -414,7 +414,7 @@ def _answer(p) -> str:
     """`7 (99.1 %)   top 3: 7 99.1 %  1 0.5 %  2 0.2 %`, or the not-a-digit answer with its top 3."""
     from .reader import percent, verdict
 
-    if p.reason == "no ink":
+    if not p.is_digit and p.reason != "unlike any digit":
         return verdict(p)
     return f"{verdict(p)}   top 3: " + "  ".join(f"{d} {percent(v)}" for d, v in p.top3)
 

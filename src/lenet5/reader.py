@@ -31,6 +31,7 @@ from .errors import CheckpointError, Lenet5Error
 UNCALIBRATED_THRESHOLD = 0.5
 INK = 64  # a pixel at a quarter of full ink or more is ink...
 MIN_INK = 4  # ...and a 28x28 input with fewer such pixels holds no digit (blank, or a faint smudge)
+UNLIKE = "unlike any digit"  # the reason for what the network reads as no digit it knows
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,8 @@ def verdict(p: Prediction) -> str:
     """One line's answer: `7 (99.1 %)`, or `not a digit (closest: 4, 38.0 %)`."""
     if p.is_digit:
         return f"{p.digit} ({percent(p.probability)})"
-    if p.reason == "no ink":
-        return "no digit (no ink)"
+    if p.reason != UNLIKE:  # nothing to read: no ink, only a speck
+        return f"no digit ({p.reason})"
     return f"not a digit (closest: {p.digit}, {percent(p.probability)})"
 
 
@@ -175,7 +176,7 @@ class Reader:
         best = int(order[0])
         values = [float(v) for v in p]
         top3 = [(int(d), values[d]) for d in order]
-        reason = "no ink" if not inked else ("unlike any digit" if score < self.threshold else "")
+        reason = "no ink" if not inked else (UNLIKE if score < self.threshold else "")
         return Prediction(best, values[best], values, not reason, reason, score, top3)
 
     def predict(self, x) -> Prediction | list[Prediction]:

@@ -386,8 +386,11 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
         digits: list[NumberDigit]
 
     def number_bytes(data: bytes, name: str, pixels: int) -> NumberReading:
-        with unreadable_is_422(name):
-            number = reader.read_number(data, name)
+        try:
+            with unreadable_is_422(name):
+                number = reader.read_number(data, name)
+        except NoDigit as e:  # a number picture with no ink: nothing to read, as the CLI says
+            raise HTTPException(422, str(e)) from None
         d = number.to_dict()
         return NumberReading(number=d["number"], readable=d["readable"], problem=d["problem"],
                              digits=[NumberDigit(**digit) for digit in d["digits"]])
