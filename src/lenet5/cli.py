@@ -160,8 +160,9 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
                    "a request's headers; slower ones get a 408 and are closed (default: 10)")
     p.add_argument("--body-timeout", type=float, default=30.0, help="seconds a client has to send "
                    "a request's body once its headers are in (default: 30)")
-    p.add_argument("--max-connections", type=int, default=200, help="connections open at once; "
-                   "more get a 503 (at most half the open-file limit) (default: 200)")
+    p.add_argument("--max-connections", type=int, default=200, help="connections open at once "
+                   "(at most half the open-file limit); a new one beyond them closes the slowest "
+                   "client with a 408, or gets a 503 when none is idle (default: 200)")
     p.add_argument("--readers", type=int, default=None, help="processes that decode and prepare "
                    "uploaded pictures side by side, about 60 MiB each; 0 reads them on the "
                    "server's own threads (default: 2, so that a drawing never waits behind a photo)")
