@@ -37,6 +37,7 @@ import os
 import socket
 import warnings
 from http import HTTPStatus
+from pathlib import Path
 
 from .. import __version__
 from ..errors import ConfigError, Lenet5Error
@@ -79,7 +80,9 @@ class Prediction(BaseModel):
 
 class Health(BaseModel):
     status: str
-    checkpoint: str
+    checkpoint: str = Field(description="the checkpoint file: its run folder and name "
+                                        "(NAME/best.pt), or the shipped weights' file name; "
+                                        "never a path on the server")
     name: str = Field(description="a short name for the checkpoint: its run folder and file, or "
                                   "the shipped weights' name")
     test_accuracy: float | None = Field(None, description="accuracy on the 10,000 MNIST test "
@@ -244,6 +247,15 @@ def shared_readers(count: int) -> Readers:
     return _shared[count]
 
 
+def shown_file(checkpoint: str | os.PathLike) -> str:
+    """The checkpoint as /api/health names it: `runs/NAME/best.pt` is NAME/best.pt, the shipped
+    weights their file name; where it lies on the server is nobody's business."""
+    from ..checkpoint import is_shipped
+
+    path = Path(checkpoint).resolve()
+    return path.name if is_shipped(path) else Path(path.parent.name, path.name).as_posix()
+
+
 def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: int = MAX_UPLOAD,
                max_pixels: int = MAX_PIXELS, readers: int | None = None) -> FastAPI:
     """The app for one checkpoint, its model loaded now and shared by every request.
@@ -287,7 +299,7 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     app.state.start_readers = pool.start if pool is not None else (lambda: None)
     app.state.close_readers = pool.close if pool is not None else (lambda: None)
     model_name, accuracy = describe(checkpoint)
-    health = Health(status="ok", checkpoint=str(checkpoint), name=model_name,
+    health = Health(status="ok", checkpoint=shown_file(checkpoint), name=model_name,
                     test_accuracy=accuracy, device=str(device), mean=mean, std=std,
                     max_upload_bytes=max_upload, max_pixels=max_pixels, version=__version__)
 
