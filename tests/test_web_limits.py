@@ -21,7 +21,7 @@ from PIL import Image
 
 import lenet5.images
 from lenet5.cli import main
-from lenet5.web.app import bind, create_app, server
+from lenet5.web.app import allowed_hosts, bind, create_app, server
 from lenet5.web.readers import Readers
 
 from test_web import paper_digit, png, png_header
@@ -92,8 +92,8 @@ def png16(width: int, height: int) -> bytes:
 
 SLOW = {
     "silent": b"",
-    "partial headers": b"GET /api/health HTTP/1.1\r\nHost: x\r\nUser-Ag",
-    "partial body": b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+    "partial headers": b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Ag",
+    "partial body": b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                     b"Content-Length: 5000\r\n\r\n\x89PNG",
 }
 
@@ -165,6 +165,34 @@ def test_a_2_mb_header_is_answered_431(ckpt):
 def test_serve_refuses_limits_that_are_not_positive(ckpt, capsys, flag):
     assert main(["serve", str(ckpt), flag, "0", "--port", "0", "--device", "cpu"]) == 1
     assert capsys.readouterr().err.strip() == f"lenet5: error: {flag} 0: must be more than 0"
+
+
+def test_the_host_header_must_name_the_server(ckpt):
+    """Against DNS rebinding: on 127.0.0.1 only the localhost names (and the test client's) are
+    answered; on 0.0.0.0 also that address and each --allowed-host, '*.name' for subdomains."""
+    local = TestClient(create_app(ckpt, readers=0))
+    network = TestClient(create_app(ckpt, readers=0, hosts=allowed_hosts(
+        "0.0.0.0", ["digits.example.org", "*.lab.example"])))
+    anyone = TestClient(create_app(ckpt, readers=0, hosts=allowed_hosts("::", ["*"])))
+    for client, host, status in [
+            (local, "testserver", 200), (local, "localhost:8000", 200), (local, "127.0.0.1:8000", 200),
+            (local, "[::1]:8000", 200), (local, "rebound.example:8000", 400), (local, "0.0.0.0", 400),
+            (network, "0.0.0.0:8000", 200), (network, "Digits.Example.org.:8000", 200),
+            (network, "pc7.lab.example", 200), (network, "lab.example", 400), (network, "10.0.0.7", 400),
+            (anyone, "10.0.0.7:8000", 200), (anyone, "[::]:8000", 200)]:
+        r = client.get("/api/health", headers={"host": host})
+        assert r.status_code == status, (host, r.text)
+    assert r.json()["status"] == "ok"
+    r = local.post("/api/predict", headers={"host": "rebound.example"}, content=b"x")
+    assert r.status_code == 400 and r.json()["detail"] == (
+        "this server does not answer to the Host 'rebound.example'; start it with --allowed-host "
+        "rebound.example to allow it")
+
+
+@pytest.mark.parametrize("name", ["a*b", "**", "*example.org", ""])
+def test_serve_refuses_an_allowed_host_that_is_no_pattern(ckpt, capsys, name):
+    assert main(["serve", str(ckpt), "--allowed-host", name, "--port", "0"]) == 1
+    assert capsys.readouterr().err.startswith(f"lenet5: error: --allowed-host {name!r}: give a name")
 
 
 @pytest.fixture(scope="module")
@@ -284,11 +312,11 @@ def test_hostile_mix_gets_no_5xx_and_health_keeps_answering(ckpt, mnist):
         ("form no boundary", dict(content=b"abc", headers={"content-type": "multipart/form-data"}), {400, 422}),
         ("too large", dict(content=b"\0" * 300_001), {413}),
     ]
-    garbage = [b"GARBAGE\r\n\r\n", b"GET /\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n", b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
-               b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",
-               b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
-               b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n",
-               b"GET /%ff%fe/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n"]
+    garbage = [b"GARBAGE\r\n\r\n", b"GET /\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n", b"GET /\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+               b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",
+               b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n",
+               b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\n\r\n",
+               b"GET /%ff%fe/../../etc/passwd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"]
     normal = [(paper_digit(mnist.test_images[i]), int(mnist.test_labels[i])) for i in range(8)]
     app = create_app(ckpt, max_upload=300_000, max_pixels=1_000_000)
     with serving(app, header_timeout=1, body_timeout=1) as url:

@@ -10,7 +10,8 @@ GET /api/health says what is loaded (the checkpoint, its name and test accuracy 
 served from static/ as they are, static/model.js included: a stub with no weights, which tells the
 page to read through this server (`lenet5 export --format web` writes the one with weights).
 
-Bad requests get a 4xx and {"detail": reason}, never a 500: empty bodies (400), bodies over the
+Bad requests get a 4xx and {"detail": reason}, never a 500: a Host header the server does not
+answer to (400; see below), empty bodies (400), bodies over the
 upload limit (413, checked before anything is parsed), too many pixels (413, read from the image
 header before decoding), pictures that are not images or hold no digit (422). The model is loaded
 once, when the app is made; requests share it read-only (eval mode, no gradients), which PyTorch
@@ -23,6 +24,13 @@ behind decoding, and the connection protocol closes clients that are slow to sen
 body and caps the connections open at once, so idle sockets cannot use up file descriptors; when
 slow clients hold every connection, the slowest makes room for a new one, so that a health check
 is answered at once (`GuardedH11`).
+The Host header is checked (`HostCheck`), so that a page on another site cannot read this server
+through a name it controls that resolves to this machine (DNS rebinding). A server answers to the
+address it listens on and the localhost names (localhost, 127.0.0.1, [::1], and testserver, the
+name Starlette's TestClient sends); `lenet5 serve --allowed-host NAME` adds a name a network uses
+for it ("*.example.org" its subdomains, "*" any). The check is ours rather than Starlette's
+TrustedHostMiddleware, which matches the same way but answers in plain text, not {"detail": ...}.
+
 fastapi, uvicorn, python-multipart and Pillow are the `web` extra.
 """
 
@@ -38,6 +46,7 @@ import socket
 import warnings
 from http import HTTPStatus
 from pathlib import Path
+from typing import Sequence
 
 from .. import __version__
 from ..errors import ConfigError, Lenet5Error
@@ -152,6 +161,54 @@ def _problem(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "testserver")  # testserver: Starlette's TestClient
+
+
+def allowed_hosts(host: str = "127.0.0.1", extra: Sequence[str] = ()) -> list[str]:
+    """The Host names a server listening on `host` answers to: that address, the localhost names,
+    and `extra` (--allowed-host: a name or address, "*.example.org" for its subdomains, "*" any)."""
+    names = list(LOCAL_HOSTS)
+    for name in (host, *extra):
+        name = name.strip().lower().rstrip(".")
+        if ":" in name and not name.startswith("["):
+            name = f"[{name}]"  # an IPv6 address, as it stands in a Host header
+        wildcard = name.startswith("*") and name != "*"
+        if not name or "*" in name[1:] or (wildcard and not name.startswith("*.")):
+            raise ConfigError(f"--allowed-host {name!r}: give a name or address, '*.example.org' for "
+                              "its subdomains, or '*' for any")
+        names.append(name)
+    return list(dict.fromkeys(names))
+
+
+class HostCheck:
+    """ASGI middleware: a request whose Host header names none of `allowed` gets 400.
+
+    A page on another site can reach a server on this machine through a name it controls that
+    resolves here (DNS rebinding); the browser then sends that name as the Host, which this check
+    refuses. Starlette's TrustedHostMiddleware matches the same way, but answers in plain text; here
+    the answer is {"detail": ...} like every other error, and says which flag allows the name.
+    """
+
+    def __init__(self, app, allowed: Sequence[str]):
+        self.app = app
+        self.any = "*" in allowed
+        self.names = {n for n in allowed if not n.startswith("*")}
+        self.suffixes = tuple(n[1:] for n in allowed if n.startswith("*."))
+
+    async def __call__(self, scope, receive, send):
+        if self.any or scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+        # without its port: "[::1]:8000" is [::1], "example.org:8000" example.org
+        name = host.partition("]")[0] + "]" if host.startswith("[") else host.partition(":")[0]
+        name = name.rstrip(".")
+        if name in self.names or name.endswith(self.suffixes):
+            return await self.app(scope, receive, send)
+        detail = (f"this server does not answer to the Host {name!r}; start it with --allowed-host "
+                  f"{name} to allow it" if name else "no Host header; HTTP/1.1 needs one")
+        return await _problem(400, detail)(scope, receive, send)
+
+
 class PixelBudget:
     """At most `total` + `small` pixels decoded at once.
 
@@ -257,11 +314,13 @@ def shown_file(checkpoint: str | os.PathLike) -> str:
 
 
 def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: int = MAX_UPLOAD,
-               max_pixels: int = MAX_PIXELS, readers: int | None = None) -> FastAPI:
+               max_pixels: int = MAX_PIXELS, readers: int | None = None,
+               hosts: Sequence[str] | None = None) -> FastAPI:
     """The app for one checkpoint, its model loaded now and shared by every request.
 
     `readers`: processes that decode and prepare the pictures for /api/predict (`readers.py`;
     default: DEFAULT_READERS); 0 reads them on the server's own threads instead.
+    `hosts`: the Host names it answers to (`allowed_hosts`; default: those of 127.0.0.1).
     """
     import torch
 
@@ -294,6 +353,7 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
                     "as `lenet5 predict FILE` does (grayscale, ink made white on black, cropped, "
                     "scaled to 20x20 and centred by mass in 28x28) and read by LeNet-5.")
     app.add_middleware(BodyLimit, limit=max_upload)
+    app.add_middleware(HostCheck, allowed=allowed_hosts() if hosts is None else hosts)  # runs first
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.model = model
     app.state.start_readers = pool.start if pool is not None else (lambda: None)
