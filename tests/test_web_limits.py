@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -21,7 +22,8 @@ from PIL import Image
 
 import lenet5.images
 from lenet5.cli import main
-from lenet5.web.app import allowed_hosts, bind, create_app, server
+from lenet5.errors import Lenet5Error
+from lenet5.web.app import allowed_hosts, bind, UVICORN_TESTED, check_uvicorn, create_app, server
 from lenet5.web.readers import Readers
 
 from test_web import paper_digit, png, png_header
@@ -193,6 +195,22 @@ def test_the_host_header_must_name_the_server(ckpt):
 def test_serve_refuses_an_allowed_host_that_is_no_pattern(ckpt, capsys, name):
     assert main(["serve", str(ckpt), "--allowed-host", name, "--port", "0"]) == 1
     assert capsys.readouterr().err.startswith(f"lenet5: error: --allowed-host {name!r}: give a name")
+
+
+def test_a_uvicorn_whose_protocol_changed_shape_is_one_clear_error():
+    check_uvicorn()  # the installed one is fine
+
+    class Renamed:
+        def __init__(self):
+            self.h11_conn = None
+
+    with pytest.raises(Lenet5Error) as e:
+        check_uvicorn(protocol=Renamed)
+    assert str(e.value).startswith("uvicorn ") and "\n" not in str(e.value)
+    assert "changed Renamed (no config, conn, connection_lost, " in str(e.value)
+    assert str(e.value).endswith(f"lenet5 serve needs pip install 'uvicorn{UVICORN_TESTED}'")
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert f'"uvicorn{UVICORN_TESTED}"' in pyproject  # the pin and the message say the same
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ try:
     from starlette.concurrency import run_in_threadpool
     from fastapi_offline import FastAPIOffline
     import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 except ImportError as e:
     raise Lenet5Error(f"the web demo needs {e.name}: pip install 'lenet5[web]'") from None
 
@@ -487,6 +487,29 @@ def _plain(status: int, detail: str) -> bytes:
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 
+UVICORN_TESTED = ">=0.35,<0.56"  # the uvicorn releases GuardedH11 is tested with; pyproject pins them
+
+
+def check_uvicorn(protocol: type = H11Protocol, cycle: type = RequestResponseCycle) -> None:
+    """GuardedH11 builds on uvicorn's private H11Protocol: fail at once, in one line, if a uvicorn
+    outside the tested range has changed what it relies on, rather than on some later request."""
+    import uvicorn
+
+    wanted = {  # the methods GuardedH11 calls or overrides, and the attributes it reads
+        protocol: ({"connection_made", "data_received", "connection_lost", "send_400_response",
+                    "shutdown"}, {"config", "conn", "cycle", "connections", "loop", "transport",
+                                  "timeout_keep_alive_task"}),
+        cycle: (set(), {"disconnected", "response_complete", "message_event"})}
+    for cls, (methods, attributes) in wanted.items():
+        code = getattr(cls.__init__, "__code__", None)
+        assigned = set(code.co_names) if code is not None else set()  # __init__ sets the attributes
+        missing = {m for m in methods if not callable(getattr(cls, m, None))} | (attributes - assigned)
+        if missing:
+            raise Lenet5Error(f"uvicorn {uvicorn.__version__} changed {cls.__name__} (no "
+                              f"{', '.join(sorted(missing))}); lenet5 serve needs "
+                              f"pip install 'uvicorn{UVICORN_TESTED}'")
+
+
 class _Connection(h11.Connection):
     """h11's server side of a connection, remembering the status h11 suggests when it refuses what
     the client sent (431 for headers over the size limit, 400 for most else)."""
@@ -644,6 +667,7 @@ def server(app: FastAPI, log_level: str = "info", header_timeout: float = HEADER
     """A uvicorn server for `app`; `.run(sockets=[bind(...)])` serves until Ctrl-C."""
     import uvicorn
 
+    check_uvicorn()
     for flag, value in (("--header-timeout", header_timeout), ("--body-timeout", body_timeout),
                         ("--max-connections", max_connections)):
         if not value > 0:
