@@ -156,10 +156,14 @@ def test_a_full_server_answers_503_rather_than_resetting(ckpt):
         assert httpx.get(f"{url}/wait", timeout=5).status_code == 200  # room again
 
 
-def test_a_2_mb_header_is_answered_431(ckpt):
+def test_a_2_mb_header_is_answered_431_and_a_malformed_request_400(ckpt):
+    """Answered in full, though the server closes before the client has sent its whole request."""
     with serving(create_app(ckpt, readers=0)) as url:
         r = httpx.get(f"{url}/api/health", headers={"x-big": "a" * 2_000_000}, timeout=5)
         assert r.status_code == 431 and r.json()["detail"].startswith("request headers over 16 KiB")
+        data, _ = read_until_closed(connect(url, b"GET / HTTP/1.1\r\n\r\n"), 2)
+        assert data.startswith(b"HTTP/1.1 400 ") and data.endswith(
+            b'{"detail": "not a valid HTTP/1.1 request: Missing mandatory Host: header"}'), data
         assert health_ms(url) < 500
 
 

@@ -511,16 +511,16 @@ def check_uvicorn(protocol: type = H11Protocol, cycle: type = RequestResponseCyc
 
 
 class _Connection(h11.Connection):
-    """h11's server side of a connection, remembering the status h11 suggests when it refuses what
-    the client sent (431 for headers over the size limit, 400 for most else)."""
+    """h11's server side of a connection, remembering why it refused what the client sent (its
+    error suggests the status: 431 for headers over the size limit)."""
 
-    refusal = 400
+    refusal: h11.RemoteProtocolError | None = None
 
     def next_event(self):
         try:
             return super().next_event()
         except h11.RemoteProtocolError as e:
-            self.refusal = e.error_status_hint
+            self.refusal = e
             raise
 
 
@@ -580,12 +580,13 @@ class GuardedH11(H11Protocol):
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
-        """h11 refused the request (malformed, or headers over the size limit): say which."""
-        if self.conn.refusal == 431:
+        """h11 refused the request (malformed, or headers over the size limit): say why."""
+        error = self.conn.refusal
+        if error is not None and error.error_status_hint == 431:
             limit = self.config.h11_max_incomplete_event_size or MAX_HEADERS
             self._refuse(431, f"request headers over {limit // 1024} KiB; send fewer or shorter ones")
-        else:
-            self._refuse(self.conn.refusal, f"not a valid HTTP/1.1 request ({msg.rstrip('.')})")
+        else:  # 400 even where h11 suggests 501 (a transfer coding it lacks): the client's to fix
+            self._refuse(400, f"not a valid HTTP/1.1 request: {str(error or msg)[:100]}")
 
     def shutdown(self) -> None:
         if self._phase in ("closing", "closed"):
