@@ -6,20 +6,24 @@ Servers run under uvicorn on 127.0.0.1 in a thread, with short deadlines so each
 import contextlib
 import io
 import os
+import select
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
 import lenet5.images
 from lenet5.cli import main
-from lenet5.web.app import bind, create_app, server
+from lenet5.errors import Lenet5Error
+from lenet5.web.app import allowed_hosts, bind, UVICORN_TESTED, check_uvicorn, create_app, server
 from lenet5.web.readers import Readers
 
 from test_web import paper_digit, png, png_header
@@ -90,8 +94,8 @@ def png16(width: int, height: int) -> bytes:
 
 SLOW = {
     "silent": b"",
-    "partial headers": b"GET /api/health HTTP/1.1\r\nHost: x\r\nUser-Ag",
-    "partial body": b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+    "partial headers": b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Ag",
+    "partial body": b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                     b"Content-Length: 5000\r\n\r\n\x89PNG",
 }
 
@@ -111,25 +115,106 @@ def test_slow_clients_are_closed_within_the_deadlines_while_health_answers(ckpt)
         assert health_ms(url) < 500
 
 
-def test_connections_beyond_the_limit_are_refused_at_once(ckpt):
-    with serving(create_app(ckpt), max_connections=4) as url:
-        held = [connect(url) for _ in range(4)]
-        data, seconds = read_until_closed(connect(url), 5)
-        assert data.startswith(b"HTTP/1.1 503 ") and b"too many connections" in data and seconds < 1
-        for s in held:
+def test_health_answers_at_once_while_slow_clients_fill_every_connection(ckpt):
+    """Every connection held by a client that sent its headers and part of a body, with deadlines
+    far off: a new client still gets in, as the slowest of them is told 408 and closed."""
+    with serving(create_app(ckpt, readers=0), max_connections=8, header_timeout=20, body_timeout=20) as url:
+        slow = [connect(url, SLOW["partial body"]) for _ in range(8)]
+        assert health_ms(url) < 1000
+        data, seconds = read_until_closed(slow[0], 2)  # the first to stall is the first shed
+        assert data.startswith(b"HTTP/1.1 408 ") and b"the server is full" in data, data
+        rest = slow[1:]
+        assert select.select(rest, [], [], 0)[0] == []  # the rest are left alone
+        for s in rest:
             s.close()
-        deadline = time.monotonic() + 5
-        while True:  # the server notices the closed sockets as its loop runs
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "the server did not take connections again"
+
+
+def test_a_full_server_answers_503_rather_than_resetting(ckpt):
+    """When every connection is busy with a request in the app (none stalled to shed), a new client
+    is answered 503 and its request read to the end, so that it sees the answer, not a reset."""
+    entered, release = threading.Semaphore(0), threading.Event()
+    app = FastAPI()
+
+    @app.get("/wait")
+    def wait() -> dict:  # on a worker thread, until the test lets it go
+        entered.release()
+        release.wait(timeout=20)
+        return {}
+
+    with serving(app, max_connections=2) as url, ThreadPoolExecutor(2) as pool:
+        try:
+            busy = [pool.submit(httpx.get, f"{url}/wait", timeout=30) for _ in range(2)]
+            for _ in busy:
+                assert entered.acquire(timeout=10)
+            start = time.monotonic()
+            r = httpx.post(f"{url}/api/predict", content=b"\0" * 2_000_000, timeout=5)
+            assert r.status_code == 503 and "too many connections" in r.json()["detail"]
+            assert time.monotonic() - start < 1
+        finally:
+            release.set()
+        assert [b.result().status_code for b in busy] == [200, 200]
+        assert httpx.get(f"{url}/wait", timeout=5).status_code == 200  # room again
+
+
+def test_a_2_mb_header_is_answered_431_and_a_malformed_request_400(ckpt):
+    """Answered in full, though the server closes before the client has sent its whole request."""
+    with serving(create_app(ckpt, readers=0)) as url:
+        r = httpx.get(f"{url}/api/health", headers={"x-big": "a" * 2_000_000}, timeout=5)
+        assert r.status_code == 431 and r.json()["detail"].startswith("request headers over 16 KiB")
+        data, _ = read_until_closed(connect(url, b"GET / HTTP/1.1\r\n\r\n"), 2)
+        assert data.startswith(b"HTTP/1.1 400 ") and data.endswith(
+            b'{"detail": "not a valid HTTP/1.1 request: Missing mandatory Host: header"}'), data
+        assert health_ms(url) < 500
 
 
 @pytest.mark.parametrize("flag", ["--header-timeout", "--body-timeout", "--max-connections"])
 def test_serve_refuses_limits_that_are_not_positive(ckpt, capsys, flag):
     assert main(["serve", str(ckpt), flag, "0", "--port", "0", "--device", "cpu"]) == 1
     assert capsys.readouterr().err.strip() == f"lenet5: error: {flag} 0: must be more than 0"
+
+
+def test_the_host_header_must_name_the_server(ckpt):
+    """Against DNS rebinding: on 127.0.0.1 only the localhost names (and the test client's) are
+    answered; on 0.0.0.0 also that address and each --allowed-host, '*.name' for subdomains."""
+    local = TestClient(create_app(ckpt, readers=0))
+    network = TestClient(create_app(ckpt, readers=0, hosts=allowed_hosts(
+        "0.0.0.0", ["digits.example.org", "*.lab.example"])))
+    anyone = TestClient(create_app(ckpt, readers=0, hosts=allowed_hosts("::", ["*"])))
+    for client, host, status in [
+            (local, "testserver", 200), (local, "localhost:8000", 200), (local, "127.0.0.1:8000", 200),
+            (local, "[::1]:8000", 200), (local, "rebound.example:8000", 400), (local, "0.0.0.0", 400),
+            (network, "0.0.0.0:8000", 200), (network, "Digits.Example.org.:8000", 200),
+            (network, "pc7.lab.example", 200), (network, "lab.example", 400), (network, "10.0.0.7", 400),
+            (anyone, "10.0.0.7:8000", 200), (anyone, "[::]:8000", 200)]:
+        r = client.get("/api/health", headers={"host": host})
+        assert r.status_code == status, (host, r.text)
+    assert r.json()["status"] == "ok"
+    r = local.post("/api/predict", headers={"host": "rebound.example"}, content=b"x")
+    assert r.status_code == 400 and r.json()["detail"] == (
+        "this server does not answer to the Host 'rebound.example'; start it with --allowed-host "
+        "rebound.example to allow it")
+
+
+@pytest.mark.parametrize("name", ["a*b", "**", "*example.org", ""])
+def test_serve_refuses_an_allowed_host_that_is_no_pattern(ckpt, capsys, name):
+    assert main(["serve", str(ckpt), "--allowed-host", name, "--port", "0"]) == 1
+    assert capsys.readouterr().err.startswith(f"lenet5: error: --allowed-host {name!r}: give a name")
+
+
+def test_a_uvicorn_whose_protocol_changed_shape_is_one_clear_error():
+    check_uvicorn()  # the installed one is fine
+
+    class Renamed:
+        def __init__(self):
+            self.h11_conn = None
+
+    with pytest.raises(Lenet5Error) as e:
+        check_uvicorn(protocol=Renamed)
+    assert str(e.value).startswith("uvicorn ") and "\n" not in str(e.value)
+    assert "changed Renamed (no config, conn, connection_lost, " in str(e.value)
+    assert str(e.value).endswith(f"lenet5 serve needs pip install 'uvicorn{UVICORN_TESTED}'")
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert f'"uvicorn{UVICORN_TESTED}"' in pyproject  # the pin and the message say the same
 
 
 @pytest.fixture(scope="module")
@@ -249,11 +334,11 @@ def test_hostile_mix_gets_no_5xx_and_health_keeps_answering(ckpt, mnist):
         ("form no boundary", dict(content=b"abc", headers={"content-type": "multipart/form-data"}), {400, 422}),
         ("too large", dict(content=b"\0" * 300_001), {413}),
     ]
-    garbage = [b"GARBAGE\r\n\r\n", b"GET /\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n", b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
-               b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",
-               b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
-               b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n",
-               b"GET /%ff%fe/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n"]
+    garbage = [b"GARBAGE\r\n\r\n", b"GET /\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n", b"GET /\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+               b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",
+               b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n",
+               b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\n\r\n",
+               b"GET /%ff%fe/../../etc/passwd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"]
     normal = [(paper_digit(mnist.test_images[i]), int(mnist.test_labels[i])) for i in range(8)]
     app = create_app(ckpt, max_upload=300_000, max_pixels=1_000_000)
     with serving(app, header_timeout=1, body_timeout=1) as url:

@@ -156,12 +156,16 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; 0.0.0.0 opens it to the network (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port, 0 picks a free one (default: 8000)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a Host name the server answers to besides --host and localhost (repeat it; "
+                        "'*.example.org' for subdomains, '*' for any); others get a 400")
     p.add_argument("--header-timeout", type=float, default=10.0, help="seconds a client has to send "
                    "a request's headers; slower ones get a 408 and are closed (default: 10)")
     p.add_argument("--body-timeout", type=float, default=30.0, help="seconds a client has to send "
                    "a request's body once its headers are in (default: 30)")
-    p.add_argument("--max-connections", type=int, default=200, help="connections open at once; "
-                   "more get a 503 (at most half the open-file limit) (default: 200)")
+    p.add_argument("--max-connections", type=int, default=200, help="connections open at once "
+                   "(at most half the open-file limit); a new one beyond them closes the slowest "
+                   "client with a 408, or gets a 503 when none is idle (default: 200)")
     p.add_argument("--readers", type=int, default=None, help="processes that decode and prepare "
                    "uploaded pictures side by side, about 60 MiB each; 0 reads them on the "
                    "server's own threads (default: 2, so that a drawing never waits behind a photo)")
@@ -586,14 +590,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import torch
 
-    from .web.app import bind, create_app, server
+    from .web.app import allowed_hosts, bind, create_app, server
 
+    hosts = allowed_hosts(args.host, args.allowed_host)
     path = _checkpoint(args.checkpoint, args.out_dir)
     # One torch thread: the server reads several pictures at once, and splitting one picture's
     # small forward pass over the cores as well only makes the threads wait on each other (half
     # the CPU a reading, the same time).
     torch.set_num_threads(1)
-    app = create_app(path, args.device, readers=args.readers)
+    app = create_app(path, args.device, readers=args.readers, hosts=hosts)
     srv = server(app, header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                  max_connections=args.max_connections)
     sock = bind(args.host, args.port)

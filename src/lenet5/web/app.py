@@ -10,7 +10,8 @@ GET /api/health says what is loaded (the checkpoint, its name and test accuracy 
 served from static/ as they are, static/model.js included: a stub with no weights, which tells the
 page to read through this server (`lenet5 export --format web` writes the one with weights).
 
-Bad requests get a 4xx and {"detail": reason}, never a 500: empty bodies (400), bodies over the
+Bad requests get a 4xx and {"detail": reason}, never a 500: a Host header the server does not
+answer to (400; see below), empty bodies (400), bodies over the
 upload limit (413, checked before anything is parsed), too many pixels (413, read from the image
 header before decoding), pictures that are not images or hold no digit (422). The model is loaded
 once, when the app is made; requests share it read-only (eval mode, no gradients), which PyTorch
@@ -20,7 +21,16 @@ between its steps.
 Under load and against hostile clients the server keeps answering: the pixels decoded at once are
 bounded (memory follows pixels, not requests), /api/health runs on the event loop and never waits
 behind decoding, and the connection protocol closes clients that are slow to send their headers or
-body and refuses connections beyond a limit, so idle sockets cannot use up file descriptors.
+body and caps the connections open at once, so idle sockets cannot use up file descriptors; when
+slow clients hold every connection, the slowest makes room for a new one, so that a health check
+is answered at once (`GuardedH11`).
+The Host header is checked (`HostCheck`), so that a page on another site cannot read this server
+through a name it controls that resolves to this machine (DNS rebinding). A server answers to the
+address it listens on and the localhost names (localhost, 127.0.0.1, [::1], and testserver, the
+name Starlette's TestClient sends); `lenet5 serve --allowed-host NAME` adds a name a network uses
+for it ("*.example.org" its subdomains, "*" any). The check is ours rather than Starlette's
+TrustedHostMiddleware, which matches the same way but answers in plain text, not {"detail": ...}.
+
 fastapi, uvicorn, python-multipart and Pillow are the `web` extra.
 """
 
@@ -34,6 +44,9 @@ import json
 import os
 import socket
 import warnings
+from http import HTTPStatus
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -51,7 +64,7 @@ try:
     from starlette.concurrency import run_in_threadpool
     from fastapi_offline import FastAPIOffline
     import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 except ImportError as e:
     raise Lenet5Error(f"the web demo needs {e.name}: pip install 'lenet5[web]'") from None
 
@@ -63,7 +76,9 @@ MAX_PIXELS = 13_000_000
 HEADER_TIMEOUT = 10.0  # seconds from connecting (or a request's first byte) to the end of its headers
 BODY_TIMEOUT = 30.0  # seconds from the end of the headers to the end of the body: 2 MB at 70 KB/s
 DRAWING_PIXELS = 1_000_000  # pictures this small (the page's drawings) skip the line behind photos
-MAX_CONNECTIONS = 200  # open at once; more are refused with a 503 (never above half the fd limit)
+MAX_CONNECTIONS = 200  # open at once (never above half the fd limit); see GuardedH11 for beyond
+MAX_HEADERS = 16 * 1024  # bytes of request line and headers (h11's default); more get a 431
+LINGER = 2.0  # seconds an answered connection reads and drops what its client still sends
 
 
 class Prediction(BaseModel):
@@ -81,7 +96,9 @@ class Prediction(BaseModel):
 
 class Health(BaseModel):
     status: str
-    checkpoint: str
+    checkpoint: str = Field(description="the checkpoint file: its run folder and name "
+                                        "(NAME/best.pt), or the shipped weights' file name; "
+                                        "never a path on the server")
     name: str = Field(description="a short name for the checkpoint: its run folder and file, or "
                                   "the shipped weights' name")
     test_accuracy: float | None = Field(None, description="accuracy on the 10,000 MNIST test "
@@ -149,6 +166,54 @@ class BodyLimit:
 
 def _problem(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
+
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "testserver")  # testserver: Starlette's TestClient
+
+
+def allowed_hosts(host: str = "127.0.0.1", extra: Sequence[str] = ()) -> list[str]:
+    """The Host names a server listening on `host` answers to: that address, the localhost names,
+    and `extra` (--allowed-host: a name or address, "*.example.org" for its subdomains, "*" any)."""
+    names = list(LOCAL_HOSTS)
+    for name in (host, *extra):
+        name = name.strip().lower().rstrip(".")
+        if ":" in name and not name.startswith("["):
+            name = f"[{name}]"  # an IPv6 address, as it stands in a Host header
+        wildcard = name.startswith("*") and name != "*"
+        if not name or "*" in name[1:] or (wildcard and not name.startswith("*.")):
+            raise ConfigError(f"--allowed-host {name!r}: give a name or address, '*.example.org' for "
+                              "its subdomains, or '*' for any")
+        names.append(name)
+    return list(dict.fromkeys(names))
+
+
+class HostCheck:
+    """ASGI middleware: a request whose Host header names none of `allowed` gets 400.
+
+    A page on another site can reach a server on this machine through a name it controls that
+    resolves here (DNS rebinding); the browser then sends that name as the Host, which this check
+    refuses. Starlette's TrustedHostMiddleware matches the same way, but answers in plain text; here
+    the answer is {"detail": ...} like every other error, and says which flag allows the name.
+    """
+
+    def __init__(self, app, allowed: Sequence[str]):
+        self.app = app
+        self.any = "*" in allowed
+        self.names = {n for n in allowed if not n.startswith("*")}
+        self.suffixes = tuple(n[1:] for n in allowed if n.startswith("*."))
+
+    async def __call__(self, scope, receive, send):
+        if self.any or scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+        # without its port: "[::1]:8000" is [::1], "example.org:8000" example.org
+        name = host.partition("]")[0] + "]" if host.startswith("[") else host.partition(":")[0]
+        name = name.rstrip(".")
+        if name in self.names or name.endswith(self.suffixes):
+            return await self.app(scope, receive, send)
+        detail = (f"this server does not answer to the Host {name!r}; start it with --allowed-host "
+                  f"{name} to allow it" if name else "no Host header; HTTP/1.1 needs one")
+        return await _problem(400, detail)(scope, receive, send)
 
 
 class PixelBudget:
@@ -248,12 +313,23 @@ def shared_readers(count: int) -> Readers:
     return _shared[count]
 
 
+def shown_file(checkpoint: str | os.PathLike) -> str:
+    """The checkpoint as /api/health names it: `runs/NAME/best.pt` is NAME/best.pt, the shipped
+    weights their file name; where it lies on the server is nobody's business."""
+    from ..checkpoint import is_shipped
+
+    path = Path(checkpoint).resolve()
+    return path.name if is_shipped(path) else Path(path.parent.name, path.name).as_posix()
+
+
 def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: int = MAX_UPLOAD,
-               max_pixels: int = MAX_PIXELS, readers: int | None = None) -> FastAPI:
+               max_pixels: int = MAX_PIXELS, readers: int | None = None,
+               hosts: Sequence[str] | None = None) -> FastAPI:
     """The app for one checkpoint, its model loaded now and shared by every request.
 
     `readers`: processes that decode and prepare the pictures for /api/predict (`readers.py`;
     default: DEFAULT_READERS); 0 reads them on the server's own threads instead.
+    `hosts`: the Host names it answers to (`allowed_hosts`; default: those of 127.0.0.1).
     """
     import torch
 
@@ -285,13 +361,14 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
                     "as `lenet5 predict FILE` does (grayscale, ink made white on black, cropped, "
                     "scaled to 20x20 and centred by mass in 28x28) and read by LeNet-5.")
     app.add_middleware(BodyLimit, limit=max_upload)
+    app.add_middleware(HostCheck, allowed=allowed_hosts() if hosts is None else hosts)  # runs first
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.model = reader.model
     app.state.reader = reader
     app.state.start_readers = pool.start if pool is not None else (lambda: None)
     app.state.close_readers = pool.close if pool is not None else (lambda: None)
     model_name, accuracy = describe(checkpoint)
-    health = Health(status="ok", checkpoint=str(checkpoint), name=model_name,
+    health = Health(status="ok", checkpoint=shown_file(checkpoint), name=model_name,
                     test_accuracy=accuracy, device=str(device), mean=mean, std=std,
                     max_upload_bytes=max_upload, max_pixels=max_pixels, version=__version__)
 
@@ -426,11 +503,48 @@ def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
     return sock
 
 
-def _plain(status: str, detail: str) -> bytes:
+def _plain(status: int, detail: str) -> bytes:
     """A whole HTTP response that closes the connection, for answers given outside the app."""
     body = json.dumps({"detail": detail}).encode()
-    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}"
-            f"\r\nconnection: close\r\n\r\n").encode() + body
+    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+
+
+UVICORN_TESTED = ">=0.35,<0.56"  # the uvicorn releases GuardedH11 is tested with; pyproject pins them
+
+
+def check_uvicorn(protocol: type = H11Protocol, cycle: type = RequestResponseCycle) -> None:
+    """GuardedH11 builds on uvicorn's private H11Protocol: fail at once, in one line, if a uvicorn
+    outside the tested range has changed what it relies on, rather than on some later request."""
+    import uvicorn
+
+    wanted = {  # the methods GuardedH11 calls or overrides, and the attributes it reads
+        protocol: ({"connection_made", "data_received", "connection_lost", "send_400_response",
+                    "shutdown"}, {"config", "conn", "cycle", "connections", "loop", "transport",
+                                  "timeout_keep_alive_task"}),
+        cycle: (set(), {"disconnected", "response_complete", "message_event"})}
+    for cls, (methods, attributes) in wanted.items():
+        code = getattr(cls.__init__, "__code__", None)
+        assigned = set(code.co_names) if code is not None else set()  # __init__ sets the attributes
+        missing = {m for m in methods if not callable(getattr(cls, m, None))} | (attributes - assigned)
+        if missing:
+            raise Lenet5Error(f"uvicorn {uvicorn.__version__} changed {cls.__name__} (no "
+                              f"{', '.join(sorted(missing))}); lenet5 serve needs "
+                              f"pip install 'uvicorn{UVICORN_TESTED}'")
+
+
+class _Connection(h11.Connection):
+    """h11's server side of a connection, remembering why it refused what the client sent (its
+    error suggests the status: 431 for headers over the size limit)."""
+
+    refusal: h11.RemoteProtocolError | None = None
+
+    def next_event(self):
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as e:
+            self.refusal = e
+            raise
 
 
 class GuardedH11(H11Protocol):
@@ -440,59 +554,135 @@ class GuardedH11(H11Protocol):
     or trickles its headers or body, would hold its socket (a file descriptor) for good. Here each
     request must finish its headers within `header_timeout` seconds of the connection (or of the
     request's first byte) and its body within `body_timeout` seconds after them, else it gets a 408
-    and is closed. Connections beyond `max_connections` get a 503 and are closed at once, so open
-    sockets stay below the process's file limit. (uvicorn's own limit_concurrency answers 503 only
-    once a request arrives, so silent sockets it never refuses.)
+    and is closed.
+
+    At most `max_connections` are open, so that sockets stay below the process's file limit; a new
+    one beyond it makes room rather than being turned away, so that a health check or a drawing
+    gets in while slow clients hold every connection: the connection that has waited longest on
+    its client (for a request's headers or body, or idle between requests) is told 408 and closed.
+    Only when every connection has a request in the app is the newcomer answered 503. (uvicorn's
+    own limit_concurrency answers 503 only once a request arrives, so silent sockets it never
+    refuses.)
+
+    An answer given here (408, 503, h11's 400 or 431) is followed by a lingering close: the server
+    stops sending, then reads and drops what the client still sends for up to `linger` seconds
+    before closing. Closing a socket with unread data in it resets the connection, and the client
+    would lose the answer with it.
     """
 
     header_timeout = HEADER_TIMEOUT
     body_timeout = BODY_TIMEOUT
     max_connections = MAX_CONNECTIONS
+    linger = LINGER
     _deadline: asyncio.TimerHandle | None = None
-    _phase: str | None = None  # "headers" or "body" while a deadline runs
+    # "headers" or "body": waiting on the client, against a deadline; None: the request is all in
+    # (or none is begun after an answer); "closing": answered, dropping what still comes; "closed".
+    _phase: str | None = None
+    _since = 0.0  # when the phase began (loop time): the longest waiting is the first shed
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn = _Connection(h11.SERVER, self.config.h11_max_incomplete_event_size or MAX_HEADERS)
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        if len(self.connections) > self.max_connections:
-            transport.write(_plain("503 Service Unavailable", "too many connections; try again shortly"))
-            transport.close()
-            return
         self._watch("headers")
+        self._make_room()
 
     def data_received(self, data: bytes) -> None:
+        if self._phase in ("closing", "closed"):
+            return  # answered already: what the client still sends is dropped
         super().data_received(data)
+        if self._phase in ("closing", "closed"):
+            return  # refused just now (send_400_response)
         state = self.conn.their_state
         self._watch("headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._watch(None)
+        self._watch("closed")
         super().connection_lost(exc)
 
+    def send_400_response(self, msg: str) -> None:
+        """h11 refused the request (malformed, or headers over the size limit): say why."""
+        error = self.conn.refusal
+        if error is not None and error.error_status_hint == 431:
+            limit = self.config.h11_max_incomplete_event_size or MAX_HEADERS
+            self._refuse(431, f"request headers over {limit // 1024} KiB; send fewer or shorter ones")
+        else:  # 400 even where h11 suggests 501 (a transfer coding it lacks): the client's to fix
+            self._refuse(400, f"not a valid HTTP/1.1 request: {str(error or msg)[:100]}")
+
+    def shutdown(self) -> None:
+        if self._phase in ("closing", "closed"):
+            self._close()
+        else:
+            super().shutdown()
+
+    def _make_room(self) -> None:
+        """Beyond max_connections: close one that is answered already, or shed the one waiting
+        longest on its client, or, when every other one has a request in the app, refuse this one."""
+        others = [c for c in self.connections
+                  if c is not self and getattr(c, "_phase", None) != "closed"]
+        if len(others) < self.max_connections:
+            return
+        answered = [c for c in others if c._phase == "closing"]
+        if answered:
+            min(answered, key=lambda c: c._since)._close()
+            return
+        waiting = [c for c in others if c._waiting()]
+        if waiting:
+            slowest = min(waiting, key=lambda c: c._since)
+            what = slowest._phase or "next request"
+            slowest._refuse(408, f"the server is full and this request's {what} was the slowest to "
+                                 "come; send it again", quiet=True)
+            return
+        self._refuse(503, "too many connections; try again shortly")
+
+    def _waiting(self) -> bool:
+        """Waiting on its client: for a request's headers or body, or idle after an answer."""
+        return self._phase in ("headers", "body") or (
+            self._phase is None and self.cycle is not None and self.cycle.response_complete)
+
     def _watch(self, phase: str | None) -> None:
-        """Start the deadline of `phase` unless it already runs; None: the request is all in."""
+        """Enter `phase` and start its deadline, unless in it already."""
         if phase == self._phase:
             return
         if self._deadline is not None:
             self._deadline.cancel()
-        self._phase, self._deadline = phase, None
-        if phase is not None and not self.transport.is_closing():
-            timeout = self.header_timeout if phase == "headers" else self.body_timeout
-            self._deadline = self.loop.call_later(timeout, self._expire, timeout)
+        self._phase, self._deadline, self._since = phase, None, self.loop.time()
+        timeout = {"headers": self.header_timeout, "body": self.body_timeout, "closing": self.linger}
+        if phase in timeout and not self.transport.is_closing():
+            expire = self._close if phase == "closing" else self._expire
+            self._deadline = self.loop.call_later(timeout[phase], expire)
 
-    def _expire(self, timeout: float) -> None:
-        what = self._phase
-        self._phase = self._deadline = None
-        if self.transport.is_closing():
+    def _expire(self) -> None:
+        timeout = self.header_timeout if self._phase == "headers" else self.body_timeout
+        self._refuse(408, f"the request {self._phase} took longer than {timeout:g} s", quiet=True)
+
+    def _refuse(self, status: int, detail: str, quiet: bool = False) -> None:
+        """Answer `status` and close (lingering). `quiet`: only a request begun and not yet answered
+        is told why; a socket that sent nothing (a browser's spare connection) or sits idle after an
+        answer is closed quietly, as uvicorn closes an idle keep-alive one."""
+        if self.transport.is_closing() or self._phase in ("closing", "closed"):
             return
-        # A request begun and no answer begun yet: say why. The app, if it is waiting for the body,
-        # hears a disconnect and whatever it sends later goes nowhere. A socket that sent nothing
-        # (a browser's spare connection) is closed quietly, as an idle keep-alive one is.
+        # The app, if it is waiting for the body, hears a disconnect, and whatever it sends later
+        # goes nowhere.
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
         begun = self.conn.their_state is not h11.IDLE or self.conn.trailing_data[0]
-        if begun and self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            if self.cycle is not None and not self.cycle.response_complete:
-                self.cycle.disconnected = True
-            self.transport.write(_plain("408 Request Timeout",
-                                        f"the request {what} took longer than {timeout:g} s"))
+        if quiet and not (begun and self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE)):
+            self._close()
+            return
+        self.transport.write(_plain(status, detail))
+        self._watch("closing")
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the answer, then end of stream: the client reads it all
+        self.transport.resume_reading()  # flow control may have paused reading a large body
+
+    def _close(self) -> None:
+        self._watch("closed")
         self.transport.close()
 
 
@@ -501,6 +691,7 @@ def server(app: FastAPI, log_level: str = "info", header_timeout: float = HEADER
     """A uvicorn server for `app`; `.run(sockets=[bind(...)])` serves until Ctrl-C."""
     import uvicorn
 
+    check_uvicorn()
     for flag, value in (("--header-timeout", header_timeout), ("--body-timeout", body_timeout),
                         ("--max-connections", max_connections)):
         if not value > 0:
@@ -517,4 +708,4 @@ def server(app: FastAPI, log_level: str = "info", header_timeout: float = HEADER
     protocol = type("Protocol", (GuardedH11,), dict(
         header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections))
     return uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5,
-                                         http=protocol))
+                                         http=protocol, h11_max_incomplete_event_size=MAX_HEADERS))
