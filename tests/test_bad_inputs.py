@@ -1,0 +1,113 @@
+"""Bad inputs and faults from outside: each is refused or survived in one clear line, quickly and
+within a small memory bound, and never costs the user a file.
+
+Config values and files, run folders a resume is pointed at, export destinations, checkpoints and
+pictures that are not what they claim to be, a thread count beyond the machine, write failures,
+and trackers whose server or folder fails.
+"""
+
+import json
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import peak_memory
+from lenet5.cli import main
+from lenet5.config import from_dict, from_recipe
+from lenet5.errors import ConfigError
+
+MEMORY_BOUND = 64 << 20  # what any of these may cost; the faults cost gigabytes
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    """Run `lenet5 ARGV` in-process: it must fail with one line on stderr, and no traceback."""
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lenet5: error: ") and "Traceback" not in err, err
+    return err.strip()
+
+
+# ---- numbers in the config: range and finiteness, the flag named ----------------------------
+
+@pytest.mark.parametrize("flag, value, said", [
+    ("--epochs", "100000000000000000000000", "--epochs must be between 1 and 100000"),
+    ("--lr", "nan", "--lr must be positive and finite"),
+    ("--lr", "inf", "--lr must be positive and finite"),
+    ("--seed", "100000000000000000000", "--seed must be between 0 and 2**64 - 1"),
+    ("--seed", "-1", "--seed must be between 0"),
+    ("--weight-decay", "-1", "--weight-decay must be 0 or more"),
+    ("--label-smoothing", "5", "--label-smoothing must be from 0 to 1"),
+    ("--warmup", "2", "--warmup must be a share of the steps"),
+    ("--warmup", "1", "--warmup must be a share of the steps"),
+    ("--momentum", "nan", "--momentum must be from 0 to 1"),
+    ("--gamma", "-inf", "--gamma must be positive and finite"),
+    ("--mean", "nan", "--mean must be a finite number"),
+    ("--std", "inf", "--std must be positive and finite"),
+    ("--step-size", "0", "--step-size must be positive"),
+    ("--dist-timeout", "100000000000", "--dist-timeout must be between 0 and"),
+    ("--threads", "-2", "--threads must be 0 or more"),
+])
+def test_every_number_is_checked_with_its_flag_named(capsys, flag, value, said):
+    err = one_line_error(capsys, ["train", f"{flag}={value}", "--print-config"])
+    assert said in err, err
+
+
+def test_numbers_from_a_config_file_are_checked_too():
+    with pytest.raises(ConfigError, match="--lr must be positive and finite"):
+        from_dict({"lr": float("nan")})
+    with pytest.raises(ConfigError, match="--lr must be a finite number"):
+        from_dict({"lr": 10**400})  # an int too large for a float
+    with pytest.raises(ConfigError, match="must be a list of strings"):
+        from_dict({"wandb_tags": [1, 2]})
+
+
+def test_a_huge_wrong_value_is_never_printed_whole():
+    with pytest.raises(ConfigError) as e:
+        from_dict({"epochs": ["x" * 1000] * 100_000})
+    assert len(str(e.value)) < 160, str(e.value)
+
+
+# ---- config files: size, kind, encoding, YAML expansion -------------------------------------
+
+def _refused_cheaply(capsys, path, said: str) -> None:
+    with peak_memory() as used:
+        t0 = time.perf_counter()
+        err = one_line_error(capsys, ["train", "--config", str(path), "--print-config"])
+    assert said in err, err
+    assert used["bytes"] < MEMORY_BOUND and time.perf_counter() - t0 < 5, (used, err)
+
+
+def test_a_device_or_a_pipe_as_the_config_is_refused_without_reading_it(capsys, tmp_path):
+    _refused_cheaply(capsys, "/dev/zero", "/dev/zero: is not a regular file")
+    fifo = tmp_path / "c.yaml"
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    _refused_cheaply(capsys, fifo, "c.yaml: is not a regular file")
+    _refused_cheaply(capsys, tmp_path, "is a folder")
+
+
+def test_a_big_config_file_is_refused_by_its_size(capsys, tmp_path):
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as f:  # 50 MB, sparse: nothing is written
+        f.truncate(50 << 20)
+    _refused_cheaply(capsys, big, "big.yaml: is 50.0 MB, too large for a config file")
+
+
+def test_yaml_anchors_and_aliases_are_refused_before_they_expand(capsys, tmp_path):
+    laughs = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for i, name in enumerate("bcdefg"):
+        prev = "abcdefg"[i]
+        laughs.append(f"{name}: &{name} [{', '.join(['*' + prev] * 9)}]")
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(laughs) + "\nepochs: *g\n")  # 9**7 strings once expanded
+    _refused_cheaply(capsys, path, "anchors and aliases (&name, *name) are not allowed")
+    (tmp_path / "one.yaml").write_text("epochs: &n 3\nlimit: *n\n")
+    _refused_cheaply(capsys, tmp_path / "one.yaml", "not allowed in a config file at line 1")
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(capsys, tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("epochs: 3\nname: caf\xe9\n".encode("latin-1"))
+    _refused_cheaply(capsys, path, "latin1.yaml: not UTF-8 text (byte 0xe9 at offset 19)")
