@@ -111,3 +111,27 @@ def test_a_config_file_that_is_not_utf8_is_one_line(capsys, tmp_path):
     path = tmp_path / "latin1.yaml"
     path.write_bytes("epochs: 3\nname: caf\xe9\n".encode("latin-1"))
     _refused_cheaply(capsys, path, "latin1.yaml: not UTF-8 text (byte 0xe9 at offset 19)")
+
+
+# ---- threads beyond the machine ---------------------------------------------------------------
+
+def test_more_threads_than_cpus_are_capped_with_a_note(tmp_path, mnist, monkeypatch, capsys):
+    import torch
+
+    from lenet5 import training
+    from lenet5.config import usable_threads
+
+    have = usable_threads(10**9)[0]
+    before = torch.get_num_threads()
+    try:  # torch and OpenMP given 100,000 threads end in SIGSEGV
+        cfg = from_recipe("default", out_dir=str(tmp_path), name="t", limit=256, val_size=64,
+                          epochs=1, dry_run=True, progress=False, threads=100_000)
+        training.fit(cfg, mnist)
+        assert torch.get_num_threads() == have
+    finally:
+        torch.set_num_threads(before)
+    seen = []
+    monkeypatch.setattr(training, "fit", lambda cfg, **kw: seen.append(cfg) or {"primary": False})
+    assert main(["train", "--threads", "100000", "--out-dir", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert err == f"lenet5: --threads 100000: this machine gives lenet5 {have} CPU(s); using {have}\n"

@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
-from .config import RECIPES, Config, flag, from_recipe, read_file, to_dict
+from .config import RECIPES, Config, flag, from_recipe, read_file, to_dict, usable_threads
 from .errors import ConfigError, Lenet5Error
 
 
@@ -255,6 +255,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
+    if usable_threads(cfg.threads)[1]:
+        print(f"lenet5: {usable_threads(cfg.threads)[1]}", file=sys.stderr)
 
     def on_epoch(row: dict) -> None:
         val = (f"val_loss {row['val_loss']:.4f}  val_acc {100 * row['val_acc']:.2f}%  "
@@ -638,8 +640,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .environment import describe
     from .model import LeNet5
 
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be 0 or more, got {args.threads}")
     if args.threads:
-        torch.set_num_threads(args.threads)
+        threads, note = usable_threads(args.threads)
+        if note:
+            print(f"lenet5: {note}", file=sys.stderr)
+        torch.set_num_threads(threads)
     env = describe("cpu")
     model = LeNet5().to(memory_format=torch.channels_last)
     train = choose.for_training(model, torch.device("cpu"))

@@ -280,6 +280,18 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def usable_threads(wanted: int) -> tuple[int, str]:
+    """(the threads to use for `wanted`, a note when that is more than this process may run on):
+    torch and OpenMP given 100,000 threads crash rather than refuse."""
+    try:
+        have = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows: no affinity, all the CPUs
+        have = os.cpu_count() or 1
+    if wanted > have:
+        return have, f"--threads {wanted}: this machine gives lenet5 {have} CPU(s); using {have}"
+    return wanted, ""
+
+
 def choose_device(name: str = "auto") -> torch.device:
     """Pick the device once; everything else is handed it."""
     import torch

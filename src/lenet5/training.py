@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .config import Config, choose_device, flag, from_dict, to_dict
+from .config import Config, choose_device, flag, from_dict, to_dict, usable_threads
 from .data import MNIST, EpochPlan, load_mnist, split_validation
 from .errors import ConfigError, TrainingError
 from .metrics import evaluate
@@ -63,7 +63,7 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
     """
     cfg.validate()
     if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(usable_threads(cfg.threads)[0])  # the CLI says when it is less
     job, device = setup_distributed(cfg)
     hooks = Hooks(on_start, on_epoch, on_step, on_end)
     if job.world == 1:
