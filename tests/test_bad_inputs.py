@@ -135,3 +135,74 @@ def test_more_threads_than_cpus_are_capped_with_a_note(tmp_path, mnist, monkeypa
     assert main(["train", "--threads", "100000", "--out-dir", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert err == f"lenet5: --threads 100000: this machine gives lenet5 {have} CPU(s); using {have}\n"
+
+
+# ---- a resume proves the checkpoint is the run's own ----------------------------------------
+
+def _two_runs(tmp_path, mnist):
+    """Two short runs, each stopped after its first of two epochs (dry runs: a few steps)."""
+    from lenet5.training import fit
+
+    runs = []
+    for name, seed in (("a", 1), ("b", 2)):
+        cfg = from_recipe("default", out_dir=str(tmp_path), name=name, limit=256, val_size=64,
+                          epochs=2, dry_run=True, progress=False, seed=seed)
+        fit(cfg, mnist)
+        runs.append(tmp_path / name)
+    return runs
+
+
+def _files(run) -> dict:
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+
+
+def test_another_runs_checkpoint_copied_in_is_refused(tmp_path, mnist, capsys):
+    import shutil
+
+    from lenet5.training import fit
+
+    a, b = _two_runs(tmp_path, mnist)
+    assert json.loads((a / "config.json").read_text())["run_id"] != json.loads((b / "config.json").read_text())["run_id"]
+    shutil.copy(b / "last.pt", a / "last.pt")
+    before = _files(a)
+    err = one_line_error(capsys, ["train", "--resume", str(a), "--no-test"])
+    assert f"{a / 'last.pt'} belongs to another run" in err and "copied in from elsewhere" in err
+    cfg = from_recipe("default", out_dir=str(tmp_path), name="a", limit=256, val_size=64, epochs=2,
+                      dry_run=True, progress=False, seed=1)
+    with pytest.raises(ConfigError, match="belongs to another run"):
+        fit(cfg, mnist, resume=a / "last.pt")  # the Python API checks as the CLI does
+    assert _files(a) == before  # metrics.csv and config.json as they were
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda c: c.replace('"epochs": 2', '"epochs": 30'), "config.json: epochs is 30, but last.pt was trained with 2"),
+    (lambda c: c.replace('"lr": 0.05', '"lr": "fast"'), "config.json: lr is 'fast', but last.pt was trained with 0.05"),
+    (lambda c: c.replace('"epochs": 2', '"epoch": 2'), "config.json: unknown key 'epoch'"),
+    (lambda c: c[: len(c) // 2], "config.json: not valid JSON"),
+    (lambda c: "\udcff", "config.json: not UTF-8 text"),
+])
+def test_a_hand_edited_or_garbled_config_json_is_named_and_left_alone(tmp_path, mnist, capsys, edit, said):
+    (a, _) = _two_runs(tmp_path, mnist)
+    text = edit((a / "config.json").read_text())
+    (a / "config.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    before = _files(a)
+    err = one_line_error(capsys, ["train", "--resume", str(a), "--no-test"])
+    assert said in err and ("left as it is" in err or "put config.json back" in err), err
+    assert _files(a) == before
+
+
+def test_a_run_from_before_run_ids_still_resumes(tmp_path, mnist):
+    import torch
+
+    from lenet5.training import fit
+
+    (a, _) = _two_runs(tmp_path, mnist)
+    config = json.loads((a / "config.json").read_text())
+    del config["run_id"]
+    (a / "config.json").write_text(json.dumps(config))
+    saved = torch.load(a / "last.pt", weights_only=True)
+    del saved["run_id"]
+    torch.save(saved, a / "last.pt")
+    cfg = from_recipe("default", **{k: v for k, v in config.items() if k != "recipe"})
+    result = fit(cfg, mnist, resume=a / "last.pt")
+    assert result["epochs_run"] == 2 and "run_id" not in torch.load(a / "last.pt", weights_only=True)

@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
-from .config import RECIPES, Config, flag, from_recipe, read_file, to_dict, usable_threads
+from .config import RECIPES, RUN_ID, Config, flag, from_recipe, read_file, to_dict, usable_threads
 from .errors import ConfigError, Lenet5Error
 
 
@@ -243,6 +243,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"{resume.parent}: training is done; running the final test and plots it lacks")
     else:
         values = read_file(args.config) if args.config else {}
+        values.pop(RUN_ID, None)  # a run folder's config.json: the rerun is a new run
         recipe = args.recipe or values.pop("recipe", None) or "default"
         values.pop("recipe", None)
         unknown = sorted(set(values) - {f.name for f in fields(Config)})

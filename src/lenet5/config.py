@@ -200,7 +200,6 @@ def read_file(path: str | os.PathLike, what: str = "--config") -> dict:
 
     Only a regular file of at most MAX_CONFIG_BYTES is read (never a device or a pipe, which could
     be endless), and YAML without anchors and aliases (which can expand a small file into gigabytes).
-    A run folder's config.json carries its run's id (`RUN_ID`), which is no setting: it is dropped.
     """
     path = os.fspath(path)
     kind = "YAML" if path.endswith((".yaml", ".yml")) else "JSON"
@@ -226,11 +225,10 @@ def read_file(path: str | os.PathLike, what: str = "--config") -> dict:
     if not isinstance(values, dict):
         raise ConfigError(f"{what} {path}: holds a {type(values).__name__}, not a mapping of "
                           "config keys to values")
-    values.pop(RUN_ID, None)
     return values
 
 
-RUN_ID = "run_id"  # config.json's record of which run wrote it (training.py)
+RUN_ID = "run_id"  # which run wrote a config.json or a checkpoint (rundir.py); not a setting
 
 
 def read_text(path: str, what: str = "--config") -> str:
