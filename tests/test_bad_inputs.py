@@ -8,6 +8,7 @@ and trackers whose server or folder fails.
 
 import json
 import os
+import random
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from lenet5.cli import main
 from lenet5.config import from_dict, from_recipe
 from lenet5.errors import ConfigError
 
+NOISE = random.Random(0).randbytes(3000)
 MEMORY_BOUND = 64 << 20  # what any of these may cost; the faults cost gigabytes
 
 
@@ -206,3 +208,132 @@ def test_a_run_from_before_run_ids_still_resumes(tmp_path, mnist):
     cfg = from_recipe("default", **{k: v for k, v in config.items() if k != "recipe"})
     result = fit(cfg, mnist, resume=a / "last.pt")
     assert result["epochs_run"] == 2 and "run_id" not in torch.load(a / "last.pt", weights_only=True)
+
+
+# ---- export destinations: never a user's file without --force, never a device ---------------
+
+@pytest.fixture
+def weights(tmp_path):
+    import torch
+
+    from lenet5.model import LeNet5
+
+    path = tmp_path / "w.pt"
+    torch.save(LeNet5().state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "safetensors"])
+def test_export_never_overwrites_a_file_that_is_not_an_export_without_force(weights, tmp_path, capsys, fmt):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my thesis, chapter 3\n")
+    err = one_line_error(capsys, ["export", str(weights), "--format", fmt, "--out", str(notes)])
+    assert err == (f"lenet5: error: --out {notes}: exists and is not a model export; an export would "
+                   "replace it: choose another path, or add --force to replace it")
+    assert notes.read_text() == "my thesis, chapter 3\n"
+
+
+def test_export_force_replaces_and_an_earlier_export_is_replaced_without_it(weights, tmp_path, capsys):
+    out = tmp_path / "notes.safetensors"
+    out.write_text("not weights")
+    assert main(["export", str(weights), "--format", "safetensors", "--out", str(out), "--force"]) == 0
+    first = out.read_bytes()
+    assert first.startswith(b"{", 8)  # a safetensors header now
+    assert main(["export", str(weights), "--format", "safetensors", "--out", str(out)]) == 0  # an export
+    capsys.readouterr()
+
+
+def test_a_failed_export_leaves_the_old_file_whole(weights, tmp_path, monkeypatch, capsys):
+    from lenet5 import export
+
+    out = tmp_path / "old.txt"
+    out.write_text("keep me")
+
+    def half_then_full_disk(wrapped, path, meta):
+        path.write_bytes(b"half an exp")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "_write_safetensors", half_then_full_disk)
+    err = one_line_error(capsys, ["export", str(weights), "--format", "safetensors", "--out", str(out), "--force"])
+    assert "No space left on device" in err
+    assert out.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["old.txt", "w.pt"]
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors"])
+def test_export_to_a_device_or_a_pipe_is_refused_without_reading_it(weights, tmp_path, capsys, fmt):
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)
+    for out in ("/dev/full", "/dev/null", fifo):
+        with peak_memory() as used:
+            err = one_line_error(capsys, ["export", str(weights), "--format", fmt, "--out", str(out), "--force"])
+        assert err == (f"lenet5: error: --out {out}: is not a regular file (a device, a pipe or a socket); "
+                       "give a file name"), err
+        assert used["bytes"] < MEMORY_BOUND
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+# ---- checkpoints and pictures that are not what they claim ------------------------------------
+
+@pytest.mark.parametrize("name, content, said", [
+    ("x.onnx", NOISE, "x.onnx: not a lenet5 checkpoint (an ONNX export is for onnxruntime; "
+                                 "give a .pt, .pth or .safetensors checkpoint)"),
+    ("x.onnx", b"{}", "x.onnx: not a lenet5 checkpoint (an ONNX export is for onnxruntime"),
+    ("x.pt", b"{}", "x.pt: not a readable PyTorch checkpoint (unreadable bytes: neither a PyTorch file "
+                    "nor safetensors); give a .pt, .pth or .safetensors checkpoint"),
+    ("x.pt", b"\x80" + NOISE, "x.pt: not a readable PyTorch checkpoint"),
+    ("x.pth", b"", "x.pth: not a readable PyTorch checkpoint"),
+])
+def test_bytes_that_are_no_checkpoint_are_named_for_what_they_are_not(tmp_path, capsys, name, content, said):
+    path = tmp_path / name
+    path.write_bytes(content)
+    err = one_line_error(capsys, ["export", str(path), "--out", str(tmp_path / "o.onnx")])
+    assert said in err and "pickled" not in err, err
+
+
+def test_a_pickled_object_is_still_called_one_and_its_message_is_cut_between_words(tmp_path):
+    import torch
+
+    from lenet5.checkpoint import load
+    from lenet5.errors import CheckpointError
+
+    torch.save({"x": ConfigError("a" * 10)}, tmp_path / "obj.pt")
+    with pytest.raises(CheckpointError) as e:
+        load(tmp_path / "obj.pt")
+    message = str(e.value)
+    assert "obj.pt: refused: it holds pickled Python objects" in message, message
+    detail = message.split("(", 1)[1].split(")")[0]
+    assert "GLOBAL lenet5.errors.ConfigError" in detail and (detail.endswith("...") or len(detail) < 100)
+
+
+def test_a_device_or_a_pipe_as_a_checkpoint_or_a_picture_is_not_a_regular_file(tmp_path, capsys):
+    from lenet5.images import ImageError, load_digit
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    for path in ("/dev/null", str(fifo)):
+        with pytest.raises(ImageError, match="not a regular file"):
+            load_digit(path)
+        err = one_line_error(capsys, ["evaluate", path])
+        assert "not a regular file (a device, a pipe or a socket)" in err, err
+    with pytest.raises(ImageError, match="no such file"):
+        load_digit(tmp_path / "missing.png")
+
+
+def test_float_weights_relabelled_as_ints_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from lenet5.checkpoint import load_model
+    from lenet5.errors import CheckpointError
+    from lenet5.model import LeNet5
+
+    path = tmp_path / "w.safetensors"
+    save_file(LeNet5().state_dict(), str(path))
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = data[8:8 + size].replace(b'"F32"', b'"I32"')  # the same bytes, read as int32
+    path.write_bytes(data[:8] + header + data[8 + size:])
+    with pytest.raises(CheckpointError, match=r"w.safetensors: \S+ holds int32 numbers; LeNet5's weights are float32"):
+        load_model(path)
+    half = {k: v.half() for k, v in LeNet5().state_dict().items()}
+    save_file(half, str(tmp_path / "half.safetensors"))
+    load_model(tmp_path / "half.safetensors")  # float16 is converted

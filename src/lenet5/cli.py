@@ -144,6 +144,9 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="file to write, or folder for web (default: beside the checkpoint, "
                         "<name>.onnx, <name>.torchscript.pt, <name>.safetensors or <name>-web/)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a file at --out that is not an earlier export (never the checkpoint "
+                        "being exported)")
     p.add_argument("--verify", action="store_true",
                    help="run the export on all 10,000 MNIST test images and compare with PyTorch "
                         "(not for web: its forward pass runs in a browser)")
@@ -551,7 +554,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     # beside the checkpoint, except the shipped weights': here, not inside the installed package
     beside = Path("lenet5-default.pt") if is_shipped(path) else path
     out = Path(args.out) if args.out else default_path(beside, args.format)
-    info = export(model, mean, std, args.format, out, source=str(path))
+    info = export(model, mean, std, args.format, out, source=str(path), force=args.force)
     check = None
     if args.verify:
         from .data import load_mnist
