@@ -6,6 +6,7 @@ pictures that are not what they claim to be, a thread count beyond the machine, 
 and trackers whose server or folder fails.
 """
 
+import dataclasses
 import json
 import os
 import random
@@ -337,3 +338,35 @@ def test_float_weights_relabelled_as_ints_are_refused(tmp_path):
     half = {k: v.half() for k, v in LeNet5().state_dict().items()}
     save_file(half, str(tmp_path / "half.safetensors"))
     load_model(tmp_path / "half.safetensors")  # float16 is converted
+
+
+# ---- a write that fails: room to make, or permission to get ------------------------------------
+
+@pytest.mark.parametrize("code, fix", [
+    (13, "writing there is not allowed: check its permissions, or choose another --out-dir"),  # EACCES
+    (1, "writing there is not allowed: check its permissions"),  # EPERM
+    (30, "writing there is not allowed: check its permissions"),  # EROFS
+    (28, "make room there, or choose another --out-dir"),  # ENOSPC
+    (122, "make room there"),  # EDQUOT
+])
+def test_a_failed_write_says_room_or_permission_as_it_is(tmp_path, mnist, monkeypatch, code, fix):
+    from lenet5 import checkpoint, training
+    from lenet5.errors import TrainingError
+    from lenet5.rundir import RunDir
+
+    def refused(*a, **k):
+        raise OSError(code, os.strerror(code), str(tmp_path / "x"))
+
+    cfg = from_recipe("default", out_dir=str(tmp_path), name="w", limit=256, val_size=64, epochs=1,
+                      dry_run=True, progress=False)
+    with monkeypatch.context() as m:  # the run folder's first file
+        m.setattr(RunDir, "write_config", refused)
+        with pytest.raises(TrainingError) as e:
+            training.fit(cfg, mnist)
+    assert f"cannot be written: {fix}" in str(e.value) and ("make room" in str(e.value)) == (code in (28, 122))
+    monkeypatch.setattr(checkpoint, "write", refused)  # an epoch's checkpoint
+    with pytest.raises(TrainingError) as e:
+        training.fit(dataclasses.replace(cfg, name="w2"), mnist)
+    said = str(e.value)
+    assert ("make room, then" in said) == (code in (28, 122)), said
+    assert ("allow writing there (check its permissions), then" in said) == (code in (1, 13, 30)), said

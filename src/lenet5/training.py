@@ -39,6 +39,7 @@ from .metrics import evaluate
 from .model import LeNet5
 from .rundir import RunDir, new_run_id
 from .fast import choose
+from .files import DENIED, FULL, what_to_do
 from .fast.cuda_graph import GraphedStep
 from .step import TrainStep
 
@@ -614,7 +615,7 @@ def _writing(run: RunDir):
         yield
     except OSError as e:
         raise TrainingError(f"{run.path}/: {e.strerror or e}; the run folder cannot be written: "
-                            "make room or allow writing there, or choose another --out-dir") from None
+                            f"{what_to_do(e)}") from None
 
 
 def _written(writer: checkpoint.Writer, run: RunDir, when: str) -> None:
@@ -639,8 +640,10 @@ def _write_failed_message(e: OSError, run: RunDir, when: str) -> str:
         then = f"continue with: lenet5 train --resume {run.path}"
     except Exception:  # none written yet (or unreadable): nothing to continue from
         kept, then = "no epoch was saved", "start it again"
+    fix = "make room" if e.errno in FULL else "allow writing there (check its permissions)" \
+        if e.errno in DENIED else "fix what stopped the write"
     return (f"could not write {e.filename or run.path} ({e.strerror or e}); training stopped "
-            f"{when}; {kept}: make room, then {then}")
+            f"{when}; {kept}: {fix}, then {then}")
 
 
 class Interrupted(KeyboardInterrupt):
