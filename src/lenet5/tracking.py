@@ -253,6 +253,24 @@ class TensorBoardTracker:
             self._fail("writing the end of the run", e)
 
 
+def _quiet_writer_threads() -> None:
+    """TensorBoard's writer thread, when a write fails (a folder made read-only, a full disk),
+    dies re-raising the error, which Python prints as a traceback; the same error reaches the
+    next call on the training thread, which says it in one line (TensorBoardTracker._fail). So
+    the writer thread's own report is dropped; every other thread's is printed as before."""
+    previous = threading.excepthook
+    if getattr(previous, "lenet5_quiet", False):
+        return
+
+    def hook(args) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread":  # tensorboard's event writer
+            return
+        previous(args)
+
+    hook.lenet5_quiet = True  # type: ignore[attr-defined]  (installed once per process)
+    threading.excepthook = hook
+
+
 def start_tensorboard(cfg, run: RunDir) -> TensorBoardTracker | None:
     """Start TensorBoard event files in `run`'s tensorboard/ folder; None when that fails (said in
     one line). A resumed run drops the events an earlier process logged past its last.pt."""
@@ -275,6 +293,7 @@ def start_tensorboard(cfg, run: RunDir) -> TensorBoardTracker | None:
     if any(run.tensorboard.glob("events.out.tfevents.*")):
         rows = run.read_metrics()
         purge = (rows[-1]["epoch"] if rows else 0) + 1
+    _quiet_writer_threads()
     try:
         writer = SummaryWriter(log_dir=str(run.tensorboard), purge_step=purge)
         config = json.dumps(to_dict(cfg), indent=2)
