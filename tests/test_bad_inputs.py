@@ -370,3 +370,24 @@ def test_a_failed_write_says_room_or_permission_as_it_is(tmp_path, mnist, monkey
     said = str(e.value)
     assert ("make room, then" in said) == (code in (28, 122)), said
     assert ("allow writing there (check its permissions), then" in said) == (code in (1, 13, 30)), said
+
+
+# ---- a big folder of pictures: work is seen to begin at once ----------------------------------
+
+def test_a_big_folder_says_at_once_how_many_files_it_reads(tmp_path, monkeypatch, capsys):
+    from lenet5 import cli, predict
+
+    monkeypatch.setattr(cli, "MANY_FILES", 50)  # the threshold, small: the same path, fewer files
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(60):
+        (folder / f"{i:03}.png").write_bytes(b"")
+    said_first = []
+
+    def predicting(model, files, *a, **k):  # what was on stderr before the first file was read
+        said_first.append(capsys.readouterr().err)
+        return [{"file": str(f), "error": f"{f}: file is empty"} for f in files]
+
+    monkeypatch.setattr(predict, "predict_files", predicting)
+    assert main(["predict", str(folder), "--out-dir", str(tmp_path / "none")]) == 1
+    assert said_first and said_first[0].splitlines()[0] == "lenet5: reading 60 files...", said_first

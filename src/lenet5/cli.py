@@ -425,11 +425,16 @@ def _predict_indices(args: argparse.Namespace) -> int:
     return 0
 
 
+MANY_FILES = 1000  # `lenet5 predict` says how many it reads from this many on (seconds of work)
+
+
 def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
     from .images import save_input
     from .predict import find_images, predict_files, predict_numbers
 
     files, problems = find_images(sources)
+    if len(files) >= MANY_FILES:  # their results print at the end: say at once that work began
+        print(f"lenet5: reading {len(files):,} files...", file=sys.stderr, flush=True)
     show = Path(args.show_input) if args.show_input else None
     if show and any(f.parent.resolve() == show.resolve() for f in files):
         raise ConfigError(f"--show-input {show}: that folder holds the pictures being read; choose "
