@@ -391,3 +391,11 @@ def test_a_big_folder_says_at_once_how_many_files_it_reads(tmp_path, monkeypatch
     monkeypatch.setattr(predict, "predict_files", predicting)
     assert main(["predict", str(folder), "--out-dir", str(tmp_path / "none")]) == 1
     assert said_first and said_first[0].splitlines()[0] == "lenet5: reading 60 files...", said_first
+
+
+def test_force_never_replaces_a_checkpoint(weights, tmp_path, capsys):
+    other = tmp_path / "other.pt"
+    other.write_bytes(weights.read_bytes())
+    err = one_line_error(capsys, ["export", str(weights), "--format", "safetensors", "--out", str(other), "--force"])
+    assert err.endswith("is a PyTorch checkpoint; an export would replace it: choose another path")
+    assert other.read_bytes() == weights.read_bytes()

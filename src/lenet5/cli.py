@@ -145,8 +145,7 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
                    help="file to write, or folder for web (default: beside the checkpoint, "
                         "<name>.onnx, <name>.torchscript.pt, <name>.safetensors or <name>-web/)")
     p.add_argument("--force", action="store_true",
-                   help="replace a file at --out that is not an earlier export (never the checkpoint "
-                        "being exported)")
+                   help="replace a file at --out that is not an earlier export (never a checkpoint)")
     p.add_argument("--verify", action="store_true",
                    help="run the export on all 10,000 MNIST test images and compare with PyTorch "
                         "(not for web: its forward pass runs in a browser)")

@@ -179,8 +179,8 @@ def _check_web_out(out: Path) -> None:
 
 
 def _check_out(out: Path, source: str, force: bool = False) -> None:
-    """Refuse to write over the checkpoint being exported, over anything but a regular file, and
-    (unless `force`) over a file that is not an export: an earlier export at `out` may be replaced."""
+    """Refuse to write over a checkpoint, over anything but a regular file, and (unless `force`)
+    over any other file that is not an export: an earlier export at `out` may be replaced."""
     try:
         info = out.stat()
     except OSError:  # nothing there (or unreachable): writing says what is wrong with the path
@@ -194,11 +194,11 @@ def _check_out(out: Path, source: str, force: bool = False) -> None:
         raise ExportError(f"--out {out}: is the checkpoint being exported; writing there would destroy "
                           "it: choose another path")
     kind = _kind_of(out)
-    if kind == "export" or force:
-        return
-    if kind == "checkpoint":
+    if kind == "checkpoint":  # not even with --force: an export never overwrites a checkpoint
         raise ExportError(f"--out {out}: is a PyTorch checkpoint; an export would replace it: "
                           "choose another path")
+    if kind == "export" or force:
+        return
     raise ExportError(f"--out {out}: exists and is not a model export; an export would replace it: "
                       "choose another path, or add --force to replace it")
 
