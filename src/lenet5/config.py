@@ -225,6 +225,10 @@ def read_file(path: str | os.PathLike, what: str = "--config") -> dict:
     if not isinstance(values, dict):
         raise ConfigError(f"{what} {path}: holds a {type(values).__name__}, not a mapping of "
                           "config keys to values")
+    for key in values:
+        if not isinstance(key, str):
+            raise ConfigError(f"{what} {path}: key {short(key)} is not a config key name (those are "
+                              "words, as --print-config shows)")
     return values
 
 
