@@ -165,7 +165,8 @@ def test_another_runs_checkpoint_copied_in_is_refused(tmp_path, mnist, capsys):
     from lenet5.training import fit
 
     a, b = _two_runs(tmp_path, mnist)
-    assert json.loads((a / "config.json").read_text())["run_id"] != json.loads((b / "config.json").read_text())["run_id"]
+    ids = [json.loads((run / "config.json").read_text())["run_id"] for run in (a, b)]
+    assert ids[0] != ids[1]
     shutil.copy(b / "last.pt", a / "last.pt")
     before = _files(a)
     err = one_line_error(capsys, ["train", "--resume", str(a), "--no-test"])

@@ -26,8 +26,7 @@ from pathlib import Path
 import torch
 
 from . import files
-from .config import short
-from .errors import CheckpointError
+from .errors import CheckpointError, clip, short
 from .rundir import BEST, LAST, WEIGHTS
 from .model import LeNet5
 
@@ -160,15 +159,6 @@ def _refusal(path: Path, e: Exception) -> CheckpointError:
                                "PyTorch file nor safetensors); give a .pt, .pth or .safetensors checkpoint")
     return CheckpointError(f"{path}: not a readable PyTorch checkpoint, damaged or cut short "
                            f"({clip(f'{type(e).__name__}: {first}', 120)})")
-
-
-def clip(text: str, width: int) -> str:
-    """`text` on one line, at most `width` characters, cut between words (with "...")."""
-    text = " ".join(str(text).split())
-    if len(text) <= width:
-        return text
-    cut = text[:width - 3].rsplit(" ", 1)[0] if " " in text[:width - 3] else text[:width - 3]
-    return cut.rstrip(" ,;:") + "..."
 
 
 def is_safetensors(path: str | os.PathLike) -> bool:

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
+from .errors import ConfigError, clip, short
 
 if TYPE_CHECKING:
     import torch
@@ -86,7 +86,8 @@ class Config:
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
-                raise ConfigError(f"--{flag(key)} {short(getattr(self, key))}: choose one of {', '.join(allowed)}")
+                raise ConfigError(f"--{flag(key)} {short(getattr(self, key))}: choose one of "
+                                  f"{', '.join(allowed)}")
         for key, (ok, what) in NUMBERS.items():
             value = getattr(self, key)
             number = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
@@ -125,19 +126,6 @@ NUMBERS = {
     "mean": (lambda v: -1e6 <= v <= 1e6, "a finite number"),
     "std": (lambda v: 0 < v <= 1e6, "positive and finite"),
 }
-
-
-def short(value, width: int = 60) -> str:
-    """`repr(value)` for a message, at most about `width` characters however large the value:
-    reprlib stops early, so a huge list or string is never formatted whole."""
-    import reprlib
-
-    r = reprlib.Repr()
-    r.maxstring = r.maxother = r.maxlong = width
-    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 6
-    r.maxlevel = 3
-    text = r.repr(value)
-    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 # Each recipe is a set of overrides on the Config defaults above. What each reaches, and in how
@@ -221,7 +209,7 @@ def read_file(path: str | os.PathLike, what: str = "--config") -> dict:
             first = f"{getattr(e, 'problem', None) or 'error'} at line {mark.line + 1}, column {mark.column + 1}"
         else:
             first = " ".join(str(e).split()) or type(e).__name__
-        raise ConfigError(f"{what} {path}: not valid {kind} ({first[:160]})") from None
+        raise ConfigError(f"{what} {path}: not valid {kind} ({clip(first, 160)})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{what} {path}: holds a {type(values).__name__}, not a mapping of "
                           "config keys to values")

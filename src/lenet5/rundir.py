@@ -22,8 +22,8 @@ import uuid
 from dataclasses import fields
 from pathlib import Path
 
-from .config import RUN_ID, Config, read_file, short
-from .errors import ConfigError
+from .config import RUN_ID, Config, read_file
+from .errors import ConfigError, short
 from .files import clean_temporaries, write_text
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
