@@ -264,7 +264,7 @@ def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoc
     if cfg.schedule == "onecycle":
         # torch divides by (warmup steps - 1): a warmup of exactly one step (a tiny --limit) would
         # divide by zero, so that run starts at its peak instead
-        warmup = 0.0 if cfg.warmup * cfg.epochs * steps_per_epoch == 1 else cfg.warmup
+        warmup = 0.0 if cfg.warmup * (cfg.epochs * steps_per_epoch) == 1 else cfg.warmup
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
             pct_start=warmup, div_factor=25.0, final_div_factor=1e3), "step"
