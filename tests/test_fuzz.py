@@ -1,13 +1,16 @@
 """Generated and damaged inputs for the readers of outside files: pictures (as a digit and as a
-number), IDX files and checkpoints. Each case gives a result or the project's own error (never another exception, which
-would be a traceback in the CLI and a 500 from the server), and stays within a memory bound.
+number), IDX files, checkpoints and config files. Each case gives a result or the project's own
+error (never another exception, which would be a traceback in the CLI and a 500 from the server),
+and stays within a memory bound.
 
 The number of cases is the Hypothesis profile's (tests/conftest.py): a few hundred per property
 by default, 3,400 with HYPOTHESIS_PROFILE=thorough (over 10,000 for the three).
 """
 
+import dataclasses
 import gzip
 import io
+import json
 import struct
 import tempfile
 from pathlib import Path
@@ -22,6 +25,7 @@ from PIL import Image
 from conftest import DATA, idx_bytes, peak_memory
 from lenet5 import LeNet5
 from lenet5.checkpoint import load_model, normalization, serialise
+from lenet5.config import Config, from_recipe, read_file
 from lenet5.data import FILES, parse_idx, verify
 from lenet5.errors import Lenet5Error
 from lenet5.images import FORMATS, load_digit
@@ -244,3 +248,46 @@ def test_any_checkpoint_gives_a_model_or_a_checkpoint_error(folder, content):
         model, (mean, std) = result
         assert std > 0 and np.isfinite(mean) and np.isfinite(std)
         assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+CONFIG_TEXT = ("recipe: fast\nepochs: 3\nlr: 0.02\nwarmup: 0.2\nseed: 7\nlabel_smoothing: 0.1\n"
+               "wandb_tags: [a, b]\nname: try\n")
+KEYS = sorted(f.name for f in dataclasses.fields(Config))
+VALUES = st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                   st.text(max_size=20), st.booleans(), st.none(),
+                   st.lists(st.one_of(st.text(max_size=5), st.integers()), max_size=4))
+
+
+@st.composite
+def config_files(draw) -> tuple[str, bytes]:
+    """(suffix, content): a YAML config damaged, a JSON config of generated values, or YAML with
+    anchors and aliases, nesting, tags, odd encodings."""
+    kind = draw(st.sampled_from(["damaged", "json", "yaml-tricks"]))
+    if kind == "damaged":
+        return ".yaml", draw(damaged(st.just(CONFIG_TEXT.encode())))
+    if kind == "json":
+        values = draw(st.dictionaries(st.sampled_from(KEYS + ["other"]), VALUES, max_size=6))
+        return ".json", json.dumps(values).encode()
+    trick = draw(st.sampled_from([
+        "a: &x [1, 2]\nepochs: *x\n", "epochs: !!python/object:os.system [ls]\n", "lr: !!float nan\n",
+        "epochs: " + "[" * 200 + "]" * 200 + "\n", "? [1, 2]\n: 3\n", "<<: {epochs: 3}\n",
+        "epochs: 0x10\n", "seed: 1e20\n", "seed: 100000000000000000000000\n", "name: \"a\\0b\"\n",
+        "\ufeffepochs: 3\n", "lr: .inf\n", "warmup: -.5\n", "1: 2\n", "null: 3\n", "[epochs]: 3\n"]))
+    return ".yaml", trick.encode("utf-8") if draw(st.booleans()) else trick.encode("utf-16")
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=config_files())
+def test_any_config_file_gives_a_config_or_a_config_error(folder, case):
+    suffix, content = case
+    path = folder / f"fuzz{suffix}"
+    path.write_bytes(content)
+
+    def read():
+        values = read_file(path)
+        recipe = values.pop("recipe", "default")
+        return from_recipe(recipe if isinstance(recipe, str) else repr(recipe), **values)
+
+    cfg = _result_or_our_error(read)
+    if cfg is not None:
+        assert cfg.epochs >= 1 and 0 < cfg.lr < float("inf") and 0 <= cfg.warmup < 1

@@ -151,3 +151,30 @@ def test_missing_tensorboard_package_is_refused_before_training(tmp_path, monkey
     assert err == ("lenet5: error: --tensorboard needs the tensorboard package: "
                    "pip install 'lenet5[tensorboard]'")
     assert not (tmp_path / "m" / "last.pt").exists()
+
+
+def test_a_writer_thread_that_dies_prints_no_traceback(tmp_path, capsys, monkeypatch):
+    """The event files' folder becomes unwritable mid-run (made read-only, a full disk): the writer
+    thread dies re-raising the error; one line says so, and no thread traceback follows it."""
+    import threading
+
+    reported = []  # what would be printed as "Exception in thread ..." and its traceback
+    monkeypatch.setattr(threading, "excepthook", reported.append)
+    run = RunDir(tmp_path / "ro")
+    run.path.mkdir()
+    tracker = start_tensorboard(from_recipe("default", tensorboard=True), run)
+    writer = tracker.writer.file_writer.event_writer._async_writer  # tensorboard's own, inside
+
+    def denied(data):
+        raise PermissionError(13, "Permission denied", str(run.tensorboard / "events"))
+
+    writer._writer.write = denied
+    tracker.log_epoch({"epoch": 1, "train_loss": 1.0})
+    tracker.log_epoch({"epoch": 2, "train_loss": 0.9})
+    tracker.finish(run, {})
+    writer._worker.join(10)  # its end, and whatever it printed, are over
+    err = capsys.readouterr().err
+    assert not reported and "Traceback" not in err, (reported, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("lenet5: tensorboard: logging an epoch failed "
+                                                   "(PermissionError"), lines

@@ -85,7 +85,7 @@ def test_train_wandb_without_an_account_logs_offline_everything_the_run_folder_h
     (info,) = of_kind(recs, "run")
     assert info.project == "digits" and info.display_name == "first try" and list(info.tags) == ["lenet", "cpu"]
     config = {u.key: json.loads(u.value_json) for u in info.config.update if u.key != "_wandb"}
-    assert config == json.loads((run / "config.json").read_text())
+    assert config == {k: v for k, v in json.loads((run / "config.json").read_text()).items() if k != "run_id"}
 
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     history = [items(h.item) for h in of_kind(recs, "history")]
@@ -212,3 +212,60 @@ def test_resume_continues_the_online_wandb_run(no_account, monkeypatch, capsys):
     tracker = start_wandb(from_recipe("default", wandb=True), run)
     assert tracker.wb_run.id != "abc123"
     tracker.finish(run, {})
+
+
+def test_a_server_that_never_answers_is_given_up_on_in_time(no_account, monkeypatch, capsys):
+    """A W&B server that takes the connection and never answers (127.0.0.1 here): the online start
+    is given up at INIT_TIMEOUT_S, however wandb itself waits, and the run goes on offline."""
+    import socket
+    import threading
+    import time
+
+    import lenet5.tracking
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+
+    def take():  # accept every connection, answer none
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=take, daemon=True).start()
+    calls, real_init = [], wandb.init
+
+    def noting(**kw):
+        calls.append((time.monotonic(), kw["settings"].mode))
+        if kw["settings"].mode == "online":  # wandb's own timeout, long: ours must hold anyway
+            kw["settings"].init_timeout = 3
+        return real_init(**kw)
+
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setattr(lenet5.tracking, "INIT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(wandb, "init", noting)
+    run = RunDir(no_account / "runs" / "h")
+    run.path.mkdir(parents=True)
+    try:
+        result = []
+        starting = threading.Thread(target=lambda: result.append(
+            start_wandb(from_recipe("default", wandb=True), run)), daemon=True)
+        t0 = time.monotonic()
+        starting.start()
+        starting.join(20)
+        assert not starting.is_alive(), "the tracker's start waited on the server"
+        assert [mode for _, mode in calls] == ["online", "offline"]
+        assert calls[1][0] - t0 < 0.5 + 1.0  # the online wait: INIT_TIMEOUT_S, and no more
+        result[0].finish(run, {"epoch": 1})
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+    err = capsys.readouterr().err
+    assert "lenet5: wandb: offline (W&B online failed: TimeoutError)" in err and "Traceback" not in err
+    (offline,) = (no_account / "wandb").glob("offline-run-*")
+    assert [e.exit_code for e in of_kind(records(offline), "exit")] == [0]

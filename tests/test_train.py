@@ -254,8 +254,8 @@ def test_a_read_only_folder_is_one_line_naming_it(tmp_path, capsys):
                      "--dry-run", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and err == (f"lenet5: error: {ro / 'x'}/: Read-only file system; the run folder "
-                                 "cannot be written: make room or allow writing there, or choose "
-                                 "another --out-dir\n"), err
+                                 "cannot be written: writing there is not allowed: check its "
+                                 "permissions, or choose another --out-dir\n"), err
 
 
 def test_a_second_training_with_the_same_name_is_refused(tmp_path, capsys):

@@ -18,6 +18,7 @@ import io
 import math
 import os
 import pickle
+import warnings
 import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,12 +26,14 @@ from pathlib import Path
 import torch
 
 from . import files
-from .errors import CheckpointError
+from .errors import CheckpointError, clip, short
 from .rundir import BEST, LAST, WEIGHTS
 from .model import LeNet5
 
 FORMAT = "lenet5"
 VERSION = 1
+# The dtypes a checkpoint's weights may have; they are converted to float32 on load.
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def portable(obj):
@@ -117,6 +120,9 @@ def load(path: str | os.PathLike) -> dict:
     """Load a checkpoint file safely (weights_only); never runs code stored in it."""
     path = Path(path)
     if not path.is_file():
+        if path.exists() and not path.is_dir():  # /dev/null, a FIFO: reading it could never end
+            raise CheckpointError(f"{path}: not a regular file (a device, a pipe or a socket); "
+                                  "give a checkpoint file (.pt, .pth or .safetensors)")
         raise CheckpointError(f"{path}: no such checkpoint file")
     if is_safetensors(path):
         return _load_safetensors(path)
@@ -126,7 +132,9 @@ def load(path: str | os.PathLike) -> dict:
             f"{path}: is a {export} (an export: lenet5 writes it but does not read it back); "
             "give the checkpoint it was exported from, e.g. runs/NAME/best.pt")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "pickle protocol 249" for noise: the error says it
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a file that is not a checkpoint
         raise _refusal(path, e) from None
     if not isinstance(obj, dict):
@@ -136,14 +144,21 @@ def load(path: str | os.PathLike) -> dict:
 
 def _refusal(path: Path, e: Exception) -> CheckpointError:
     """Why torch.load could not read `path`, said for a person: a pickle, or not a checkpoint."""
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    if isinstance(e, pickle.UnpicklingError):
+    first = " ".join(str(e).split())
+    if isinstance(e, pickle.UnpicklingError) and "GLOBAL" in first:  # a class or function named
+        why = next((part for part in first.split(". ") if "GLOBAL" in part), "unsupported content")
         return CheckpointError(
             f"{path}: refused: it holds pickled Python objects, not just weights "
-            f"({(first or 'unsupported content')[:120]}); only load checkpoints you trust, and "
-            "re-save them as a plain state_dict")
-    msg = f"{type(e).__name__}: {first}"
-    return CheckpointError(f"{path}: not a readable PyTorch checkpoint ({msg[:160]})")
+            f"({clip(why, 100)}); only load checkpoints you trust, and re-save them as a plain "
+            "state_dict")
+    if path.suffix.lower() == ".onnx":
+        return CheckpointError(f"{path}: not a lenet5 checkpoint (an ONNX export is for onnxruntime; "
+                               "give a .pt, .pth or .safetensors checkpoint)")
+    if isinstance(e, pickle.UnpicklingError) or not zipfile.is_zipfile(path):
+        return CheckpointError(f"{path}: not a readable PyTorch checkpoint (unreadable bytes: neither a "
+                               "PyTorch file nor safetensors); give a .pt, .pth or .safetensors checkpoint")
+    return CheckpointError(f"{path}: not a readable PyTorch checkpoint, damaged or cut short "
+                           f"({clip(f'{type(e).__name__}: {first}', 120)})")
 
 
 def is_safetensors(path: str | os.PathLike) -> bool:
@@ -172,9 +187,8 @@ def _load_safetensors(path: Path) -> dict:
             _check_names(_unprefixed(dict.fromkeys(f.keys())), path)
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(f"{path}: not a readable safetensors file "
-                              f"({f'{type(e).__name__}: {first}'[:160]})") from None
+                              f"({clip(f'{type(e).__name__}: {e}', 160)})") from None
     obj = {"format": FORMAT, "model": state, "metadata": dict(meta)}
     if "mean" in meta or "std" in meta:
         obj["normalize"] = {"mean": meta.get("mean"), "std": meta.get("std")}
@@ -212,6 +226,10 @@ def model_state(obj: dict, path: str | os.PathLike = "checkpoint") -> dict:
         if value.is_complex() or value.layout != torch.strided:
             raise CheckpointError(f"{path}: {key} is a {value.dtype} {value.layout} tensor, "
                                   "LeNet5 needs plain real numbers")
+        if value.dtype not in WEIGHT_DTYPES:  # e.g. float32 bytes relabelled int32: garbage numbers
+            raise CheckpointError(f"{path}: {key} holds {str(value.dtype).removeprefix('torch.')} "
+                                  "numbers; LeNet5's weights are float32 (float16, bfloat16 and "
+                                  "float64 are converted): re-save it from the model's state_dict")
     weights = {k: state[k].float() for k in expected}
     for key, value in weights.items():
         # A run that diverged saves NaN; a model holding it answers every picture with NaN.
@@ -252,7 +270,7 @@ def normalization(obj: dict, path: str | os.PathLike = "checkpoint") -> tuple[fl
         mean, std = float(norm["mean"]), float(norm["std"])
     except (KeyError, TypeError, ValueError, IndexError, OverflowError, RuntimeError):  # no number
         raise CheckpointError(f"{path}: its normalize entry needs two numbers, mean and std "
-                              f"(it holds {str(norm)[:80]}); re-save it with them") from None
+                              f"(it holds {short(norm, 80)}); re-save it with them") from None
     if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
         raise CheckpointError(f"{path}: its normalize entry has mean {mean} and std {std}; both must "
                               "be finite and std above zero (MNIST's are 0.1307 and 0.3081)")

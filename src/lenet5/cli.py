@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
-from .config import RECIPES, Config, flag, from_recipe, read_file, to_dict
+from .config import RECIPES, RUN_ID, Config, flag, from_recipe, read_file, to_dict, usable_threads
 from .errors import ConfigError, Lenet5Error
 
 
@@ -144,6 +144,8 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="file to write, or folder for web (default: beside the checkpoint, "
                         "<name>.onnx, <name>.torchscript.pt, <name>.safetensors or <name>-web/)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a file at --out that is not an earlier export (never a checkpoint)")
     p.add_argument("--verify", action="store_true",
                    help="run the export on all 10,000 MNIST test images and compare with PyTorch "
                         "(not for web: its forward pass runs in a browser)")
@@ -247,6 +249,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"{resume.parent}: training is done; running the final test and plots it lacks")
     else:
         values = read_file(args.config) if args.config else {}
+        values.pop(RUN_ID, None)  # a run folder's config.json: the rerun is a new run
         recipe = args.recipe or values.pop("recipe", None) or "default"
         values.pop("recipe", None)
         unknown = sorted(set(values) - {f.name for f in fields(Config)})
@@ -259,6 +262,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
+    if usable_threads(cfg.threads)[1]:
+        print(f"lenet5: {usable_threads(cfg.threads)[1]}", file=sys.stderr)
 
     def on_epoch(row: dict) -> None:
         val = (f"val_loss {row['val_loss']:.4f}  val_acc {100 * row['val_acc']:.2f}%  "
@@ -423,12 +428,17 @@ def _answer(p) -> str:
     return f"{verdict(p)}   top 3: " + "  ".join(f"{d} {percent(v)}" for d, v in p.top3)
 
 
+MANY_FILES = 1000  # `lenet5 predict` says how many it reads from this many on (seconds of work)
+
+
 def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
     from .images import save_input
     from .predict import find_images, predict_files, predict_numbers
     from .reader import Prediction
 
     files, problems = find_images(sources)
+    if len(files) >= MANY_FILES:  # their results print at the end: say at once that work began
+        print(f"lenet5: reading {len(files):,} files...", file=sys.stderr, flush=True)
     show = Path(args.show_input) if args.show_input else None
     if show and any(f.parent.resolve() == show.resolve() for f in files):
         raise ConfigError(f"--show-input {show}: that folder holds the pictures being read; choose "
@@ -557,7 +567,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     # beside the checkpoint, except the shipped weights': here, not inside the installed package
     beside = Path("lenet5-default.pt") if is_shipped(path) else path
     out = Path(args.out) if args.out else default_path(beside, args.format)
-    info = export(reader, args.format, out, source=str(path))
+    info = export(reader, args.format, out, source=str(path), force=args.force)
     check = None
     if args.verify:
         from .data import load_mnist
@@ -648,8 +658,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .environment import describe
     from .model import LeNet5
 
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be 0 or more, got {args.threads}")
     if args.threads:
-        torch.set_num_threads(args.threads)
+        threads, note = usable_threads(args.threads)
+        if note:
+            print(f"lenet5: {note}", file=sys.stderr)
+        torch.set_num_threads(threads)
     env = describe("cpu")
     model = LeNet5().to(memory_format=torch.channels_last)
     train = choose.for_training(model, torch.device("cpu"))

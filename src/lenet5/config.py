@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
+from .errors import ConfigError, clip, short
 
 if TYPE_CHECKING:
     import torch
@@ -90,31 +91,49 @@ class Config:
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
-                raise ConfigError(f"--{flag(key)} {getattr(self, key)!r}: choose one of {', '.join(allowed)}")
-        positive = ("epochs", "batch_size", "eval_batch_size")
-        for key in positive:
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"--{flag(key)} must be positive, got {getattr(self, key)}")
-        for key in ("val_size", "limit", "patience", "shift", "threads", "dist_timeout"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"--{flag(key)} must not be negative, got {getattr(self, key)}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.std <= 0:
-            raise ConfigError(f"--std must be positive, got {self.std}")
-        if self.monitor.startswith("val") and self.val_size == 0:
-            raise ConfigError(f"--monitor {self.monitor} needs a validation split: set --val-size > 0")
-        if not 0 <= self.augment <= 3:
-            raise ConfigError(f"--augment {self.augment}: a strength from 0 (none) to 3")
-        if not 0 <= self.outliers <= 4:
-            raise ConfigError(f"--outliers {self.outliers}: a share of each batch, from 0 (none) to 4")
-        if not 0 <= self.outlier_weight <= 10:
-            raise ConfigError(f"--outlier-weight {self.outlier_weight}: use 0 to 10")
+                raise ConfigError(f"--{flag(key)} {short(getattr(self, key))}: choose one of "
+                                  f"{', '.join(allowed)}")
+        for key, (ok, what) in NUMBERS.items():
+            value = getattr(self, key)
+            number = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+            if isinstance(value, bool) or not number or not ok(value):
+                raise ConfigError(f"--{flag(key)} must be {what}, got {short(value)}")
         if self.shift > 8:
             raise ConfigError(f"--shift {self.shift} would push digits out of the 28x28 field; use 0-8")
-        if self.name and (os.sep in self.name or self.name in (".", "..")):
-            raise ConfigError(f"--name {self.name!r} must be a plain folder name")
+        if self.monitor.startswith("val") and self.val_size == 0:
+            raise ConfigError(f"--monitor {self.monitor} needs a validation split: set --val-size > 0")
+        if self.name and (os.sep in self.name or self.name in (".", "..") or "\0" in self.name):
+            raise ConfigError(f"--name {short(self.name)} must be a plain folder name")
         return self
+
+
+# Every numeric field's bounds: (test, what the message says). Far beyond any real run, they keep
+# out what would overflow, hang or crash further down; NaN and infinity are refused before the test.
+BIG = 10**9
+NUMBERS = {
+    "epochs": (lambda v: 1 <= v <= 100_000, "between 1 and 100000"),
+    "batch_size": (lambda v: 1 <= v <= BIG, "positive"),
+    "eval_batch_size": (lambda v: 1 <= v <= BIG, "positive"),
+    "step_size": (lambda v: 1 <= v <= BIG, "positive"),
+    "val_size": (lambda v: 0 <= v <= BIG, "0 or more"),
+    "limit": (lambda v: 0 <= v <= BIG, "0 or more"),
+    "patience": (lambda v: 0 <= v <= BIG, "0 or more"),
+    "shift": (lambda v: v >= 0, "0 or more"),
+    "threads": (lambda v: 0 <= v <= BIG, "0 or more"),
+    "dist_timeout": (lambda v: 0 <= v <= 10**7, "between 0 and 10000000 (seconds)"),
+    "seed": (lambda v: 0 <= v < 2**64, "between 0 and 2**64 - 1"),
+    "lr": (lambda v: 0 < v <= 1e6, "positive and finite (at most 1e6)"),
+    "momentum": (lambda v: 0 <= v <= 1, "from 0 to 1"),
+    "weight_decay": (lambda v: 0 <= v <= 1e6, "0 or more, finite"),
+    "gamma": (lambda v: 0 < v <= 1e6, "positive and finite"),
+    "warmup": (lambda v: 0 <= v < 1, "a share of the steps, from 0 to below 1"),
+    "label_smoothing": (lambda v: 0 <= v <= 1, "from 0 to 1"),
+    "mean": (lambda v: -1e6 <= v <= 1e6, "a finite number"),
+    "std": (lambda v: 0 < v <= 1e6, "positive and finite"),
+    "augment": (lambda v: 0 <= v <= 3, "a strength from 0 (none) to 3"),
+    "outliers": (lambda v: 0 <= v <= 4, "a share of each batch, from 0 (none) to 4"),
+    "outlier_weight": (lambda v: 0 <= v <= 10, "from 0 to 10"),
+}
 
 
 # Each recipe is a set of overrides on the Config defaults above. What each reaches, and in how
@@ -157,45 +176,118 @@ def from_dict(values: dict) -> Config:
     for key, value in values.items():
         expected = type(getattr(defaults, key))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            values[key] = float(value)
+            try:
+                values[key] = float(value)
+            except OverflowError:
+                raise ConfigError(f"--{flag(key)} must be a finite number, got {short(value)}") from None
         elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ConfigError(f"config key {key!r} must be {expected.__name__}, got {value!r}")
+            raise ConfigError(f"config key {key!r} must be {expected.__name__}, got {short(value)}")
+        elif expected is list and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config key {key!r} must be a list of strings, got {short(value)}")
     return dataclasses.replace(defaults, **values).validate()
 
 
-def read_file(path: str | os.PathLike) -> dict:
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few hundred bytes; anything near this is not one
+
+
+def read_file(path: str | os.PathLike, what: str = "--config") -> dict:
     """Config values from a JSON or YAML file (a run folder's config.json, or one of your own):
-    checked as `from_dict` checks them when the Config is made."""
+    checked as `from_dict` checks them when the Config is made. `what` names the file in errors.
+
+    Only a regular file of at most MAX_CONFIG_BYTES is read (never a device or a pipe, which could
+    be endless), and YAML without anchors and aliases (which can expand a small file into gigabytes).
+    """
     path = os.fspath(path)
+    kind = "YAML" if path.endswith((".yaml", ".yml")) else "JSON"
+    text = read_text(path, what)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError(f"--config {path}: {e.strerror or e}") from None
-    try:
-        if path.endswith((".yaml", ".yml")):
+        if kind == "YAML":
             import yaml
 
-            values = yaml.safe_load(text)
+            values = yaml.load(text, Loader=_yaml_loader())  # noqa: S506  (a SafeLoader, aliases refused)
         else:
             import json
 
             values = json.loads(text)
     except ImportError:
-        raise ConfigError(f"--config {path}: YAML needs PyYAML: pip install pyyaml") from None
-    except Exception as e:  # JSONDecodeError, yaml.YAMLError: the parser says where
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"--config {path}: not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'} "
-                          f"({first[:160]})") from None
+        raise ConfigError(f"{what} {path}: YAML needs PyYAML: pip install pyyaml") from None
+    except Exception as e:  # JSONDecodeError, yaml.YAMLError, RecursionError: the parser says where
+        mark = getattr(e, "problem_mark", None)
+        if mark is not None:  # PyYAML's own message quotes the text around the spot, over lines
+            first = f"{getattr(e, 'problem', None) or 'error'} at line {mark.line + 1}, column {mark.column + 1}"
+        else:
+            first = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(f"{what} {path}: not valid {kind} ({clip(first, 160)})") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"--config {path}: holds a {type(values).__name__}, not a mapping of "
+        raise ConfigError(f"{what} {path}: holds a {type(values).__name__}, not a mapping of "
                           "config keys to values")
+    for key in values:
+        if not isinstance(key, str):
+            raise ConfigError(f"{what} {path}: key {short(key)} is not a config key name (those are "
+                              "words, as --print-config shows)")
     return values
+
+
+RUN_ID = "run_id"  # which run wrote a config.json or a checkpoint (rundir.py); not a setting
+
+
+def read_text(path: str, what: str = "--config") -> str:
+    """A small regular file's text (UTF-8): a device, a pipe, a big or a binary file is an error."""
+    import stat
+
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a device or a pipe)"
+            raise ConfigError(f"{what} {path}: is {kind}; give a JSON or YAML file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{what} {path}: is {info.st_size / 2**20:.1f} MB, too large for a config "
+                              f"file (at most {MAX_CONFIG_BYTES >> 20} MB)")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{what} {path}: {e.strerror or e}") from None
+    if len(data) > MAX_CONFIG_BYTES:  # it grew while being read
+        raise ConfigError(f"{what} {path}: too large for a config file (at most {MAX_CONFIG_BYTES >> 20} MB)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                          "save it as UTF-8") from None
+
+
+def _yaml_loader():
+    """PyYAML's SafeLoader, refusing anchors (&name) and aliases (*name): a few lines of them
+    ("billion laughs") would expand into gigabytes, and a config file never needs them."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise yaml.composer.ComposerError(
+                    None, None, "anchors and aliases (&name, *name) are not allowed in a config file",
+                    event.start_mark)
+            return super().compose_node(parent, index)
+
+    return NoAliases
 
 
 def to_dict(cfg: Config) -> dict:
     """Plain types only, so it can live in JSON and in a weights_only checkpoint."""
     return dataclasses.asdict(cfg)
+
+
+def usable_threads(wanted: int) -> tuple[int, str]:
+    """(the threads to use for `wanted`, a note when that is more than this process may run on):
+    torch and OpenMP given 100,000 threads crash rather than refuse."""
+    try:
+        have = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows: no affinity, all the CPUs
+        have = os.cpu_count() or 1
+    if wanted > have:
+        return have, f"--threads {wanted}: this machine gives lenet5 {have} CPU(s); using {have}"
+    return wanted, ""
 
 
 def choose_device(name: str = "auto") -> torch.device:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -95,16 +96,17 @@ def default_path(checkpoint: str | os.PathLike, fmt: str) -> Path:
     return p.with_name(p.stem + FORMATS[fmt])
 
 
-def export(reader, fmt: str, out: str | os.PathLike, source: str = "") -> dict:
+def export(reader, fmt: str, out: str | os.PathLike, source: str = "", force: bool = False) -> dict:
     """Write `reader`'s model (reader.py) as one self-contained file, its normalisation and
-    calibration with it; return what was written."""
+    calibration with it; return what was written. A file at `out` that is not an export is
+    replaced only with `force`."""
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     out = Path(out)
     model, mean, std, cal = reader.model, reader.mean, reader.std, reader.calibration
     if fmt == "web":
         return export_web(model, mean, std, out, source, cal)
-    _check_out(out, source)
+    _check_out(out, source, force)
     wrapped = Pixels(model.cpu().eval(), mean, std).eval()
     meta = (safetensors_metadata(mean, std, source, cal) if fmt == "safetensors"
             else metadata(mean, std, source, cal))
@@ -193,31 +195,53 @@ def _check_web_out(out: Path) -> None:
         raise ExportError(f"--out {out}: is a file; a web export is a folder: give a folder name")
 
 
-def _check_out(out: Path, source: str) -> None:
-    """Refuse to write over the checkpoint being exported, or over any other PyTorch checkpoint;
-    an earlier export at `out` may be replaced."""
-    if not out.exists():
+def _check_out(out: Path, source: str, force: bool = False) -> None:
+    """Refuse to write over a checkpoint, over anything but a regular file, and (unless `force`)
+    over any other file that is not an export: an earlier export at `out` may be replaced."""
+    try:
+        info = out.stat()
+    except OSError:  # nothing there (or unreachable): writing says what is wrong with the path
         return
-    if out.is_dir():
+    if stat.S_ISDIR(info.st_mode):
         raise ExportError(f"--out {out}: is a folder; give a file name")
+    if not stat.S_ISREG(info.st_mode):  # /dev/full, a FIFO: never read, never replaced
+        raise ExportError(f"--out {out}: is not a regular file (a device, a pipe or a socket); "
+                          "give a file name")
     if source and Path(source).exists() and out.samefile(source):
         raise ExportError(f"--out {out}: is the checkpoint being exported; writing there would destroy "
                           "it: choose another path")
-    try:
-        if zipfile.is_zipfile(out):
-            with zipfile.ZipFile(out) as archive:
-                names = archive.namelist()
-            # torch.save's archive holds data.pkl; a TorchScript archive holds its code as well.
-            checkpoint = (any(n.endswith("/data.pkl") for n in names)
-                          and not any("/code/" in n for n in names))
-        else:
-            with open(out, "rb") as f:
-                checkpoint = f.read(1) == b"\x80"  # a pickle: torch.save before PyTorch 1.6
-    except (OSError, zipfile.BadZipFile):
-        return  # unreadable: writing reports what is wrong with the path
-    if checkpoint:
+    kind = _kind_of(out)
+    if kind == "checkpoint":  # not even with --force: an export never overwrites a checkpoint
         raise ExportError(f"--out {out}: is a PyTorch checkpoint; an export would replace it: "
                           "choose another path")
+    if kind == "export" or force:
+        return
+    raise ExportError(f"--out {out}: exists and is not a model export; an export would replace it: "
+                      "choose another path, or add --force to replace it")
+
+
+def _kind_of(path: Path) -> str | None:
+    """'export' (ONNX, TorchScript or safetensors), 'checkpoint' (torch.save's) or None (anything
+    else, or unreadable) for an existing regular file."""
+    from .checkpoint import is_safetensors
+
+    try:
+        if is_safetensors(path):
+            return "export"
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+            # torch.save's archive holds data.pkl; a TorchScript archive holds its code as well.
+            if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
+                return "export"
+            return "checkpoint" if any(n.endswith("/data.pkl") for n in names) else None
+        with open(path, "rb") as f:
+            head = f.read(1)
+    except (OSError, zipfile.BadZipFile):
+        return None
+    # a pickle (torch.save before PyTorch 1.6) opens with 0x80; an ONNX model with its IR version
+    # (protobuf field 1, a varint: 0x08)
+    return {b"\x80": "checkpoint", b"\x08": "export"}.get(head)
 
 
 def _need_onnx(runtime: bool = False):

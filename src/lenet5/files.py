@@ -143,6 +143,19 @@ def clean_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # no room: the disk, or a quota
+DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}  # not allowed: permissions, a read-only mount
+
+
+def what_to_do(e: OSError, where: str = "--out-dir") -> str:
+    """The fix for a failed write, by its cause: room to make, or permission to get."""
+    if e.errno in FULL:
+        return f"make room there, or choose another {where}"
+    if e.errno in DENIED:
+        return f"writing there is not allowed: check its permissions, or choose another {where}"
+    return f"check that it can be written, or choose another {where}"
+
+
 def _naming(e: OSError, path: Path) -> OSError:
     """`e` as the same kind of OSError (errno chooses the subclass), about `path`."""
     if e.errno is None:

@@ -76,7 +76,10 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
     else:
         path = Path(source)
         if not path.is_file():
-            raise ImageError(f"{name}: {'is a folder' if path.is_dir() else 'no such file'}")
+            what = ("is a folder" if path.is_dir() else
+                    "not a regular file (a device, a pipe or a socket); give a picture file"
+                    if path.exists() else "no such file")
+            raise ImageError(f"{name}: {what}")
         if path.stat().st_size > MAX_BYTES:
             raise ImageError(f"{name}: file is larger than {MAX_BYTES // 2**20} MB")
         try:

@@ -18,9 +18,12 @@ import csv
 import io
 import json
 import os
+import uuid
+from dataclasses import fields
 from pathlib import Path
 
-from .errors import ConfigError
+from .config import RUN_ID, Config, read_file
+from .errors import ConfigError, short
 from .files import clean_temporaries, write_text
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
@@ -33,6 +36,11 @@ PLOTS = ("curves.png", "confusion.png", "mistakes.png", "predictions.png", "filt
          "reliability.png")
 # What a training writes into its folder (--overwrite clears these)
 RUN_FILES = (LAST, BEST, WEIGHTS, "metrics.csv", "config.json", "env.json", TEST_METRICS, *PLOTS)
+
+
+def new_run_id() -> str:
+    """A run's identity: in its config.json and in every checkpoint it writes."""
+    return uuid.uuid4().hex
 
 
 class RunDir:
@@ -136,8 +144,46 @@ class RunDir:
     def metrics_csv(self) -> Path:
         return self.path / "metrics.csv"
 
-    def write_config(self, config: dict) -> None:
-        write_text(self.path / "config.json", json.dumps(config, indent=2) + "\n")
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    def write_config(self, config: dict, run_id: str | None = None) -> None:
+        """config.json: the run's config, and the id that every checkpoint of the run carries too."""
+        record = {**config, RUN_ID: run_id} if run_id else config
+        write_text(self.config, json.dumps(record, indent=2) + "\n")
+
+    def check_owns(self, saved: dict, checkpoint: Path, free: set[str] = frozenset()) -> None:
+        """Refuse a checkpoint this run did not write (another run's last.pt copied in), and a
+        config.json that does not match it (hand-edited or garbled), naming the field; the fields
+        in `free` may differ (those a resume may change). config.json is read, never written.
+
+        Runs from before run ids carry none: their checkpoints are taken as they are."""
+        if not self.config.is_file():
+            return
+        how = "it is the run's record and is left as it is: put it back as it was"
+        try:
+            values = read_file(self.config, what="run config")
+        except ConfigError as e:
+            raise ConfigError(f"{str(e).removeprefix('run config ')}; {how}") from None
+        mine, theirs = values.get(RUN_ID), saved.get(RUN_ID)
+        if mine and mine != theirs:
+            raise ConfigError(
+                f"{checkpoint} belongs to another run (run id {str(theirs or 'none')[:12]}; "
+                f"{self.config.name} says {str(mine)[:12]}): it was copied in from elsewhere; resume "
+                "that run in its own folder, or start a new run")
+        config = saved.get("config") if isinstance(saved.get("config"), dict) else {}
+        known = {f.name for f in fields(Config)}
+        for key, value in values.items():
+            if key == RUN_ID or key in free:
+                continue
+            if key not in known:
+                raise ConfigError(f"{self.config}: unknown key {short(key)}; {how}")
+            if key in config and value != config[key]:
+                raise ConfigError(
+                    f"{self.config}: {key} is {short(value)}, but {checkpoint.name} was trained with "
+                    f"{short(config[key])}; a resumed run goes on with its checkpoint's config: put "
+                    f"config.json back, or start a new run with --config {self.config}")
 
     def write_environment(self, path, device, world: int) -> None:
         """env.json: where and how the run trained (versions, CPU, compute path, command line)."""

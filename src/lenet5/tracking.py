@@ -8,16 +8,19 @@ A missing package is refused before training starts, with the command that insta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import threading
 import warnings
 from pathlib import Path
 
 from .files import write_text
 from .rundir import BEST, COLUMNS, RunDir
 
-INIT_TIMEOUT_S = 20.0  # wandb's own default (90 s) stalls training start when the network is gone
+INIT_TIMEOUT_S = 20.0  # online start, at most (wandb's own default, 90 s, stalls training's start)
+OFFLINE_TIMEOUT_S = 30.0  # an offline start, at most (it only writes files: seconds)
 FINISH_TIMEOUT_S = 60.0  # an upload that cannot finish is left for `wandb sync`
 WANDB_ID_FILE = "wandb.json"  # in the run folder: the online wandb run that `--resume` continues
 
@@ -137,12 +140,12 @@ def start_wandb(cfg, run: RunDir) -> WandbTracker | None:
 
     try:
         try:
-            wb_run = init(mode)
+            wb_run = _within(INIT_TIMEOUT_S if mode == "online" else OFFLINE_TIMEOUT_S, init, mode)
         except Exception as e:
             if mode != "online":
                 raise
             mode, why = "offline", f"W&B online failed: {type(e).__name__}"
-            wb_run = init(mode)
+            wb_run = _within(OFFLINE_TIMEOUT_S, init, mode)
     except Exception as e:
         _say(f"could not start ({type(e).__name__}: {str(e)[:160]}); training goes on without it")
         return None
@@ -156,6 +159,40 @@ def start_wandb(cfg, run: RunDir) -> WandbTracker | None:
         except OSError as e:
             _say(f"could not remember the run id in {ids} ({e}); a resume starts a new wandb run")
     return WandbTracker(wandb, wb_run)
+
+
+def _within(seconds: float, init, mode: str):
+    """`init(mode)` on a daemon thread, waited for at most `seconds` whatever the server does
+    (wandb's own init_timeout does not cover every wait: a server that takes the connection and
+    never answers held training's start for 43 s). A run that starts after the wait is over is
+    closed again, on that thread. TimeoutError when the time is up."""
+    box: dict = {}
+    lock = threading.Lock()
+
+    def start():
+        try:
+            wb_run = init(mode)
+        except BaseException as e:  # handed to the caller, if it still waits
+            with lock:
+                box["error"] = e
+            return
+        with lock:
+            late = box.get("late", False)
+            box["run"] = wb_run
+        if late:
+            with contextlib.suppress(Exception):
+                wb_run.finish(exit_code=1)
+
+    thread = threading.Thread(target=start, name=f"lenet5-wandb-{mode}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    with lock:
+        if "run" in box:
+            return box["run"]
+        if "error" in box:
+            raise box["error"]
+        box["late"] = True
+    raise TimeoutError(f"no answer within {seconds:g} s")
 
 
 class TensorBoardTracker:
@@ -216,6 +253,24 @@ class TensorBoardTracker:
             self._fail("writing the end of the run", e)
 
 
+def _quiet_writer_threads() -> None:
+    """TensorBoard's writer thread, when a write fails (a folder made read-only, a full disk),
+    dies re-raising the error, which Python prints as a traceback; the same error reaches the
+    next call on the training thread, which says it in one line (TensorBoardTracker._fail). So
+    the writer thread's own report is dropped; every other thread's is printed as before."""
+    previous = threading.excepthook
+    if getattr(previous, "lenet5_quiet", False):
+        return
+
+    def hook(args) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread":  # tensorboard's event writer
+            return
+        previous(args)
+
+    hook.lenet5_quiet = True  # type: ignore[attr-defined]  (installed once per process)
+    threading.excepthook = hook
+
+
 def start_tensorboard(cfg, run: RunDir) -> TensorBoardTracker | None:
     """Start TensorBoard event files in `run`'s tensorboard/ folder; None when that fails (said in
     one line). A resumed run drops the events an earlier process logged past its last.pt."""
@@ -238,6 +293,7 @@ def start_tensorboard(cfg, run: RunDir) -> TensorBoardTracker | None:
     if any(run.tensorboard.glob("events.out.tfevents.*")):
         rows = run.read_metrics()
         purge = (rows[-1]["epoch"] if rows else 0) + 1
+    _quiet_writer_threads()
     try:
         writer = SummaryWriter(log_dir=str(run.tensorboard), purge_step=purge)
         config = json.dumps(to_dict(cfg), indent=2)

@@ -32,13 +32,14 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .config import Config, choose_device, flag, from_dict, to_dict
+from .config import RUN_ID, Config, choose_device, flag, from_dict, to_dict, usable_threads
 from .data import MNIST, EpochPlan, load_mnist, split_validation
 from .errors import ConfigError, TrainingError
 from .metrics import evaluate
 from .model import LeNet5
-from .rundir import RunDir
+from .rundir import RunDir, new_run_id
 from .fast import choose
+from .files import DENIED, FULL, what_to_do
 from .fast.cuda_graph import GraphedStep
 from .step import TrainStep
 
@@ -64,7 +65,7 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
     """
     cfg.validate()
     if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(usable_threads(cfg.threads)[0])  # the CLI says when it is less
     job, device = setup_distributed(cfg)
     hooks = Hooks(on_start, on_epoch, on_step, on_end)
     if job.world == 1:
@@ -93,13 +94,15 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup, test) -> dic
     state = State.new(cfg, device, steps=math.ceil(n / cfg.batch_size))
     run = open_run(cfg, resume, overwrite, job, cleanup)
     if resume:
-        state.restore(checkpoint.load(resume), resume)
+        saved = checkpoint.load(resume)
+        run.check_owns(saved, Path(resume), RESUMABLE)  # before its metrics.csv is rewritten
+        state.restore(saved, resume)
     if job.primary:
         with _writing(run):
             if resume:  # metrics.csv as last.pt knows it: rows written after last.pt are dropped
                 state.history = _history_at(run, state.loaded, state.epoch)
             else:
-                run.write_config(to_dict(cfg))
+                run.write_config(to_dict(cfg), state.run_id)
     train_step, path = make_step(cfg, state, device, job.world, per_step)
     if job.primary:
         with _writing(run):
@@ -300,9 +303,12 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
 def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
     """The schedule and whether it steps per batch (onecycle) or per epoch (StepLR, as the seed)."""
     if cfg.schedule == "onecycle":
+        # torch divides by (warmup steps - 1): a warmup of exactly one step (a tiny --limit) would
+        # divide by zero, so that run starts at its peak instead
+        warmup = 0.0 if cfg.warmup * (cfg.epochs * steps_per_epoch) == 1 else cfg.warmup
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=cfg.warmup, div_factor=25.0, final_div_factor=1e3), "step"
+            pct_start=warmup, div_factor=25.0, final_div_factor=1e3), "step"
     if cfg.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), "epoch"
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), "epoch"
@@ -360,6 +366,7 @@ class State:
         self.running = None  # an interrupted epoch's sums so far, from a resumed last.pt
         self.improved = False  # whether the last epoch was the best so far
         self.loaded: dict = {}  # the last.pt restored from
+        self.run_id: str | None = new_run_id()  # config.json's and every checkpoint's; None: an old run
 
     @classmethod
     def new(cls, cfg: Config, device: torch.device, steps: int) -> "State":
@@ -385,6 +392,7 @@ class State:
             "best_metrics": self.best_metrics, "config": to_dict(self.cfg),
             "normalize": {"mean": self.cfg.mean, "std": self.cfg.std},
             "history": self.history,  # metrics.csv's rows: a resume rewrites the file from these
+            **({RUN_ID: self.run_id} if self.run_id else {}),  # a resume checks it is this run's
         }
 
     def restore(self, saved: dict, path) -> None:
@@ -397,6 +405,7 @@ class State:
         self.epoch, self.step = int(saved["epoch"]), int(saved["step"])
         self.best_metrics = dict(saved.get("best_metrics", {}))
         self.running, self.loaded = saved.get("running"), saved
+        self.run_id = saved.get(RUN_ID)
 
     def carried_sums(self, job: Dist) -> dict | None:
         """An interrupted epoch's sums, once: the whole job's, so rank 0 carries them on and the
@@ -636,6 +645,7 @@ def resume_config(given: str | os.PathLike, overrides: dict) -> tuple[Config, Pa
     saved = checkpoint.load(path)
     if saved.get("format") != checkpoint.FORMAT or "optimizer" not in saved:
         raise ConfigError(f"--resume {given}: {path} is not a lenet5 training checkpoint")
+    RunDir(path.parent).check_owns(saved, path, RESUMABLE)
     fixed = sorted(set(overrides) - RESUMABLE)
     if fixed:
         raise ConfigError(f"--{flag(fixed[0])} cannot change when resuming: the run continues with "
@@ -661,7 +671,7 @@ def _writing(run: RunDir):
         yield
     except OSError as e:
         raise TrainingError(f"{run.path}/: {e.strerror or e}; the run folder cannot be written: "
-                            "make room or allow writing there, or choose another --out-dir") from None
+                            f"{what_to_do(e)}") from None
 
 
 def _written(writer: checkpoint.Writer, run: RunDir, when: str) -> None:
@@ -686,8 +696,10 @@ def _write_failed_message(e: OSError, run: RunDir, when: str) -> str:
         then = f"continue with: lenet5 train --resume {run.path}"
     except Exception:  # none written yet (or unreadable): nothing to continue from
         kept, then = "no epoch was saved", "start it again"
+    fix = "make room" if e.errno in FULL else "allow writing there (check its permissions)" \
+        if e.errno in DENIED else "fix what stopped the write"
     return (f"could not write {e.filename or run.path} ({e.strerror or e}); training stopped "
-            f"{when}; {kept}: make room, then {then}")
+            f"{when}; {kept}: {fix}, then {then}")
 
 
 class Interrupted(KeyboardInterrupt):
