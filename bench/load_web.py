@@ -162,10 +162,10 @@ def hostile(url: str, port: int, deadline: float, worst: int, slow: int) -> dict
               dict(content=png_header(20_000, 20_000)), dict(content=big[: len(big) // 2]),
               dict(content=bytes(range(256)) * 64), dict(content=big, headers={"content-type": "text/plain"}),
               dict(content=b"--x\r\nnonsense", headers={"content-type": "multipart/form-data; boundary=x"})]
-    garbage = [b"GARBAGE\r\n\r\n", b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n",
-               b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n"]
-    trickles = [b"", b"GET /api/health HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 200,
-                b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"\0" * 20000]
+    garbage = [b"GARBAGE\r\n\r\n", b"GET /\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n",
+               b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n"]
+    trickles = [b"", b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X: y\r\n" * 200,
+                b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n" + b"\0" * 20000]
     statuses, health, closed, problems = [], [], [], []
     lock, stop = threading.Lock(), threading.Event()
 

@@ -112,18 +112,6 @@ def test_a_model_with_forward_hooks_runs_its_own_forward(mnist):
 
 
 
-@pytest.mark.parametrize("n", [1024, 37, 1])
-def test_native_inference_agrees_with_the_model(mnist, built, n):
-    torch.manual_seed(3)
-    model = LeNet5().to(memory_format=CL)
-    x = normalize(mnist.test_images[:n]).contiguous(memory_format=CL)
-    with torch.no_grad():
-        expected = model(x)
-    got = backprop.forward(model, x, built)
-    assert torch.allclose(got, expected, atol=1e-5 * expected.abs().max())
-    assert torch.equal(got.argmax(1), expected.argmax(1))
-
-
 def test_cpu_inference_runs_the_native_forward_and_agrees_with_the_model(mnist, monkeypatch):
     from lenet5.metrics import predict_logits
 
@@ -133,9 +121,12 @@ def test_cpu_inference_runs_the_native_forward_and_agrees_with_the_model(mnist, 
     images = mnist.test_images[:300]
     with torch.no_grad():
         expected = model(normalize(images))
+    from lenet5.fast.forward import Forward
+
     calls = []
-    monkeypatch.setattr(backprop, "Convs", lambda *a: calls.append(a[0]) or Convs(*a))
+    native = Forward._native
+    monkeypatch.setattr(Forward, "_native", lambda self, *a: calls.append(self.kernels) or native(self, *a))
     got = predict_logits(model, images, MEAN, STD, batch_size=128)
-    assert len(calls) == 3 and calls[0] is kernels.load()  # 128 + 128 + 44 images, natively
+    assert calls == [kernels.load()]  # the reader's whole forward, natively, in one call
     assert torch.allclose(got, expected, atol=1e-4)
     assert torch.equal(got.argmax(1), expected.argmax(1))

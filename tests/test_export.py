@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import DATA
+import lenet5
 from lenet5 import export
 from lenet5.checkpoint import load_model, normalization
 from lenet5.cli import main
@@ -46,7 +47,7 @@ def test_export_verifies_on_the_whole_test_set(run, fmt, capsys):
 
 
 def test_onnx_file_has_a_dynamic_batch_uint8_input_and_records_its_opset(run):
-    path = export.export(*_model(run), "onnx", run / "dyn.onnx")["path"]
+    path = export.export(lenet5.load(run / "best.pt"), "onnx", run / "dyn.onnx")["path"]
     proto = onnx.load(path)
     (inp,) = proto.graph.input
     dims = inp.type.tensor_type.shape.dim
@@ -61,7 +62,7 @@ def test_onnx_file_has_a_dynamic_batch_uint8_input_and_records_its_opset(run):
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_normalisation_travels_inside_the_export(run, fmt, mnist):
     model, mean, std = _model(run)
-    path = export.export(model, mean, std, fmt, run / f"norm{export.FORMATS[fmt]}")["path"]
+    path = export.export(lenet5.load(run / "best.pt"), fmt, run / f"norm{export.FORMATS[fmt]}")["path"]
     infer, _ = export.load(path)
     for batch in (1, 3, 17):  # any batch size works
         pixels = mnist.test_images[:batch]
@@ -76,7 +77,7 @@ def test_normalisation_travels_inside_the_export(run, fmt, mnist):
 
 def test_verify_notices_a_different_model(run, mnist):
     model, mean, std = _model(run)
-    path = export.export(model, mean, std, "torchscript", run / "other.torchscript.pt")["path"]
+    path = export.export(lenet5.load(run / "best.pt"), "torchscript", run / "other.torchscript.pt")["path"]
     check = export.verify(path, LeNet5(), mnist.test_images[:2000], mean, std)
     assert not check["ok"] and check["identical"] < 2000 and check["max_abs_diff"] > 0.01
 
@@ -124,7 +125,7 @@ def test_an_export_given_as_a_checkpoint_is_named_for_what_it_is(run, tmp_path, 
     from lenet5.checkpoint import load
     from lenet5.errors import CheckpointError
 
-    path = export.export(*_model(run), fmt, tmp_path / f"m{export.FORMATS[fmt]}")["path"]
+    path = export.export(lenet5.load(run / "best.pt"), fmt, tmp_path / f"m{export.FORMATS[fmt]}")["path"]
     with pytest.raises(CheckpointError) as e:
         load(path)
     assert str(e.value).startswith(f"{path}: is a {kind} (an export") and "pickled" not in str(e.value)

@@ -23,14 +23,17 @@ CL = torch.channels_last
 # a fresh process: load the kernels from LENET5_CACHE, run a forward pass, say what it loaded
 LOAD_AND_RUN = """
 import torch
-from lenet5.fast import cpu_step as backprop, native as kernels
+from lenet5.data import normalize
+from lenet5.fast import native as kernels
+from lenet5.fast.forward import Forward
 from lenet5.model import LeNet5
 k = kernels.load()
 print(kernels.status())
 if k is not None:
-    m = LeNet5().to(memory_format=torch.channels_last)
-    x = torch.randn(20, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(backprop.forward(m, x, k), m(x), atol=1e-4)
+    m = LeNet5()
+    px = torch.randint(0, 256, (20, 28, 28), dtype=torch.uint8)
+    got = torch.from_numpy(Forward(m, 0.1307, 0.3081, k)(px.numpy())[0])
+    assert torch.allclose(got, m(normalize(px, 0.1307, 0.3081)), atol=1e-4)
     print(k.path)
 """
 

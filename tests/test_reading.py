@@ -14,7 +14,7 @@ import lenet5
 import nondigits
 from lenet5.cli import main
 from lenet5.data import restyle, warp, warp_params
-from lenet5.errors import CheckpointError
+from lenet5.errors import CheckpointError, Lenet5Error
 from lenet5.fast import native as kernels
 from lenet5.fast.forward import Forward
 from lenet5.reader import Calibration, Reader, percent
@@ -150,3 +150,39 @@ def test_a_number_with_a_letter_in_it_names_the_part_that_is_not_a_digit(mnist, 
     Image.fromarray(255 - np.pad(row, 20)).resize((row.shape[1] * 6 + 240, 408)).save(buf, "PNG")
     number = reader.read_number(buf.getvalue(), "row.png")
     assert number.number == "7?2" and not number.readable and "part 2 of 3" in number.problem()
+
+
+def test_a_hundred_thousand_digits_are_read_in_bounded_memory(mnist, reader):
+    """(100000, 28, 28) floats in [0, 1]: converted and read in chunks, never copied whole as
+    float32 pixels; the answers themselves are most of what the process holds."""
+    from conftest import peak_memory
+
+    images = np.tile(mnist.test_images.numpy(), (10, 1, 1)).astype(np.float32) / 255  # 314 MB
+    with peak_memory() as peak:
+        out = reader.predict(images)
+    assert len(out) == 100_000 and [p.digit for p in out[:5]] == mnist.test_labels[:5].tolist()
+    assert peak["bytes"] < 200 * 2**20, peak
+
+
+@pytest.mark.parametrize("bad, said", [
+    (np.array([["a"] * 28] * 28), "array of <U1"), (np.zeros((28, 28), dtype=object), "array of object"),
+    (np.zeros((0, 28, 28)), r"no images \(0, 28, 28\)"), (np.zeros((0, 5)), r"empty picture \(0, 5\)"),
+    (np.zeros((5, 0, 3)), r"empty picture \(5, 0, 3\)"), (torch.zeros(28, 28, device="meta"), "meta tensor"),
+    (torch.zeros(28, 28).to_sparse(), "sparse"), (torch.zeros(28, 28, dtype=torch.complex64), "complex64"),
+    (Image.new("L", (0, 0)), "empty image"), (type("Duck", (), {"size": (28, 28)})(), "cannot read a Duck"),
+])
+def test_every_strange_input_is_one_line(reader, bad, said):
+    with pytest.raises(Lenet5Error, match=said):
+        reader.predict(bad)
+
+
+def test_odd_but_readable_inputs_are_read(mnist, reader):
+    seven = mnist.test_images[0].numpy()
+    assert reader.predict(seven.astype(np.longdouble)).digit == 7
+    assert reader.predict(torch.from_numpy(seven).half()).digit == 7
+    lab = Image.fromarray(255 - seven).resize((112, 112)).convert("RGB").convert("LAB")
+    assert reader.predict(lab).digit == 7
+    closed = Image.fromarray(255 - seven).resize((112, 112))
+    closed.close()
+    with pytest.raises(Lenet5Error, match="cannot be read"):
+        reader.predict(closed)

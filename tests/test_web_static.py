@@ -388,6 +388,6 @@ def test_the_pages_reader_uses_pythons_constants():
     shared = {**{k: getattr(images, k) for k in ("WORK_SIZE", "MIN_CONTRAST", "MIN_SIZE", "STROKE")},
               **{k: getattr(numbers, k) for k in (
                   "ONE_DIGIT", "WIDEST", "NARROWEST", "OVERLAP", "NEAR", "SPECK", "THIN", "DRIFT",
-                  "SPACING", "MAX_CUTS", "MAX_PARTS", "PER_GAP", "PER_CUT", "SHORT", "MIN_HEIGHT",
+                  "SPACING", "MAX_CUTS", "MAX_PARTS", "PER_GAP", "PER_CUT", "SHORT", "MIN_HEIGHT", "NOT_DIGIT", "IN_A_NUMBER",
                   "MAX_WORK", "ASPECTS", "LOG_SHARE")}}
     assert {name: found.get(name) for name in shared} == shared

@@ -41,6 +41,14 @@ def pixels_of(x) -> tuple[np.ndarray, bool, list[str]]:
     return pixels[None], True, [reason]
 
 
+def many(x):
+    """`x` itself when it is an (N, 28, 28) array or tensor of MNIST-style images, else None."""
+    shape = getattr(x, "shape", None)
+    if isinstance(x, (list, tuple)) or shape is None or len(shape) != 3 or tuple(shape[1:]) != (28, 28):
+        return None
+    return x
+
+
 def _one(x) -> tuple[np.ndarray, str]:
     from . import images
 

@@ -66,7 +66,7 @@ class Calibration:
         return cls(t, th, str(d.get("fitted", ""))[:200])
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, slots=True)
 class Prediction:
     digit: int  # the most probable digit (the closest one, when the picture is not a digit)
     probability: float  # its probability, calibrated
@@ -184,6 +184,10 @@ class Reader:
         or an (N, 28, 28) array): one Prediction, or a list of them."""
         from . import inputs
 
+        many = inputs.many(x)
+        if many is not None and len(many) > inputs.CHUNK:  # converted and read a chunk at a time
+            return [p for start in range(0, len(many), inputs.CHUNK)
+                    for p in self.predict(many[start:start + inputs.CHUNK])]
         pixels, single, blank = inputs.pixels_of(x)
         out = [replace(p, is_digit=False, reason=why) if why else p
                for p, why in zip(self.read(pixels), blank)]

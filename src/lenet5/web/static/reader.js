@@ -720,11 +720,13 @@
     return e.map((v) => v / s);
   }
 
-  // Calibrated probabilities: the logits divided by the model's temperature (reader.py's
-  // Calibration; 1 and a threshold of 0.5 for a model.js written without one).
-  function classify(model, input) {
+  // Calibrated probabilities, the logits divided by the model's temperature, and the score "not a
+  // digit" is decided on, the top probability at temperature 1 (reader.py's Calibration; 1 and a
+  // threshold of 0.5 for a model.js written without one).
+  function read(model, input) {
+    const z = logits(model, input);
     const t = model.temperature || 1;
-    return softmax(logits(model, input).map((v) => v / t));
+    return { p: softmax(z.map((v) => v / t)), score: Math.max(...softmax(z)) };
   }
 
   function threshold(model) {
@@ -742,12 +744,15 @@
       input = new Uint8Array(784);
       reason = err.noDigit;
     }
-    const probabilities = classify(model, input);
+    const { p: probabilities, score } = read(model, input);
     const digit = probabilities.indexOf(Math.max(...probabilities));
     const image = [];
     for (let y = 0; y < 28; y++) image.push(Array.from(input.subarray(28 * y, 28 * y + 28)));
-    if (!reason && probabilities[digit] < threshold(model)) reason = "unlike any digit";
-    return { digit, probability: probabilities[digit], is_digit: !reason, reason, probabilities, image };
+    let inked = 0;
+    for (let i = 0; i < 784; i++) inked += input[i] >= 64;
+    if (!reason && inked < 4) reason = "no ink";
+    if (!reason && score < threshold(model)) reason = "unlike any digit";
+    return { digit, probability: probabilities[digit], is_digit: !reason, reason, score, probabilities, image };
   }
 
   // ---- a whole number (numbers.py) --------------------------------------------------------------
@@ -756,6 +761,7 @@
   const ONE_DIGIT = 1.2, WIDEST = 2.0, NARROWEST = 0.12, OVERLAP = 0.5, NEAR = 0.04, SPECK = 0.15;
   const THIN = 0.3, DRIFT = 0.3, SPACING = 0.25, MAX_CUTS = 8, MAX_PARTS = 6;
   const PER_GAP = 8.0, PER_CUT = 10.0, SHORT = 10.0, MIN_HEIGHT = 40, MAX_WORK = 1536;
+  const NOT_DIGIT = 6.0, IN_A_NUMBER = 0.75; // numbers.py: a piece that is no digit, and inside a number
   const ASPECTS = [0.05, 0.15, 1.05, 1.2, 1.4, 1.6];
   const LOG_SHARE = [-3.0, 0.0, 0.0, -1.0, -2.5, -4.0];
 
@@ -958,14 +964,16 @@
         }
         const penalty = PER_GAP * gaps / tallest - widthPrior(width / height) +
           SHORT * Math.max(0, 0.5 - height / tallest) + PER_CUT * found[j - 1].cutInk;
-        cands.push({ i, j, box, input, penalty, p: classify(model, input) });
+        cands.push({ i, j, box, input, penalty, ...read(model, input) });
       }
     }
     if (!cands.length) throw new ImageError(`${name}: no digits found, only specks of ink`);
     const best = [0].concat(new Array(found.length).fill(-Infinity));
     const back = new Array(found.length + 1).fill(null);
+    const lenient = threshold(model) * IN_A_NUMBER;
     cands.forEach((c, k) => { // in order of i: best[i] is final
-      const score = best[c.i] + Math.log(Math.max(Math.max(...c.p), 1e-12)) - c.penalty;
+      const unlike = c.score >= lenient ? 0 : NOT_DIGIT;
+      const score = best[c.i] + Math.log(Math.max(Math.max(...c.p), 1e-12)) - c.penalty - unlike;
       if (score > best[c.j]) { best[c.j] = score; back[c.j] = k; }
     });
     if (back[found.length] === null) throw new ImageError(`${name}: no digits found, only specks of ink`);
@@ -1001,15 +1009,22 @@
       const [top, bottom, left, right] = c.box;
       const digit = c.p.indexOf(Math.max(...c.p));
       return {
-        digit, probability: c.p[digit], probabilities: c.p, is_digit: c.p[digit] >= threshold(model),
+        digit, probability: c.p[digit], probabilities: c.p,
+        is_digit: c.score >= threshold(model) * IN_A_NUMBER,
         box: [Math.max(0, Math.floor(left * sx)), Math.max(0, Math.floor(top * sy)),
           Math.min(fullW, Math.ceil((right + 1) * sx)), Math.min(fullH, Math.ceil((bottom + 1) * sy))],
         input: c.input,
       };
     });
     const bad = out.map((d, k) => (d.is_digit ? 0 : k + 1)).filter((k) => k);
-    const problem = bad.length
-      ? `part${bad.length > 1 ? "s" : ""} ${bad.join(", ")} of ${out.length} not a digit` : "";
+    const wide = bad.filter((k) => {
+      const [x0, y0, x1, y1] = out[k - 1].box;
+      return (x1 - x0) / Math.max(1, y1 - y0) > ONE_DIGIT;
+    });
+    const s = (list) => (list.length > 1 ? "s" : "");
+    const problem = !bad.length ? ""
+      : wide.length ? `digits touch in part${s(wide)} ${wide.join(", ")} of ${out.length}; leave a gap between them`
+        : `part${s(bad)} ${bad.join(", ")} of ${out.length} not a digit`;
     return { number: out.map((d) => (d.is_digit ? d.digit : "?")).join(""), readable: !bad.length,
       problem, digits: out };
   }
