@@ -43,7 +43,7 @@ def torchrun(nproc, out, name, *extra, timeout=180):
 def single_process_weights(out, mnist, name="one", **kw):
     cfg = from_recipe("default", data_dir=str(DATA), out_dir=str(out), name=name, limit=4000,
                       val_size=500, epochs=2, lr=LR, deterministic=True, progress=False, **kw)
-    result = fit(cfg, mnist)
+    result = fit(cfg, mnist, test=False)
     return load(out / name / "last.pt")["model"], result
 
 
@@ -74,7 +74,7 @@ def test_resume_under_torchrun(tmp_path, mnist):
     cfg = from_recipe("default", data_dir=str(DATA), out_dir=str(tmp_path), name="cut", limit=4000,
                       val_size=500, epochs=2, lr=LR, deterministic=True, progress=False)
     with pytest.raises(Crash):
-        fit(cfg, mnist, on_epoch=crash_after_epoch_1)
+        fit(cfg, mnist, on_epoch=crash_after_epoch_1, test=False)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "lenet5", "train", "--resume", str(tmp_path / "cut"), "--threads", "1",
            "--no-progress", "--no-test"]

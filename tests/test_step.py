@@ -146,12 +146,12 @@ def test_graph_mode_trains_and_resumes_as_plain_steps(tmp_path, mnist, monkeypat
         return from_recipe("default", limit=3000, val_size=500, epochs=2, batch_size=128,
                            progress=False, out_dir=str(tmp_path), name=name, cuda_graphs=graphs)
 
-    plain = fit(cfg("plain", False), mnist)
-    graphs = fit(cfg("graphs", True), mnist)
+    plain = fit(cfg("plain", False), mnist, test=False)
+    graphs = fit(cfg("graphs", True), mnist, test=False)
     assert ReplayOnCPU.recorded == 1  # once per run, not per epoch
     with pytest.raises(Crash):
-        fit(cfg("part", True), mnist, on_epoch=crash_after_epoch_1)
-    fit(cfg("part", True), mnist, resume=tmp_path / "part" / "last.pt")
+        fit(cfg("part", True), mnist, on_epoch=crash_after_epoch_1, test=False)
+    fit(cfg("part", True), mnist, resume=tmp_path / "part" / "last.pt", test=False)
     a, b, c = (load(tmp_path / name / "last.pt")["model"] for name in ("plain", "graphs", "part"))
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k  # lr as a float (CPU) or a tensor (graphs)

@@ -40,7 +40,7 @@ def weights(path):
 def test_short_run_learns_and_writes_its_run_folder(tmp_path, mnist):
     cfg = cfg_for(tmp_path, limit=12000, epochs=3, name="learn")
     rows = []
-    result = fit(cfg, mnist, on_epoch=rows.append)
+    result = fit(cfg, mnist, on_epoch=rows.append, test=False)
     run = tmp_path / "runs" / "learn"
     assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.csv", "best.pt", "last.pt",
                                                "mnist_lenet5.pth"}
@@ -58,12 +58,12 @@ def test_short_run_learns_and_writes_its_run_folder(tmp_path, mnist):
 
 
 def test_resume_ends_with_the_same_weights(tmp_path, mnist):
-    full = fit(cfg_for(tmp_path, name="full", epochs=3), mnist)
+    full = fit(cfg_for(tmp_path, name="full", epochs=3), mnist, test=False)
     with pytest.raises(Crash):
-        fit(cfg_for(tmp_path, name="part", epochs=3), mnist, on_epoch=crash_after_epoch_1)
+        fit(cfg_for(tmp_path, name="part", epochs=3), mnist, on_epoch=crash_after_epoch_1, test=False)
     part_last = tmp_path / "runs" / "part" / "last.pt"
     assert load(part_last)["epoch"] == 1
-    resumed = fit(cfg_for(tmp_path, name="part", epochs=3), mnist, resume=part_last)
+    resumed = fit(cfg_for(tmp_path, name="part", epochs=3), mnist, resume=part_last, test=False)
     for k, v in weights(tmp_path / "runs" / "full" / "last.pt").items():
         assert torch.equal(v, weights(part_last)[k]), k
     assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3]
@@ -71,17 +71,17 @@ def test_resume_ends_with_the_same_weights(tmp_path, mnist):
 
 
 def test_ctrl_c_mid_epoch_saves_last_and_resume_is_exact(tmp_path, mnist):
-    fit(cfg_for(tmp_path, name="full"), mnist)
+    fit(cfg_for(tmp_path, name="full"), mnist, test=False)
 
     def ctrl_c_after_step_20(epoch, step):  # a real SIGINT, as a terminal sends it
         if (epoch, step) == (0, 19):
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(train_mod.Interrupted) as info:
-        fit(cfg_for(tmp_path, name="cut"), mnist, on_step=ctrl_c_after_step_20)
+        fit(cfg_for(tmp_path, name="cut"), mnist, on_step=ctrl_c_after_step_20, test=False)
     last = load(info.value.path)
     assert (last["epoch"], last["step"]) == (0, 20)
-    fit(cfg_for(tmp_path, name="cut"), mnist, resume=info.value.path)
+    fit(cfg_for(tmp_path, name="cut"), mnist, resume=info.value.path, test=False)
     for k, v in weights(tmp_path / "runs" / "full" / "last.pt").items():
         assert torch.equal(v, weights(info.value.path)[k]), k
 
@@ -89,7 +89,7 @@ def test_ctrl_c_mid_epoch_saves_last_and_resume_is_exact(tmp_path, mnist):
 def test_nan_loss_stops_with_a_clear_message(tmp_path, mnist):
     cfg = cfg_for(tmp_path, name="nan", lr=1e6, schedule="constant", epochs=1)
     with pytest.raises(TrainingError, match="NaN/inf .* lower --lr"):
-        fit(cfg, mnist)
+        fit(cfg, mnist, test=False)
 
 
 def test_seed_recipe_is_the_seed(tmp_path):
@@ -147,7 +147,7 @@ def test_real_ctrl_c_saves_last_and_says_how_to_resume(tmp_path, signum, code, s
 
 def test_compiled_model_trains_and_saves_the_seeds_names(tmp_path, mnist):
     """--compile: torch.compile's wrapper trains the same parameters; files keep the plain names."""
-    result = fit(cfg_for(tmp_path, name="compiled", compile=True, dry_run=True, limit=2000), mnist)
+    result = fit(cfg_for(tmp_path, name="compiled", compile=True, dry_run=True, limit=2000), mnist, test=False)
     saved = weights(tmp_path / "runs" / "compiled" / "last.pt")
     assert sorted(saved) == sorted(LeNet5().state_dict())
     torch.manual_seed(0)
@@ -230,7 +230,7 @@ def test_a_full_disk_stops_training_at_the_next_step_naming_the_file(tmp_path, m
                           **{**QUICK, "limit": 1000, "val_size": 200, "epochs": 3})
         rows = []
         with pytest.raises(TrainingError) as info:
-            fit(cfg, mnist, on_epoch=rows.append, on_step=count)
+            fit(cfg, mnist, on_epoch=rows.append, on_step=count, test=False)
         message = str(info.value)
         run = disk / "full"
         assert re.fullmatch(rf"could not write {run}/(last\.pt|mnist_lenet5\.pth) \(No space left on device\); "
@@ -243,7 +243,7 @@ def test_a_full_disk_stops_training_at_the_next_step_naming_the_file(tmp_path, m
         assert load(run / "last.pt")["epoch"] == 1 and metrics_epochs(run) == [1]
         assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
         remount(disk, "size=4m")  # room made
-        resumed = fit(cfg, mnist, resume=run / "last.pt")
+        resumed = fit(cfg, mnist, resume=run / "last.pt", test=False)
         assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3] == metrics_epochs(run)
 
 
@@ -281,17 +281,17 @@ def test_leftovers_of_a_killed_run_are_swept_and_never_counted_twice(tmp_path, m
     without any last.pt. A resume, or the same command again, cleans them up."""
     cfg = cfg_for(tmp_path, name="left", limit=1000, val_size=200)
     with pytest.raises(Crash):
-        fit(cfg, mnist, on_epoch=crash_after_epoch_1)
+        fit(cfg, mnist, on_epoch=crash_after_epoch_1, test=False)
     run = tmp_path / "runs" / "left"
     (run / "last.pt").unlink()  # killed before epoch 1's last.pt: the same command again
-    fit(cfg, mnist)
+    fit(cfg, mnist, test=False)
     assert metrics_epochs(run) == [1, 2]
     with pytest.raises(Crash):
-        fit(cfg, mnist, on_epoch=crash_after_epoch_1, overwrite=True)
+        fit(cfg, mnist, on_epoch=crash_after_epoch_1, overwrite=True, test=False)
     (run / ".best.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")
     rows = (run / "metrics.csv").read_text().splitlines()
     (run / "metrics.csv").write_text("\n".join(rows + [rows[-1].replace("1,", "2,", 1)]) + "\n")
-    fit(cfg, mnist, resume=run / "last.pt")
+    fit(cfg, mnist, resume=run / "last.pt", test=False)
     assert metrics_epochs(run) == [1, 2]
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
 
@@ -331,7 +331,7 @@ def test_killed_anywhere_the_run_resumes_to_the_same_weights(tmp_path, mnist, mo
     try:
         reference = tmp_path / "reference"
         fit(from_recipe("default", out_dir=str(tmp_path), name="reference", limit=2000,
-                        val_size=500, epochs=2, threads=1, progress=False), mnist)
+                        val_size=500, epochs=2, threads=1, progress=False), mnist, test=False)
 
         rng = random.Random(5)
         points = [rng.choice(stage) for stage in KILL_POINTS]
