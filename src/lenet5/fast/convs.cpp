@@ -499,7 +499,13 @@ static void read_one(const uint8_t *pixels, const float *inputs, float scale, fl
 extern "C" void lenet_read(const uint8_t *pixels, const float *inputs, int n, float mean, float std_,
                            const float *packed, float *logits, float *features, int threads) {
     const float scale = 1.0f / (255.0f * std_), shift = -mean / std_;
-#pragma omp parallel for num_threads(threads) schedule(static) if (n >= 2 * threads && threads > 1)
+    if (threads <= 1 || n < 2 * threads) {  // a digit or a few: no thread team to start
+        for (int b = 0; b < n; b++)
+            read_one(pixels ? pixels + (long)b * 784 : nullptr, inputs ? inputs + (long)b * 784 : nullptr,
+                     scale, shift, packed, logits + b * 10, features ? features + (long)b * 84 : nullptr);
+        return;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
     for (int b = 0; b < n; b++)
         read_one(pixels ? pixels + (long)b * 784 : nullptr, inputs ? inputs + (long)b * 784 : nullptr,
                  scale, shift, packed, logits + b * 10, features ? features + (long)b * 84 : nullptr);
