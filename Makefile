@@ -22,8 +22,9 @@ $(READY): pyproject.toml Makefile
 train: setup
 	$(BIN)/lenet5 train
 
+# Two workers (pytest-xdist): much of the suite waits on subprocesses, servers and the browser.
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # The web demo's browser test drives Debian's chromium through Playwright (no browser download).
 # As root on Debian (CI) it is installed when missing; elsewhere that test skips and says why.

@@ -26,7 +26,7 @@ def run(tmp_path_factory, mnist):
     out = tmp_path_factory.mktemp("export")
     cfg = from_recipe("default", out_dir=str(out), name="r", limit=12000, val_size=1000, epochs=2,
                       mean=MEAN, std=STD, progress=False)
-    fit(cfg, mnist)
+    fit(cfg, mnist, test=False)
     return out / "r"
 
 

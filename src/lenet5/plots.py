@@ -136,8 +136,8 @@ def _grid(images, titles, colours, out, suptitle, cols=8):
     plt = _pyplot()
     n = max(len(images), 1)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.75 * rows + 0.5), dpi=110,
-                             squeeze=False)
+    height = 1.75 * rows + 0.5
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, height), dpi=110, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, title, colour in zip(axes.flat, images, titles, colours):
@@ -146,7 +146,9 @@ def _grid(images, titles, colours, out, suptitle, cols=8):
     if not len(images):
         axes.flat[0].text(0.5, 0.5, "none", ha="center", va="center")
     fig.suptitle(suptitle)
-    fig.tight_layout()
+    # Fixed spacing rather than tight_layout, which measures every title of the grid (seconds)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.55 / height, wspace=0.1,
+                        hspace=0.35 / 1.4)
     return _save(fig, out)
 
 
