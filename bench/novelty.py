@@ -64,7 +64,7 @@ def figures(reader: Reader, data: dict) -> dict:
         probs = torch.tensor([p.probabilities for p in readings])
         right = probs.argmax(1) == y
         accepted = torch.tensor([p.is_digit for p in readings])
-        out[name] = {"accuracy": right.float().mean().item(),
+        out[name] = {"accuracy": right.float().mean().item(), "accepted": accepted.float().mean().item(),
                      "accepted_right": (accepted & right).float().mean().item(),
                      "ece": calibration_error(probs, y)["ece"]}
     for name in ("non", "non_photos", "lookalikes"):
@@ -93,8 +93,8 @@ def show(name: str, f: dict) -> None:
     print(f"\n{name}")
     for s in ("mnist", "photos", "others"):
         r = f[s]
-        print(f"  {s:<12} accuracy {pct(r['accuracy'])}  accepted and right {pct(r['accepted_right'])}  "
-              f"ECE {pct(r['ece'])}")
+        print(f"  {s:<12} accuracy {pct(r['accuracy'])}  accepted {pct(r['accepted'])}  accepted and right "
+              f"{pct(r['accepted_right'])}  ECE {pct(r['ece'])}")
     print(f"  non-digits   rejected {pct(f['non']['rejected'])}  ("
           + ", ".join(f"{k} {100 * v:.0f}%" for k, v in f["non"]["by_kind"].items()) + ")")
     print(f"  their photos rejected {pct(f['non_photos']['rejected'])}")

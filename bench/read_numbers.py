@@ -52,7 +52,7 @@ def main() -> None:
           f"(so at most ~{100 * single ** lo:.1f}% of {lo}-digit numbers)")
     for way in args.ways.split(","):
         rng = np.random.default_rng(args.seed)
-        exact = failed = digits_right = digits_total = fair = fair_exact = 0
+        exact = failed = flagged = silent = digits_right = digits_total = fair = fair_exact = 0
         start = time.perf_counter()
         for _ in range(args.count):
             idx = rng.choice(len(images), int(rng.integers(lo, hi + 1)), replace=False)
@@ -63,6 +63,8 @@ def main() -> None:
             except ImageError:
                 failed += 1
                 got = ""
+            flagged += "?" in got  # said what it could not read, digit by digit
+            silent += got != truth and got != "" and "?" not in got  # wrong, and sure of it
             exact += got == truth
             if all(own[i] == labels[i] for i in idx):  # the model reads every digit right alone
                 fair += 1
@@ -73,7 +75,8 @@ def main() -> None:
         took = (time.perf_counter() - start) / args.count
         print(f"{way:12s} {args.count} numbers of {args.digits} digits: read exactly "
               f"{100 * exact / args.count:5.1f}%, digits right {100 * digits_right / digits_total:5.1f}%, "
-              f"could not read {failed}; where the model reads each digit right on its own "
+              f"could not read {failed} + {flagged} with a ? part, wrong without a word "
+              f"{100 * silent / args.count:4.1f}%; where the model reads each digit right on its own "
               f"{100 * fair_exact / max(fair, 1):5.1f}% of {fair}; {1000 * took:.0f} ms a number "
               "(writing it included)")
 

@@ -385,7 +385,7 @@ def test_the_pages_reader_uses_pythons_constants():
         for name, value in (p.split(" = ", 1) for p in re.split(r",\s*(?=[A-Z_]+ = )", declaration)):
             with contextlib.suppress(ValueError):  # numbers and lists of numbers: JSON
                 found[name] = json.loads(value.split("//")[0])
-    shared = {**{k: getattr(images, k) for k in ("WORK_SIZE", "MIN_CONTRAST", "MIN_SIZE", "STROKE")},
+    shared = {**{k: getattr(images, k) for k in ("WORK_SIZE", "SHORT_SIDE", "MIN_CONTRAST", "MIN_SIZE", "STROKE")},
               **{k: getattr(numbers, k) for k in (
                   "ONE_DIGIT", "WIDEST", "NARROWEST", "OVERLAP", "NEAR", "SPECK", "THIN", "DRIFT",
                   "SPACING", "MAX_CUTS", "MAX_PARTS", "PER_GAP", "PER_CUT", "SHORT", "MIN_HEIGHT", "NOT_DIGIT", "IN_A_NUMBER",

@@ -33,6 +33,7 @@ FORMAT_NAMES = "PNG, JPEG, BMP, GIF, WebP, TIFF"
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # looked for in folders
 WORK_SIZE = 256  # the ink is found at this size (longest side): detail enough, bounded cost
 DRAFT = 3 * WORK_SIZE // 2  # big JPEGs are decoded at a scale that keeps this much (`_draft_size`)
+SHORT_SIDE = 128  # ...and shrinking on opening keeps at least this much across the short side
 MIN_CONTRAST = 0.15  # ink must stand this far (of black-to-white) above the paper
 MIN_SIZE = 5  # pixels across at WORK_SIZE: smaller ink is a speck, not a digit
 STROKE = 2.8  # MNIST's median stroke width in its 20x20 box, in pixels; thinner pens are thickened
@@ -137,6 +138,8 @@ def _draft_size(size: tuple[int, int]) -> tuple[int, int]:
     resize to the working size then has half as far to go, for a quarter of its time.
     """
     w, h = size
+    if min(size) * DRAFT < SHORT_SIDE * max(size):  # a long row: keep SHORT_SIDE across its height
+        return max(1, w * SHORT_SIDE // min(size)), max(1, h * SHORT_SIDE // min(size))
     return max(1, w * DRAFT // max(size)), max(1, h * DRAFT // max(size))
 
 
@@ -149,7 +152,8 @@ def _shrink(img):
     was (Pillow's own `reducing_gap` reasoning), so only the cost changes, not the digit.
     """
     Image = _pil()
-    factor = max(img.size) // (2 * WORK_SIZE)
+    # ...and never below SHORT_SIDE across: a long row of digits keeps the pixels its height needs
+    factor = min(max(img.size) // (2 * WORK_SIZE), min(img.size) // SHORT_SIDE)
     if factor < 2:
         return img
     if img.mode == "1":

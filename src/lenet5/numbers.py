@@ -53,6 +53,8 @@ NOT_DIGIT = 6.0  # a piece the reader calls "not a digit" costs this: a reading 
 IN_A_NUMBER = 0.75
 MIN_HEIGHT = 40  # digits shorter than this (pixels, at the working size) are looked at again, larger
 MAX_WORK = 1536  # the largest working size (longest side) a second look takes
+ROW_HEIGHT = 64  # a picture over 4 times wider than tall is worked on this tall (a row of digits),
+MAX_ROW_PIXELS = 4_000_000  # within this many pixels
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,9 @@ def read_number(img, reader, name: str = "image") -> Number:
     its calibrated probabilities choose the reading, and its threshold, eased by IN_A_NUMBER,
     says which parts are no digit."""
     work = images.WORK_SIZE
+    aspect = max(img.size) / max(1, min(img.size))
+    if aspect > 4:  # a long row of digits: enough pixels across its short side to see them
+        work = int(min(max(img.size), ROW_HEIGHT * aspect, math.sqrt(MAX_ROW_PIXELS * aspect)))
     ink, level = images.ink_map(img, name, work)
     parts, tallest = _parts(ink, level, name)
     larger = min(MAX_WORK, max(img.size), round(work * 1.5 * MIN_HEIGHT / tallest))

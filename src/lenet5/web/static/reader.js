@@ -12,6 +12,7 @@
   "use strict";
 
   const WORK_SIZE = 256; // images.WORK_SIZE: the ink is found at this size (longest side)
+  const SHORT_SIDE = 128; // images.SHORT_SIDE: shrinking keeps this much across the short side
   const MIN_CONTRAST = 0.15;
   const MIN_SIZE = 5;
   const STROKE = 2.8;
@@ -198,7 +199,8 @@
 
   // A big picture averaged down to between 2 and 4 times the working size (images._shrink).
   function shrink(img) {
-    const factor = Math.floor(Math.max(img.w, img.h) / (2 * WORK_SIZE));
+    const factor = Math.min(Math.floor(Math.max(img.w, img.h) / (2 * WORK_SIZE)),
+      Math.floor(Math.min(img.w, img.h) / SHORT_SIDE)); // images._shrink: a long row keeps its height
     if (factor < 2) return img;
     return resize(img, Math.max(1, pyRound(img.w / factor)), Math.max(1, pyRound(img.h / factor)), BOX);
   }
