@@ -186,3 +186,36 @@ def test_odd_but_readable_inputs_are_read(mnist, reader):
     closed.close()
     with pytest.raises(Lenet5Error, match="cannot be read"):
         reader.predict(closed)
+
+
+def _png(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_a_blob_and_a_sheet_of_specks_are_not_read_as_numbers(reader):
+    """What used to come back as confident numbers ("11", "328338294") now says it could not read."""
+    from PIL import ImageDraw
+
+    blob = Image.new("L", (400, 300), 255)
+    ImageDraw.Draw(blob).ellipse([100, 50, 300, 250], fill=0)
+    rng = np.random.default_rng(0)
+    specks = Image.new("L", (2000, 1500), 255)
+    draw = ImageDraw.Draw(specks)
+    for x, y in rng.uniform(0, 1500, (3000, 2)) * [4 / 3, 1]:
+        draw.ellipse([x, y, x + 4, y + 4], fill=0)
+    for picture in (blob, specks):
+        number = reader.read_number(_png(picture), "p.png")
+        assert not number.readable and "?" in number.number and number.problem()
+
+
+def test_a_long_row_of_clear_digits_is_read_not_called_blank(mnist, reader):
+    """14000x70-like: a row of digits far wider than tall is worked on tall enough to see them."""
+    row = np.hstack([np.pad(255 - mnist.test_images[i].numpy(), ((0, 0), (4, 4)), constant_values=255)
+                     for i in range(60)])
+    picture = Image.fromarray(row).resize((row.shape[1] * 70 // 28, 70))
+    number = reader.read_number(_png(picture), "row.png")
+    truth = "".join(str(int(y)) for y in mnist.test_labels[:60])
+    assert len(number.number) == 60
+    assert sum(a == b for a, b in zip(number.number, truth)) >= 40
