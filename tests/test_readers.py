@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from lenet5.images import ImageError, load_pixels
-from lenet5.web.readers import Reader, ReaderFailed, Readers
+from lenet5.web.readers import PictureProcess, ReaderFailed, Readers
 
 from test_web import paper_digit, png
 from test_web_limits import png16
@@ -95,14 +95,14 @@ def test_a_reader_that_dies_is_replaced_and_its_picture_read_again(mnist, monkey
         assert readers.pids() != old and len(readers.pids()) == 1
         assert "a picture reader ended while reading after a kill" in caplog.text
 
-        real = Reader.read
+        real = PictureProcess.read
 
         def killed_while_reading(reader, *args):  # every reader dies on this picture
             reader.proc.kill()
             reader.proc.wait()
             return real(reader, *args)
 
-        monkeypatch.setattr(Reader, "read", killed_while_reading)
+        monkeypatch.setattr(PictureProcess, "read", killed_while_reading)
         with pytest.raises(ImageError, match="deadly.png: reading it stopped the picture reader twice"):
             readers.read(data, "deadly.png")
         monkeypatch.undo()

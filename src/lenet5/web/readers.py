@@ -80,7 +80,7 @@ class ReaderFailed(Lenet5Error):
     """A reader process could not be started."""
 
 
-class Reader:
+class PictureProcess:
     """One reader process and its pipes; `ready()` waits until it has started."""
 
     def __init__(self):
@@ -93,7 +93,7 @@ class Reader:
             raise ReaderFailed(f"a picture reader process could not be started ({e.strerror or e}); "
                                "--readers 0 reads pictures in the server itself") from None
 
-    def ready(self) -> Reader:
+    def ready(self) -> PictureProcess:
         said = self.proc.stdout.readline()
         if said != READY:
             self.close()
@@ -142,8 +142,8 @@ class Readers:
         if count < 1:
             raise ValueError("at least one reader")
         self.count = count
-        self.idle: queue.SimpleQueue[Reader] = queue.SimpleQueue()
-        self.started: list[Reader] = []
+        self.idle: queue.SimpleQueue[PictureProcess] = queue.SimpleQueue()
+        self.started: list[PictureProcess] = []
         self.lock = threading.Lock()
         self.failed = False  # a reader could not be started: pictures are read in the caller
         atexit.register(self.close)
@@ -156,7 +156,7 @@ class Readers:
         """Start every reader not yet running, side by side, and wait until they are ready (a
         server does this before it takes requests; otherwise they start as pictures arrive)."""
         with self.lock:
-            new = [Reader() for _ in range(self.count - len(self.started))]
+            new = [PictureProcess() for _ in range(self.count - len(self.started))]
             self.started.extend(new)
         for reader in new:
             try:
@@ -200,7 +200,7 @@ class Readers:
         raise ImageError(f"{name}: reading it stopped the picture reader twice; the picture "
                          "cannot be read here")
 
-    def _take(self) -> Reader:
+    def _take(self) -> PictureProcess:
         """A free reader: an idle one, a new one while fewer than `count` run, else the next to
         come free."""
         try:
@@ -214,7 +214,7 @@ class Readers:
         if not grow:
             return self.idle.get()
         try:
-            reader = Reader().ready()
+            reader = PictureProcess().ready()
         except BaseException:
             with self.lock:
                 self.started.remove(None)
@@ -223,7 +223,7 @@ class Readers:
             self.started[self.started.index(None)] = reader
         return reader
 
-    def _forget(self, reader: Reader) -> None:
+    def _forget(self, reader: PictureProcess) -> None:
         with self.lock:
             if reader in self.started:
                 self.started.remove(reader)
