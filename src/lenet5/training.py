@@ -93,16 +93,7 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup, test) -> dic
     bank, per_step = non_digits(cfg, train_x, device)
     state = State.new(cfg, device, steps=math.ceil(n / cfg.batch_size))
     run = open_run(cfg, resume, overwrite, job, cleanup)
-    if resume:
-        saved = checkpoint.load(resume)
-        run.check_owns(saved, Path(resume), RESUMABLE)  # before its metrics.csv is rewritten
-        state.restore(saved, resume)
-    if job.primary:
-        with _writing(run):
-            if resume:  # metrics.csv as last.pt knows it: rows written after last.pt are dropped
-                state.history = _history_at(run, state.loaded, state.epoch)
-            else:
-                run.write_config(to_dict(cfg), state.run_id)
+    begin(cfg, state, run, resume, job)
     train_step, path = make_step(cfg, state, device, job.world, per_step)
     if job.primary:
         with _writing(run):
@@ -205,6 +196,21 @@ def finish(cfg: Config, run: RunDir, data: MNIST, val, device: torch.device) -> 
 
 
 # --- what the loop calls, in the order it calls it ---------------------------------------------
+
+def begin(cfg: Config, state: "State", run: RunDir, resume, job: "Dist") -> None:
+    """The run's state from its last.pt (checked to be this run's) on a resume, and its files:
+    metrics.csv as that last.pt knows it (rows written after it dropped), or a new config.json."""
+    if resume:
+        saved = checkpoint.load(resume)
+        run.check_owns(saved, Path(resume), RESUMABLE)  # before its metrics.csv is rewritten
+        state.restore(saved, resume)
+    if job.primary:
+        with _writing(run):
+            if resume:
+                state.history = _history_at(run, state.loaded, state.epoch)
+            else:
+                run.write_config(to_dict(cfg), state.run_id)
+
 
 @dataclass
 class Dist:

@@ -322,6 +322,100 @@ def shown_file(checkpoint: str | os.PathLike) -> str:
     return path.name if is_shipped(path) else Path(path.parent.name, path.name).as_posix()
 
 
+class NumberDigit(BaseModel):
+    digit: int = Field(description="the most probable digit, 0-9")
+    probability: float = Field(description="its probability, calibrated")
+    is_digit: bool = Field(description="false for a part that is not a digit (shown as ? in the "
+                                       "number)")
+    box: list[int] = Field(description="[x0, y0, x1, y1]: where it is in the picture, in its "
+                                       "pixels (x1, y1 just past the digit)")
+
+
+class NumberReading(BaseModel):
+    number: str = Field(description="the digits, left to right; ? for a part that is not a digit")
+    readable: bool = Field(description="false when some part is not a digit")
+    problem: str = Field(description="what could not be read, in words; empty when all could")
+    digits: list[NumberDigit]
+
+
+ERRORS = {code: {"model": Problem, "description": text} for code, text in (
+    (400, "empty body, or a form without the field `file`"),
+    (413, "body over the upload limit, or an image with too many pixels"),
+    (422, "not a readable image, or no digit in it"))}
+BODY_DOC = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary"}}}},
+    "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+class Reading:
+    """What every request that reads a picture shares: the reader (reader.py), the picture
+    reader processes (or none: this process's threads), the pixel budget and how many at once."""
+
+    def __init__(self, reader, pool: Readers | None, max_pixels: int, at_once: int):
+        self.reader, self.pool, self.max_pixels = reader, pool, max_pixels
+        self.budget = PixelBudget(max_pixels, min(DRAWING_PIXELS, max_pixels))
+        self.at_once = asyncio.Semaphore(at_once)
+
+    def pixels(self, data: bytes, name: str, pixels: int):
+        """The picture's (28, 28) uint8 input, read by a reader process or on this thread; a
+        picture with no ink is (zeros, why) - an answer, not an error."""
+        from ..images import NoDigit, load_pixels
+
+        try:
+            with unreadable_is_422(name):
+                if self.pool is None:
+                    return load_pixels(data, name)
+                return self.pool.read(data, name, trim=pixels > DRAWING_PIXELS)
+        except NoDigit as e:
+            return np.zeros((28, 28), np.uint8), e.reason
+
+    def prediction(self, digit) -> Response:
+        """The answer for the (28, 28) input: a Prediction, as JSON written by pydantic itself
+        (FastAPI would check it against the model once more and write it with json.dumps)."""
+        blank = ""
+        if isinstance(digit, tuple):
+            digit, blank = digit
+        p = self.reader.read(digit[None])[0]
+        answer = Prediction(digit=p.digit, probability=p.probability, probabilities=p.probabilities,
+                            is_digit=p.is_digit and not blank, reason=blank or p.reason,
+                            image=digit.tolist())
+        return Response(answer.model_dump_json(), media_type="application/json")
+
+    def number(self, data: bytes, name: str, pixels: int) -> NumberReading:
+        from ..images import NoDigit
+
+        try:
+            with unreadable_is_422(name):
+                number = self.reader.read_number(data, name)
+        except NoDigit as e:  # a number picture with no ink: nothing to read, as the CLI says
+            raise HTTPException(422, str(e)) from None
+        d = number.to_dict()
+        return NumberReading(number=d["number"], readable=d["readable"], problem=d["problem"],
+                             digits=[NumberDigit(**digit) for digit in d["digits"]])
+
+    async def read(self, request: Request, reader):
+        """The request's image, checked (present, not too many pixels), then
+        `reader(data, name, pixels)` on a worker thread, within the pixel budget and `at_once`."""
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await request.form(max_files=1, max_fields=4)
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise HTTPException(400, "the form has no file in the field `file`")
+            data, name = await upload.read(), upload.filename or "upload"
+        else:
+            data, name = await request.body(), "body"
+        if not data:
+            raise HTTPException(400, f"{name}: empty; send an image file")
+        # Huge pixel dimensions are refused from the header alone, before anything is decoded.
+        width, height = declared_size(data) or (0, 0)
+        if width * height > self.max_pixels:
+            raise HTTPException(413, f"{name}: {width}x{height} pixels is more than this server "
+                                     f"takes ({self.max_pixels:,}); scale it down first")
+        async with self.budget.hold(width * height), self.at_once:
+            return await run_in_threadpool(reader, data, name, width * height)
+
+
 def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: int = MAX_UPLOAD,
                max_pixels: int = MAX_PIXELS, readers: int | None = None,
                hosts: Sequence[str] | None = None) -> FastAPI:
@@ -331,10 +425,9 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     default: DEFAULT_READERS); 0 reads them on the server's own threads instead.
     `hosts`: the Host names it answers to (`allowed_hosts`; default: those of 127.0.0.1).
     """
-    import torch
+    import torch  # noqa: F401  (once, with the app: never on an answer's path)
 
     from ..config import choose_device
-    from ..images import NoDigit, load_pixels
     from ..reader import Reader
 
     if readers is None:
@@ -343,15 +436,13 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
         raise ConfigError(f"--readers {readers}: must be 0 (read on the server's threads) or more")
     device = choose_device(device)
     reader = Reader.load(checkpoint, str(device))
-    mean, std = reader.mean, reader.std
     limit_arenas()
-    budget = PixelBudget(max_pixels, min(DRAWING_PIXELS, max_pixels))
     pool = shared_readers(readers) if readers else None
     # Pictures read at once: one a reader process; on the server's own threads, one a core and at
     # least two (so that one large picture never holds up a drawing): more threads than cores only
     # take turns at Python's lock (under 16 clients the server spent 12.6 ms of CPU a request with
     # every request on its own thread, 9 ms with one a core).
-    at_once = asyncio.Semaphore(readers or max(2, os.cpu_count() or 1))
+    reading = Reading(reader, pool, max_pixels, readers or max(2, os.cpu_count() or 1))
 
     # FastAPIOffline: FastAPI whose /docs and /redoc pages serve their scripts from here, not a
     # CDN, so the API documentation works offline too.
@@ -369,31 +460,14 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     app.state.close_readers = pool.close if pool is not None else (lambda: None)
     model_name, accuracy = describe(checkpoint)
     health = Health(status="ok", checkpoint=shown_file(checkpoint), name=model_name,
-                    test_accuracy=accuracy, device=str(device), mean=mean, std=std,
+                    test_accuracy=accuracy, device=str(device), mean=reader.mean, std=reader.std,
                     max_upload_bytes=max_upload, max_pixels=max_pixels, version=__version__)
+    _routes(app, reading, health)
+    return app
 
-    def read_pixels(data: bytes, name: str, pixels: int):
-        """The picture's (28, 28) uint8 input, read by a reader process or on this thread; a
-        picture with no ink is (zeros, why) - an answer, not an error."""
-        try:
-            with unreadable_is_422(name):
-                if pool is None:
-                    return load_pixels(data, name)
-                return pool.read(data, name, trim=pixels > DRAWING_PIXELS)
-        except NoDigit as e:
-            return np.zeros((28, 28), np.uint8), e.reason
 
-    def prediction(digit) -> Response:
-        """The answer for the (28, 28) input: a Prediction, as JSON written by pydantic itself
-        (FastAPI would check it against the model once more and write it with json.dumps)."""
-        blank = ""
-        if isinstance(digit, tuple):
-            digit, blank = digit
-        p = reader.read(digit[None])[0]
-        answer = Prediction(digit=p.digit, probability=p.probability, probabilities=p.probabilities,
-                            is_digit=p.is_digit and not blank, reason=blank or p.reason,
-                            image=digit.tolist())
-        return Response(answer.model_dump_json(), media_type="application/json")
+def _routes(app: FastAPI, reading: Reading, health: Health) -> None:
+    """The page, its icon, and the API: /api/health, /api/predict, /api/number."""
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -407,79 +481,23 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     async def get_health() -> Health:  # async: on the event loop, never queued behind decoding
         return health
 
-    errors = {code: {"model": Problem, "description": text} for code, text in (
-        (400, "empty body, or a form without the field `file`"),
-        (413, "body over the upload limit, or an image with too many pixels"),
-        (422, "not a readable image, or no digit in it"))}
-    body_doc = {"requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "format": "binary"}}}},
-        "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
-
-    @app.post("/api/predict", response_model=Prediction, responses=errors, openapi_extra=body_doc,
+    @app.post("/api/predict", response_model=Prediction, responses=ERRORS, openapi_extra=BODY_DOC,
               summary="Read the digit in an image")
     async def post_predict(request: Request) -> Response:
         """An image file (PNG, JPEG, ...) as the multipart field `file` or as the raw body."""
-        digit = await read(request, read_pixels)
-        # The network runs here, on the event loop: a third of a millisecond for one picture, less
+        digit = await reading.read(request, reading.pixels)
+        # The network runs here, on the event loop: tens of microseconds for one picture, less
         # than handing it to a thread and back would cost.
-        return prediction(digit)
-
-    async def read(request: Request, reader):
-        """The request's image, checked (present, not too many pixels), then
-        `reader(data, name, pixels)` on a worker thread, within the pixel budget and `at_once`."""
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            form = await request.form(max_files=1, max_fields=4)
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise HTTPException(400, "the form has no file in the field `file`")
-            data, name = await upload.read(), upload.filename or "upload"
-        else:
-            data, name = await request.body(), "body"
-        if not data:
-            raise HTTPException(400, f"{name}: empty; send an image file")
-        # Huge pixel dimensions are refused from the header alone, before anything is decoded.
-        width, height = declared_size(data) or (0, 0)
-        if width * height > max_pixels:
-            raise HTTPException(413, f"{name}: {width}x{height} pixels is more than this server "
-                                     f"takes ({max_pixels:,}); scale it down first")
-        async with budget.hold(width * height), at_once:
-            return await run_in_threadpool(reader, data, name, width * height)
+        return reading.prediction(digit)
 
     # POST /api/number: a picture of a whole number, read as `lenet5 predict FILE --number` does.
     # The same body rules, limits and pixel budget as /api/predict.
-    class NumberDigit(BaseModel):
-        digit: int = Field(description="the most probable digit, 0-9")
-        probability: float = Field(description="its probability, calibrated")
-        is_digit: bool = Field(description="false for a part that is not a digit (shown as ? in "
-                                           "the number)")
-        box: list[int] = Field(description="[x0, y0, x1, y1]: where it is in the picture, in its "
-                                           "pixels (x1, y1 just past the digit)")
-
-    class NumberReading(BaseModel):
-        number: str = Field(description="the digits, left to right; ? for a part that is not a digit")
-        readable: bool = Field(description="false when some part is not a digit")
-        problem: str = Field(description="what could not be read, in words; empty when all could")
-        digits: list[NumberDigit]
-
-    def number_bytes(data: bytes, name: str, pixels: int) -> NumberReading:
-        try:
-            with unreadable_is_422(name):
-                number = reader.read_number(data, name)
-        except NoDigit as e:  # a number picture with no ink: nothing to read, as the CLI says
-            raise HTTPException(422, str(e)) from None
-        d = number.to_dict()
-        return NumberReading(number=d["number"], readable=d["readable"], problem=d["problem"],
-                             digits=[NumberDigit(**digit) for digit in d["digits"]])
-
-    @app.post("/api/number", response_model=NumberReading, responses=errors, openapi_extra=body_doc,
+    @app.post("/api/number", response_model=NumberReading, responses=ERRORS, openapi_extra=BODY_DOC,
               summary="Read the whole number in an image, digit by digit")
     async def post_number(request: Request) -> NumberReading:
         """An image file (PNG, JPEG, ...) of a number, as the multipart field `file` or as the raw
         body: its digits left to right, each with its probability and box."""
-        return await read(request, number_bytes)
-
-    return app
+        return await reading.read(request, reading.number)
 
 
 def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
