@@ -61,3 +61,15 @@ def test_no_import_circles():
         if m not in done:
             visit(m, [m])
     assert not circles, "import circles: " + "; ".join(sorted(set(circles)))
+
+
+def test_no_function_is_longer_than_a_screen():
+    """STYLE.md: a function fits on a screen (80 lines); one that does five jobs becomes five."""
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 80:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, long

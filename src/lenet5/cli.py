@@ -55,6 +55,13 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
         prog="lenet5", description="LeNet-5 for MNIST: train, evaluate, predict, look inside.")
     parser.add_argument("--version", action="version", version=f"lenet5 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _training_and_reading_commands(sub, recipe)
+    _other_commands(sub)
+    return parser
+
+
+def _training_and_reading_commands(sub, recipe: str) -> None:
+    """train, evaluate, predict, show."""
 
     p = sub.add_parser("train", help="train a model (then score it on the test set)",
                        description="Train LeNet-5. A recipe sets the defaults; any flag overrides it.")
@@ -117,6 +124,9 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
                         "picture's name with --image)")
     _location_flags(p)
 
+
+def _other_commands(sub) -> None:
+    """plot, summary, export, serve, info."""
     p = sub.add_parser("plot", help="redraw a run's plots from its files",
                        description="Draw curves.png (loss, accuracy, learning rate per epoch), "
                                    "confusion.png, mistakes.png, predictions.png and filters.png "
@@ -179,7 +189,6 @@ def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
                                    "training and inference take here, with each path timed now.")
     p.add_argument("--threads", type=int, default=0, help="torch threads to time with (default: torch's)")
     p.add_argument("--json", action="store_true", help="print it as JSON")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
