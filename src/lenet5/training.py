@@ -102,6 +102,7 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup, test) -> dic
     trackers = start_trackers(cfg, run, job)
     stops = Stops(job, device)
     writer = checkpoint.Writer()  # epoch checkpoints reach the disk while the next epoch trains
+    loop = Loop(cfg, job, device, state, run, train_step, stops, writer)
     done = finished(cfg, state.epoch, state.step, state.stopper)
     try:
         for epoch in range(state.epoch, state.epoch if done else cfg.epochs):
@@ -117,7 +118,7 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup, test) -> dic
             bar = progress_bar(cfg, job, epoch, first, last)
 
             # the steps: stop between two if asked, else forward, backward, update
-            stop = functools.partial(save_and_stop, state, stops, writer, run, train_step, epoch, epoch_gen)
+            stop = functools.partial(save_and_stop, loop, epoch, epoch_gen)
             for step in bar:
                 if signum := stops.asked(step, writer, run, epoch):
                     stop(step, seen, signum)
@@ -127,12 +128,12 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup, test) -> dic
                 if state.sched_every == "step":
                     state.scheduler.step()
                 seen += len(y) - plan.outlier_rows(job.rank, job.world)
-                show_loss(bar, train_step, seen, step, job, cfg, epoch, run)
+                show_loss(loop, bar, seen, step, epoch)
                 hooks.step(job, epoch, step)
             bar.close()
 
             # the epoch's end: figures, validation, early stopping, files
-            row = end_of_epoch(cfg, state, train_step, seen, job, (val_x, val_y), device, epoch, t0, run)
+            row = end_of_epoch(loop, seen, (val_x, val_y), epoch, t0)
             if job.primary:
                 save_epoch(state, writer, run)
                 for tracker in trackers:
@@ -550,13 +551,28 @@ class Stops:
             raise
 
 
-def save_and_stop(state: State, stops: Stops, writer, run: RunDir, train_step, epoch: int, epoch_gen,
-                  step: int, seen: int, signum: int, together: bool = True):
+@dataclass
+class Loop:
+    """What the loop's helpers share, made once when the run is prepared."""
+
+    cfg: Config
+    job: "Dist"
+    device: torch.device
+    state: "State"
+    run: RunDir
+    train_step: object  # step.TrainStep or fast.cuda_graph.GraphedStep
+    stops: "Stops"
+    writer: checkpoint.Writer
+
+
+def save_and_stop(loop: Loop, epoch: int, epoch_gen, step: int, seen: int, signum: int,
+                  together: bool = True):
     """Save last.pt before `step` (rank 0) and end the run: Ctrl-C or SIGTERM came.
 
     `together`: every process stops at this step, so the epoch's sums so far are gathered from all
     of them; otherwise a peer is gone and rank 0 keeps its own.
     """
+    state, stops, writer, run, train_step = loop.state, loop.stops, loop.writer, loop.run, loop.train_step
     sums = train_step.sums(seen)
     if stops.job.world > 1 and together:
         import torch.distributed as dist
@@ -574,21 +590,22 @@ def save_and_stop(state: State, stops: Stops, writer, run: RunDir, train_step, e
     raise Interrupted(run.last, signum) from None
 
 
-def show_loss(bar, train_step, seen: int, step: int, job: Dist, cfg: Config, epoch: int, run: RunDir):
+def show_loss(loop: Loop, bar, seen: int, step: int, epoch: int):
     """Every 100 steps: the running loss on the bar (one host sync), and a stop if it is NaN."""
-    if step % 100 != 99 or not job.primary:
+    if step % 100 != 99 or not loop.job.primary:
         return
-    running = train_step.loss_sum.item() / max(seen, 1)
+    running = loop.train_step.loss_sum.item() / max(seen, 1)
     if not math.isfinite(running):
-        raise TrainingError(_nan_message(cfg, epoch, step, run))
+        raise TrainingError(_nan_message(loop.cfg, epoch, step, loop.run))
     bar.set_postfix(loss=f"{running:.4f}")
 
 
-def end_of_epoch(cfg: Config, state: State, train_step, seen: int, job: Dist, val, device, epoch: int,
-                 t0: float, run: RunDir) -> dict:
+def end_of_epoch(loop: Loop, seen: int, val, epoch: int, t0: float) -> dict:
     """The epoch's row: training figures reduced across processes, the validation set scored
     (every process scores the same set with the same weights, so all reach the same early-stopping
     decision without talking), the schedule and early stopping stepped."""
+    cfg, state, train_step, job, device, run = (loop.cfg, loop.state, loop.train_step, loop.job,
+                                                loop.device, loop.run)
     if state.sched_every == "epoch":
         state.scheduler.step()
     totals = train_step.sums(seen)
