@@ -10,8 +10,6 @@ import dataclasses
 import json
 import os
 import random
-import socket
-import threading
 import time
 
 import pytest

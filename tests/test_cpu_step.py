@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from lenet5.fast import cpu_step as backprop, native as kernels
-from lenet5.fast.cpu_step import Convs
 from lenet5.data import normalize
 from lenet5.model import LeNet5
 from lenet5.step import TrainStep

@@ -27,13 +27,8 @@ from PIL import Image
 from conftest import draw, serving
 
 import lenet5
-from lenet5.checkpoint import load_model, normalization
 from lenet5.cli import main
-from lenet5.config import from_recipe
 from lenet5.images import load_digit
-from lenet5.metrics import evaluate
-from lenet5.predict import classify
-from lenet5.training import fit
 from lenet5.web.app import create_app, describe
 from lenet5.weights import card, shipped
 

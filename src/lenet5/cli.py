@@ -410,7 +410,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict_indices(args: argparse.Namespace) -> int:
     from .data import load_mnist
-    from .reader import verdict
 
     path, reader = _load_for_inference(args)
     data = load_mnist(args.data_dir)
@@ -443,7 +442,6 @@ MANY_FILES = 1000  # `lenet5 predict` says how many it reads from this many on (
 def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
     from .images import save_input
     from .predict import find_images, predict_files, predict_numbers
-    from .reader import Prediction
 
     files, problems = find_images(sources)
     if len(files) >= MANY_FILES:  # their results print at the end: say at once that work began
@@ -469,15 +467,13 @@ def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
                 r["input_png"] = str(save_input(r["input"], show / f"{name}-input.png"))
     failed = _say_failures(problems, results)
     if args.json:
-        rows = [{k: v for k, v in r.items() if k != "input"} for r in results]
+        rows = [{k: v for k, v in r.items() if k not in ("input", "reading")} for r in results]
         rows += [{"file": source, "error": message} for source, message in problems]
         print(json.dumps({"checkpoint": str(path), "results": rows}))
     else:
         for r in results:
             if "error" not in r:
-                p = Prediction(r["prediction"], r["probability"], [], r["is_digit"], r["reason"],
-                               r["score"], [tuple(t) for t in r["top3"]])
-                print(f"{r['file']}: {_answer(p)}")
+                print(f"{r['file']}: {_answer(r['reading'])}")
         if show and any("input_png" in r for r in results):
             print(f"saved the 28x28 inputs the model saw in {show}/")
     if failed and len(problems) + len(results) > 1:

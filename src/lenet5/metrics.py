@@ -110,9 +110,10 @@ def score(reader, data) -> dict:
     """What `lenet5 evaluate` reports for a Reader on the MNIST test set: metrics_from_logits's,
     plus ECE with its calibrated probabilities and how many test digits it accepts (and reads
     right) as digits."""
-    logits = reader.logits(data.test_images)
-    out = metrics_from_logits(logits, data.test_labels)
-    readings = reader.read(data.test_images)
+    pixels = data.test_images.numpy()
+    logits = reader.forward(pixels)[0]
+    out = metrics_from_logits(torch.from_numpy(logits), data.test_labels)
+    readings = reader.readings(pixels, logits)
     probs = torch.tensor([p.probabilities for p in readings])
     accepted = torch.tensor([p.is_digit for p in readings])
     right = probs.argmax(1) == data.test_labels

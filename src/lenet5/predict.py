@@ -22,12 +22,6 @@ def classify(model: torch.nn.Module, images: torch.Tensor, mean: float, std: flo
     return torch.softmax(logits, dim=1)
 
 
-def top_k(probs: torch.Tensor, k: int = 3) -> list[list[tuple[int, float]]]:
-    """[(digit, probability), ...] best first, for each row."""
-    values, digits = probs.topk(k, dim=1)
-    return [[(int(d), float(v)) for d, v in zip(ds, vs)] for ds, vs in zip(digits, values)]
-
-
 def find_images(sources: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     """The files to read from what a person typed: files, folders (their image files, sorted) and
     globs (for shells that pass them on unexpanded). Also (argument, problem) for each that gave none."""
@@ -62,9 +56,9 @@ def find_images(sources: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
 
 
 def predict_files(reader, files: list[Path], batch_size: int = 256, progress: bool = False) -> list[dict]:
-    """One result per file, in order: {file, prediction, probability, is_digit, reason, top3, input}
-    where `input` is the uint8 (28, 28) image the model saw (zeros for a picture with no ink), or
-    {file, error} for a file that cannot be read.
+    """One result per file, in order: {file, prediction, probability, is_digit, reason, top3, input,
+    reading} where `input` is the uint8 (28, 28) image the model saw (zeros for a picture with no
+    ink) and `reading` its Prediction, or {file, error} for a file that cannot be read.
 
     Files are read and classified `batch_size` at a time, so memory stays flat for any number.
     """
@@ -98,6 +92,7 @@ def predict_files(reader, files: list[Path], batch_size: int = 256, progress: bo
                         p = replace(p, is_digit=False, reason=blank[i])
                     results[i].update({k: v for k, v in p.to_dict().items() if k != "probabilities"})
                     results[i]["input"] = torch.from_numpy(image)
+                    results[i]["reading"] = p
     return results
 
 

@@ -173,7 +173,10 @@ class Reader:
     def read(self, pixels) -> list[Prediction]:
         """One Prediction per uint8 (28, 28) input of `pixels` (N, 28, 28): digit or not."""
         px = _uint8_rows(pixels)
-        logits = self.forward(px)[0]
+        return self.readings(px, self.forward(px)[0])
+
+    def readings(self, px: np.ndarray, logits: np.ndarray) -> list[Prediction]:
+        """`read` for pixels whose logits (this reader's) are known already."""
         probs = self._probabilities(logits)
         scores = self._probabilities(logits, 1.0).max(1)
         inked = (px >= INK).reshape(len(px), -1).sum(1) >= MIN_INK
