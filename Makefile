@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 READY   = $(VENV)/.ready
 
-.PHONY: setup browser train test bench bench-web clean
+.PHONY: setup browser train test lint bench bench-web clean
 
 setup: $(READY)
 
@@ -22,8 +22,13 @@ $(READY): pyproject.toml Makefile
 train: setup
 	$(BIN)/lenet5 train
 
+# The code as ruff formats it, free of ruff's findings (pyproject.toml says which rules).
+lint: setup
+	$(BIN)/ruff format --check src
+	$(BIN)/ruff check src
+
 # Two workers (pytest-xdist): much of the suite waits on subprocesses, servers and the browser.
-test: setup browser
+test: setup browser lint
 	$(BIN)/python -m pytest -q -n 2
 
 # The web demo's browser test drives Debian's chromium through Playwright (no browser download).

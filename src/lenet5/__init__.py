@@ -1,8 +1,8 @@
 """lenet5: the classic LeNet-5 digit reader for MNIST, made into real software.
 
-    import lenet5
-    reader = lenet5.load()                   # the shipped weights (or lenet5.load("runs/NAME"))
-    reader.predict("my-seven.jpg").digit     # 7
+import lenet5
+reader = lenet5.load()                   # the shipped weights (or lenet5.load("runs/NAME"))
+reader.predict("my-seven.jpg").digit     # 7
 """
 
 __version__ = "0.1.0"

@@ -1,15 +1,15 @@
 """lenet5 from Python: load a trained model and read digits; train and evaluate as the CLI does.
 
-    import lenet5
-    reader = lenet5.load()                  # the weights that ship with lenet5
-    reader = lenet5.load("runs/NAME")       # a run folder, best.pt, last.pt, a state_dict, .safetensors
-    reader.predict("my-seven.jpg")          # Prediction(7, 99.1 %): .digit, .probability, .is_digit
-    reader.predict(["a.png", "b.png"])      # a list: one Prediction each
-    reader.predict(array)                   # numpy or torch: (28, 28) or (N, 28, 28) MNIST-style
-                                            # (white ink on black, uint8 or float in [0, 1]);
-                                            # any other size is a picture, prepared like a file
-    lenet5.train(epochs=5)                  # fit(): trains, tests best.pt, draws the plots
-    lenet5.evaluate("runs/NAME")            # the metrics `lenet5 evaluate --json` prints
+import lenet5
+reader = lenet5.load()                  # the weights that ship with lenet5
+reader = lenet5.load("runs/NAME")       # a run folder, best.pt, last.pt, a state_dict, .safetensors
+reader.predict("my-seven.jpg")          # Prediction(7, 99.1 %): .digit, .probability, .is_digit
+reader.predict(["a.png", "b.png"])      # a list: one Prediction each
+reader.predict(array)                   # numpy or torch: (28, 28) or (N, 28, 28) MNIST-style
+                                        # (white ink on black, uint8 or float in [0, 1]);
+                                        # any other size is a picture, prepared like a file
+lenet5.train(epochs=5)                  # fit(): trains, tests best.pt, draws the plots
+lenet5.evaluate("runs/NAME")            # the metrics `lenet5 evaluate --json` prints
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ def train(recipe: str = "default", *, data=None, **overrides) -> dict:
     return fit(from_recipe(recipe, **overrides), data)
 
 
-def evaluate(source: str | os.PathLike | None = None, data_dir: str | None = None,
-             device: str = "cpu") -> dict:
+def evaluate(
+    source: str | os.PathLike | None = None, data_dir: str | None = None, device: str = "cpu"
+) -> dict:
     """Test-set metrics of a checkpoint (the shipped weights with none): what `lenet5 evaluate
     --json` prints (loss, accuracy, count, per_class, confusion, calibration and "not a digit")."""
     from .data import load_mnist

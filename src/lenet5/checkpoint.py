@@ -27,8 +27,8 @@ import torch
 
 from . import files
 from .errors import CheckpointError, clip, short
-from .rundir import BEST, LAST, WEIGHTS
 from .model import LeNet5
+from .rundir import BEST, LAST, WEIGHTS
 
 FORMAT = "lenet5"
 VERSION = 1
@@ -121,8 +121,10 @@ def load(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         if path.exists() and not path.is_dir():  # /dev/null, a FIFO: reading it could never end
-            raise CheckpointError(f"{path}: not a regular file (a device, a pipe or a socket); "
-                                  "give a checkpoint file (.pt, .pth or .safetensors)")
+            raise CheckpointError(
+                f"{path}: not a regular file (a device, a pipe or a socket); "
+                "give a checkpoint file (.pt, .pth or .safetensors)"
+            )
         raise CheckpointError(f"{path}: no such checkpoint file")
     if is_safetensors(path):
         return _load_safetensors(path)
@@ -130,7 +132,8 @@ def load(path: str | os.PathLike) -> dict:
     if export:
         raise CheckpointError(
             f"{path}: is a {export} (an export: lenet5 writes it but does not read it back); "
-            "give the checkpoint it was exported from, e.g. runs/NAME/best.pt")
+            "give the checkpoint it was exported from, e.g. runs/NAME/best.pt"
+        )
     try:
         with warnings.catch_warnings():  # e.g. "pickle protocol 249" for noise: the error says it
             warnings.simplefilter("ignore")
@@ -150,15 +153,22 @@ def _refusal(path: Path, e: Exception) -> CheckpointError:
         return CheckpointError(
             f"{path}: refused: it holds pickled Python objects, not just weights "
             f"({clip(why, 100)}); only load checkpoints you trust, and re-save them as a plain "
-            "state_dict")
+            "state_dict"
+        )
     if path.suffix.lower() == ".onnx":
-        return CheckpointError(f"{path}: not a lenet5 checkpoint (an ONNX export is for onnxruntime; "
-                               "give a .pt, .pth or .safetensors checkpoint)")
+        return CheckpointError(
+            f"{path}: not a lenet5 checkpoint (an ONNX export is for onnxruntime; "
+            "give a .pt, .pth or .safetensors checkpoint)"
+        )
     if isinstance(e, pickle.UnpicklingError) or not zipfile.is_zipfile(path):
-        return CheckpointError(f"{path}: not a readable PyTorch checkpoint (unreadable bytes: neither a "
-                               "PyTorch file nor safetensors); give a .pt, .pth or .safetensors checkpoint")
-    return CheckpointError(f"{path}: not a readable PyTorch checkpoint, damaged or cut short "
-                           f"({clip(f'{type(e).__name__}: {first}', 120)})")
+        return CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (unreadable bytes: neither a "
+            "PyTorch file nor safetensors); give a .pt, .pth or .safetensors checkpoint"
+        )
+    return CheckpointError(
+        f"{path}: not a readable PyTorch checkpoint, damaged or cut short "
+        f"({clip(f'{type(e).__name__}: {first}', 120)})"
+    )
 
 
 def is_safetensors(path: str | os.PathLike) -> bool:
@@ -179,16 +189,19 @@ def _load_safetensors(path: Path) -> dict:
     try:
         from safetensors import SafetensorError, safe_open
     except ImportError:
-        raise CheckpointError(f"{path}: is a safetensors file; reading it needs the safetensors "
-                              "package: pip install safetensors") from None
+        raise CheckpointError(
+            f"{path}: is a safetensors file; reading it needs the safetensors "
+            "package: pip install safetensors"
+        ) from None
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
             _check_names(_unprefixed(dict.fromkeys(f.keys())), path)
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file "
-                              f"({clip(f'{type(e).__name__}: {e}', 160)})") from None
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({clip(f'{type(e).__name__}: {e}', 160)})"
+        ) from None
     obj = {"format": FORMAT, "model": state, "metadata": dict(meta)}
     if "mean" in meta or "std" in meta:
         obj["normalize"] = {"mean": meta.get("mean"), "std": meta.get("std")}
@@ -224,18 +237,23 @@ def model_state(obj: dict, path: str | os.PathLike = "checkpoint") -> dict:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise CheckpointError(f"{path}: {key} has shape {shape}, LeNet5 needs {tuple(ref.shape)}")
         if value.is_complex() or value.layout != torch.strided:
-            raise CheckpointError(f"{path}: {key} is a {value.dtype} {value.layout} tensor, "
-                                  "LeNet5 needs plain real numbers")
+            raise CheckpointError(
+                f"{path}: {key} is a {value.dtype} {value.layout} tensor, LeNet5 needs plain real numbers"
+            )
         if value.dtype not in WEIGHT_DTYPES:  # e.g. float32 bytes relabelled int32: garbage numbers
-            raise CheckpointError(f"{path}: {key} holds {str(value.dtype).removeprefix('torch.')} "
-                                  "numbers; LeNet5's weights are float32 (float16, bfloat16 and "
-                                  "float64 are converted): re-save it from the model's state_dict")
+            raise CheckpointError(
+                f"{path}: {key} holds {str(value.dtype).removeprefix('torch.')} "
+                "numbers; LeNet5's weights are float32 (float16, bfloat16 and "
+                "float64 are converted): re-save it from the model's state_dict"
+            )
     weights = {k: state[k].float() for k in expected}
     for key, value in weights.items():
         # A run that diverged saves NaN; a model holding it answers every picture with NaN.
         if not bool(torch.isfinite(value).all()):
-            raise CheckpointError(f"{path}: {key} holds NaN or infinite values (the run that wrote it "
-                                  "diverged); use an earlier checkpoint or train again")
+            raise CheckpointError(
+                f"{path}: {key} holds NaN or infinite values (the run that wrote it "
+                "diverged); use an earlier checkpoint or train again"
+            )
     return weights
 
 
@@ -244,7 +262,7 @@ def _unprefixed(state: dict) -> dict:
     ("_orig_mod.") puts before every name."""
     for prefix in ("module.", "_orig_mod."):
         if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -269,11 +287,15 @@ def normalization(obj: dict, path: str | os.PathLike = "checkpoint") -> tuple[fl
     try:
         mean, std = float(norm["mean"]), float(norm["std"])
     except (KeyError, TypeError, ValueError, IndexError, OverflowError, RuntimeError):  # no number
-        raise CheckpointError(f"{path}: its normalize entry needs two numbers, mean and std "
-                              f"(it holds {short(norm, 80)}); re-save it with them") from None
+        raise CheckpointError(
+            f"{path}: its normalize entry needs two numbers, mean and std "
+            f"(it holds {short(norm, 80)}); re-save it with them"
+        ) from None
     if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-        raise CheckpointError(f"{path}: its normalize entry has mean {mean} and std {std}; both must "
-                              "be finite and std above zero (MNIST's are 0.1307 and 0.3081)")
+        raise CheckpointError(
+            f"{path}: its normalize entry has mean {mean} and std {std}; both must "
+            "be finite and std above zero (MNIST's are 0.1307 and 0.3081)"
+        )
     return mean, std
 
 
@@ -286,8 +308,9 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> t
     return model.to(device).eval(), obj
 
 
-def resolve(path: str | os.PathLike | None, out_dir: str = "runs", which: str = BEST,
-            shipped: bool = False) -> Path:
+def resolve(
+    path: str | os.PathLike | None, out_dir: str = "runs", which: str = BEST, shipped: bool = False
+) -> Path:
     """A checkpoint path from what the user gave: a file, a run folder, or nothing (the newest run;
     with `shipped`, the weights that ship with lenet5 when there is none: see `is_shipped`)."""
     if path:
@@ -308,8 +331,10 @@ def resolve(path: str | os.PathLike | None, out_dir: str = "runs", which: str = 
         from .weights import shipped as shipped_weights
 
         return shipped_weights()
-    raise CheckpointError(f"no checkpoint given and none found in {out_dir}/*/{which}; "
-                          "train one with `lenet5 train` or pass a checkpoint path")
+    raise CheckpointError(
+        f"no checkpoint given and none found in {out_dir}/*/{which}; "
+        "train one with `lenet5 train` or pass a checkpoint path"
+    )
 
 
 def is_shipped(path: Path) -> bool:

@@ -27,20 +27,32 @@ def _add_config_flags(parser: argparse.ArgumentParser, recipe: str) -> None:
         help_text = f"{help_text} (default: {shown})" if help_text else f"(default: {shown})"
         name = f"--{flag(f.name)}"
         if isinstance(default, bool):
-            parser.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(
+                name,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
         elif isinstance(default, list):
             parser.add_argument(name, dest=f.name, nargs="*", default=argparse.SUPPRESS, help=help_text)
         else:
-            parser.add_argument(name, dest=f.name, type=type(default), default=argparse.SUPPRESS,
-                                help=help_text, metavar=f.name.upper())
+            parser.add_argument(
+                name,
+                dest=f.name,
+                type=type(default),
+                default=argparse.SUPPRESS,
+                help=help_text,
+                metavar=f.name.upper(),
+            )
 
 
 DATA_HOME = "./data if it holds MNIST, else $LENET5_DATA, else ~/.cache/lenet5/data"
 
 
-def _location_flags(p: argparse.ArgumentParser, data_help: str | None = "MNIST root",
-                    device: bool = True) -> None:
+def _location_flags(
+    p: argparse.ArgumentParser, data_help: str | None = "MNIST root", device: bool = True
+) -> None:
     """--data-dir, --out-dir (where the newest run is looked for) and --device."""
     if data_help:
         p.add_argument("--data-dir", default="", help=f"{data_help} (default: {DATA_HOME})")
@@ -52,141 +64,262 @@ def _location_flags(p: argparse.ArgumentParser, data_help: str | None = "MNIST r
 def build_parser(recipe: str = "default") -> argparse.ArgumentParser:
     """The whole command line; `lenet5 train --help` shows `recipe`'s defaults."""
     parser = argparse.ArgumentParser(
-        prog="lenet5", description="LeNet-5 for MNIST: train, evaluate, predict, look inside.")
+        prog="lenet5", description="LeNet-5 for MNIST: train, evaluate, predict, look inside."
+    )
     parser.add_argument("--version", action="version", version=f"lenet5 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _training_and_reading_commands(sub, recipe)
-    _other_commands(sub)
+    _train_command(sub, recipe)
+    _evaluate_command(sub)
+    _predict_command(sub)
+    _show_command(sub)
+    _plot_command(sub)
+    _summary_command(sub)
+    _export_command(sub)
+    _serve_command(sub)
+    _info_command(sub)
     return parser
 
 
-def _training_and_reading_commands(sub, recipe: str) -> None:
-    """train, evaluate, predict, show."""
-
-    p = sub.add_parser("train", help="train a model (then score it on the test set)",
-                       description="Train LeNet-5. A recipe sets the defaults; any flag overrides it.")
-    p.add_argument("--config", metavar="FILE",
-                   help="start from this JSON or YAML file of config values (a run folder's "
-                        "config.json reruns that run); flags override it")
-    p.add_argument("--print-config", action="store_true",
-                   help="print the config these flags give, as JSON, and stop")
-    p.add_argument("--recipe", default=None, choices=list(RECIPES),
-                   help="seed: the seed's exact recipe; default: OneCycle with shifts; best: the "
-                        "default for 30 epochs; fast: time to 99%%. What each reaches: the README "
-                        "(default: default)")
+def _train_command(sub, recipe: str) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model (then score it on the test set)",
+        description="Train LeNet-5. A recipe sets the defaults; any flag overrides it.",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start from this JSON or YAML file of config values (a run folder's "
+        "config.json reruns that run); flags override it",
+    )
+    p.add_argument(
+        "--print-config", action="store_true", help="print the config these flags give, as JSON, and stop"
+    )
+    p.add_argument(
+        "--recipe",
+        default=None,
+        choices=list(RECIPES),
+        help="seed: the seed's exact recipe; default: OneCycle with shifts; best: the "
+        "default for 30 epochs; fast: time to 99%%. What each reaches: the README "
+        "(default: default)",
+    )
     p.add_argument("--resume", metavar="RUN", help="continue a run exactly: its folder or last.pt")
     p.add_argument("--overwrite", action="store_true", help="reuse an existing run folder --name")
-    p.add_argument("--no-test", dest="test", action="store_false",
-                   help="skip scoring the best checkpoint on the test set at the end")
+    p.add_argument(
+        "--no-test",
+        dest="test",
+        action="store_false",
+        help="skip scoring the best checkpoint on the test set at the end",
+    )
     _add_config_flags(p, recipe)
 
+
+def _evaluate_command(sub) -> None:
     p = sub.add_parser("evaluate", help="test loss, accuracy, per-class accuracy, confusion matrix")
     p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
     _location_flags(p)
     p.add_argument("--batch-size", type=int, default=1024, help="images per batch (default: 1024)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
+
+def _predict_command(sub) -> None:
     p = sub.add_parser(
-        "predict", help="classify your own digit pictures, or MNIST test images by --index",
+        "predict",
+        help="classify your own digit pictures, or MNIST test images by --index",
         description="Classify image files (PNG, JPEG, BMP, GIF, WebP, TIFF; files, folders, globs), "
-                    "each made into an MNIST-style 28x28 input first, or MNIST test images by --index. "
-                    "A path that is a checkpoint (.pt/.pth/.safetensors) or a run folder is the checkpoint.")
-    p.add_argument("paths", nargs="*", metavar="FILE",
-                   help="image files, folders or globs; or the checkpoint / run folder to use")
+        "each made into an MNIST-style 28x28 input first, or MNIST test images by --index. "
+        "A path that is a checkpoint (.pt/.pth/.safetensors) or a run folder is the checkpoint.",
+    )
+    p.add_argument(
+        "paths",
+        nargs="*",
+        metavar="FILE",
+        help="image files, folders or globs; or the checkpoint / run folder to use",
+    )
     p.add_argument("--checkpoint", help="checkpoint file or run folder (default: newest run)")
-    p.add_argument("--index", type=int, action="append", metavar="N",
-                   help="MNIST test-set image number, 0-9999 (repeat for several)")
-    p.add_argument("--show-input", metavar="DIR",
-                   help="save the 28x28 image the model saw for each file as DIR/<name>-input.png")
-    p.add_argument("--number", action="store_true",
-                   help="each picture is a whole number: find its digits, read them left to right "
-                        "(--json adds each digit's probability and box)")
+    p.add_argument(
+        "--index",
+        type=int,
+        action="append",
+        metavar="N",
+        help="MNIST test-set image number, 0-9999 (repeat for several)",
+    )
+    p.add_argument(
+        "--show-input",
+        metavar="DIR",
+        help="save the 28x28 image the model saw for each file as DIR/<name>-input.png",
+    )
+    p.add_argument(
+        "--number",
+        action="store_true",
+        help="each picture is a whole number: find its digits, read them left to right "
+        "(--json adds each digit's probability and box)",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="files per batch (default: 256)")
-    p.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress bar (it only shows on a terminal anyway)")
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (it only shows on a terminal anyway)",
+    )
     _location_flags(p, data_help="MNIST root, for --index")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
-    p = sub.add_parser("show", help="save a test image as PNG; --activations: what the conv layers see",
-                       description="Save MNIST test image N (or your own picture, --image) as a PNG "
-                                   "titled with its label (the seed's view), or with --activations the "
-                                   "input, the six conv1 and the sixteen conv2 feature maps a trained "
-                                   "model computes for it.")
-    p.add_argument("checkpoint", nargs="?",
-                   help="checkpoint or run folder, for --activations (default: newest run)")
+
+def _show_command(sub) -> None:
+    p = sub.add_parser(
+        "show",
+        help="save a test image as PNG; --activations: what the conv layers see",
+        description="Save MNIST test image N (or your own picture, --image) as a PNG "
+        "titled with its label (the seed's view), or with --activations the "
+        "input, the six conv1 and the sixteen conv2 feature maps a trained "
+        "model computes for it.",
+    )
+    p.add_argument(
+        "checkpoint", nargs="?", help="checkpoint or run folder, for --activations (default: newest run)"
+    )
     p.add_argument("--index", type=int, default=None, metavar="N", help="test-set image number (default: 0)")
-    p.add_argument("--image", metavar="FILE",
-                   help="a digit picture of your own instead, shown as the 28x28 input the model sees")
-    p.add_argument("--activations", action="store_true",
-                   help="draw the conv1 and conv2 feature maps for the digit")
-    p.add_argument("--out", default=None,
-                   help="PNG to write (default: digit-<N>.png, or activations-<N>.png; <N> is the "
-                        "picture's name with --image)")
+    p.add_argument(
+        "--image",
+        metavar="FILE",
+        help="a digit picture of your own instead, shown as the 28x28 input the model sees",
+    )
+    p.add_argument(
+        "--activations", action="store_true", help="draw the conv1 and conv2 feature maps for the digit"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="PNG to write (default: digit-<N>.png, or activations-<N>.png; <N> is the "
+        "picture's name with --image)",
+    )
     _location_flags(p)
 
 
-def _other_commands(sub) -> None:
-    """plot, summary, export, serve, info."""
-    p = sub.add_parser("plot", help="redraw a run's plots from its files",
-                       description="Draw curves.png (loss, accuracy, learning rate per epoch), "
-                                   "confusion.png, mistakes.png, predictions.png and filters.png "
-                                   "from a run folder's metrics.csv and best.pt and the MNIST test set.")
+def _plot_command(sub) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="redraw a run's plots from its files",
+        description="Draw curves.png (loss, accuracy, learning rate per epoch), "
+        "confusion.png, mistakes.png, predictions.png and filters.png "
+        "from a run folder's metrics.csv and best.pt and the MNIST test set.",
+    )
     p.add_argument("run", nargs="?", help="run folder or checkpoint (default: newest run)")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: the run folder)")
     _location_flags(p)
 
-    p = sub.add_parser("summary", help="the layer table: output shapes, parameters, multiply-adds",
-                       description="LeNet-5 layer by layer for one 1x28x28 input, measured by running "
-                                   "the model: output shape, parameters and multiply-adds, with totals.")
+
+def _summary_command(sub) -> None:
+    p = sub.add_parser(
+        "summary",
+        help="the layer table: output shapes, parameters, multiply-adds",
+        description="LeNet-5 layer by layer for one 1x28x28 input, measured by running "
+        "the model: output shape, parameters and multiply-adds, with totals.",
+    )
     p.add_argument("--json", action="store_true", help="print the table as JSON")
 
-    p = sub.add_parser("export", help="write the model as ONNX or TorchScript (normalisation inside), "
-                                      "its weights as safetensors, or the drawing page without a server",
-                       description="Write one self-contained file: ONNX or TorchScript take uint8 "
-                                   "pixels (N, 28, 28) and return logits (N, 10), the batch size "
-                                   "free; safetensors holds the weights, with the normalisation in "
-                                   "its metadata, and loads anywhere a checkpoint does. web writes "
-                                   "a folder: the drawing page reading digits in the browser, with "
-                                   "no server, opened from disk or from any static host.")
+
+def _export_command(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write the model as ONNX or TorchScript (normalisation inside), "
+        "its weights as safetensors, or the drawing page without a server",
+        description="Write one self-contained file: ONNX or TorchScript take uint8 "
+        "pixels (N, 28, 28) and return logits (N, 10), the batch size "
+        "free; safetensors holds the weights, with the normalisation in "
+        "its metadata, and loads anywhere a checkpoint does. web writes "
+        "a folder: the drawing page reading digits in the browser, with "
+        "no server, opened from disk or from any static host.",
+    )
     p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
-    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "safetensors", "web"],
-                   help="(default: onnx)")
-    p.add_argument("--out", default=None,
-                   help="file to write, or folder for web (default: beside the checkpoint, "
-                        "<name>.onnx, <name>.torchscript.pt, <name>.safetensors or <name>-web/)")
-    p.add_argument("--force", action="store_true",
-                   help="replace a file at --out that is not an earlier export (never a checkpoint)")
-    p.add_argument("--verify", action="store_true",
-                   help="run the export on all 10,000 MNIST test images and compare with PyTorch "
-                        "(not for web: its forward pass runs in a browser)")
+    p.add_argument(
+        "--format",
+        default="onnx",
+        choices=["onnx", "torchscript", "safetensors", "web"],
+        help="(default: onnx)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="file to write, or folder for web (default: beside the checkpoint, "
+        "<name>.onnx, <name>.torchscript.pt, <name>.safetensors or <name>-web/)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a file at --out that is not an earlier export (never a checkpoint)",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="run the export on all 10,000 MNIST test images and compare with PyTorch "
+        "(not for web: its forward pass runs in a browser)",
+    )
     _location_flags(p, data_help="MNIST root, for --verify", device=False)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    p = sub.add_parser("serve", help="a web page to draw digits on, and its JSON API",
-                       description="Serve the drawing page at / and the API at /api (OpenAPI at /docs).")
+
+def _serve_command(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="a web page to draw digits on, and its JSON API",
+        description="Serve the drawing page at / and the API at /api (OpenAPI at /docs).",
+    )
     p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on; 0.0.0.0 opens it to the network (default: 127.0.0.1)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 opens it to the network (default: 127.0.0.1)",
+    )
     p.add_argument("--port", type=int, default=8000, help="TCP port, 0 picks a free one (default: 8000)")
-    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
-                   help="a Host name the server answers to besides --host and localhost (repeat it; "
-                        "'*.example.org' for subdomains, '*' for any); others get a 400")
-    p.add_argument("--header-timeout", type=float, default=10.0, help="seconds a client has to send "
-                   "a request's headers; slower ones get a 408 and are closed (default: 10)")
-    p.add_argument("--body-timeout", type=float, default=30.0, help="seconds a client has to send "
-                   "a request's body once its headers are in (default: 30)")
-    p.add_argument("--max-connections", type=int, default=200, help="connections open at once "
-                   "(at most half the open-file limit); a new one beyond them closes the slowest "
-                   "client with a 408, or gets a 503 when none is idle (default: 200)")
-    p.add_argument("--readers", type=int, default=None, help="processes that decode and prepare "
-                   "uploaded pictures side by side, about 60 MiB each; 0 reads them on the "
-                   "server's own threads (default: 2, so that a drawing never waits behind a photo)")
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name the server answers to besides --host and localhost (repeat it; "
+        "'*.example.org' for subdomains, '*' for any); others get a 400",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client has to send "
+        "a request's headers; slower ones get a 408 and are closed (default: 10)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client has to send a request's body once its headers are in (default: 30)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=200,
+        help="connections open at once "
+        "(at most half the open-file limit); a new one beyond them closes the slowest "
+        "client with a 408, or gets a 503 when none is idle (default: 200)",
+    )
+    p.add_argument(
+        "--readers",
+        type=int,
+        default=None,
+        help="processes that decode and prepare "
+        "uploaded pictures side by side, about 60 MiB each; 0 reads them on the "
+        "server's own threads (default: 2, so that a drawing never waits behind a photo)",
+    )
     _location_flags(p, data_help=None)
 
-    p = sub.add_parser("info", help="this machine: CPU and ISA level, compiler, torch, threads, "
-                                    "which compute path runs, and each path's measured step time",
-                       description="What lenet5 finds on this machine and which compute path "
-                                   "training and inference take here, with each path timed now.")
+
+def _info_command(sub) -> None:
+    p = sub.add_parser(
+        "info",
+        help="this machine: CPU and ISA level, compiler, torch, threads, "
+        "which compute path runs, and each path's measured step time",
+        description="What lenet5 finds on this machine and which compute path "
+        "training and inference take here, with each path timed now.",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads to time with (default: torch's)")
     p.add_argument("--json", action="store_true", help="print it as JSON")
 
@@ -247,8 +380,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume = None
     if args.resume:
         if args.config:
-            raise ConfigError("--config with --resume: a resumed run continues with the config in "
-                              "its last.pt (change only what may change, by flags)")
+            raise ConfigError(
+                "--config with --resume: a resumed run continues with the config in "
+                "its last.pt (change only what may change, by flags)"
+            )
         cfg, resume, saved = resume_config(args.resume, overrides)
         if finished_state(saved):
             # Killed during the final test and plots: finish those (test_metrics.json comes last).
@@ -275,11 +410,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"lenet5: {usable_threads(cfg.threads)[1]}", file=sys.stderr)
 
     def on_epoch(row: dict) -> None:
-        val = (f"val_loss {row['val_loss']:.4f}  val_acc {100 * row['val_acc']:.2f}%  "
-               if row["val_loss"] == row["val_loss"] else "")
-        print(f"epoch {row['epoch']:>2}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  "
-              f"train_acc {100 * row['train_acc']:.2f}%  {val}lr {row['lr']:.2e}  "
-              f"{row['seconds']:.{2 if row['seconds'] < 1 else 1}f}s", flush=True)  # GPU epochs: 0.08s
+        val = (
+            f"val_loss {row['val_loss']:.4f}  val_acc {100 * row['val_acc']:.2f}%  "
+            if row["val_loss"] == row["val_loss"]
+            else ""
+        )
+        print(
+            f"epoch {row['epoch']:>2}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  "
+            f"train_acc {100 * row['train_acc']:.2f}%  {val}lr {row['lr']:.2e}  "
+            f"{row['seconds']:.{2 if row['seconds'] < 1 else 1}f}s",
+            flush=True,
+        )  # GPU epochs: 0.08s
 
     def on_end(run: Path, finished) -> None:
         if finished:
@@ -288,8 +429,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     def on_start(path) -> None:
         print(f"compute path: {path.line()}", flush=True)
 
-    result = fit(cfg, resume=resume, on_epoch=on_epoch, on_end=on_end, on_start=on_start,
-                 overwrite=bool(args.overwrite and not resume), test=args.test)
+    result = fit(
+        cfg,
+        resume=resume,
+        on_epoch=on_epoch,
+        on_end=on_end,
+        on_start=on_start,
+        overwrite=bool(args.overwrite and not resume),
+        test=args.test,
+    )
     if not result["primary"]:
         return 0
     run = Path(result["run_dir"])
@@ -304,11 +452,17 @@ def _say_finished(finished: dict) -> None:
 
     m = finished["test"]
     cal = m["calibration"]
-    print(f"test accuracy {100 * m['accuracy']:.2f}%  test loss {m['loss']:.4f}  "
-          f"(best.pt, 10,000 MNIST test images)", flush=True)
-    print(f"reader: temperature {cal['temperature']:.3f} (ECE {percent(cal['ece'], 2)}); not a digit "
-          f"below {percent(cal['threshold'])}: {percent(m['accepted_and_right'], 2)} of the test "
-          "digits accepted and read right", flush=True)
+    print(
+        f"test accuracy {100 * m['accuracy']:.2f}%  test loss {m['loss']:.4f}  "
+        f"(best.pt, 10,000 MNIST test images)",
+        flush=True,
+    )
+    print(
+        f"reader: temperature {cal['temperature']:.3f} (ECE {percent(cal['ece'], 2)}); not a digit "
+        f"below {percent(cal['threshold'])}: {percent(m['accepted_and_right'], 2)} of the test "
+        "digits accepted and read right",
+        flush=True,
+    )
     if finished["plots"]:
         print(f"plots: {', '.join(str(p) for p in finished['plots'])}")
     if finished["plots_skipped"]:
@@ -325,8 +479,11 @@ def _checkpoint(given, out_dir: str) -> Path:
         from .weights import card
 
         info = card()
-        print(f"lenet5: no run in {out_dir}/: using the weights that ship with lenet5 ({info['recipe']} "
-              f"recipe, {100 * info['test_accuracy']:.2f}% on the MNIST test set)", file=sys.stderr)
+        print(
+            f"lenet5: no run in {out_dir}/: using the weights that ship with lenet5 ({info['recipe']} "
+            f"recipe, {100 * info['test_accuracy']:.2f}% on the MNIST test set)",
+            file=sys.stderr,
+        )
     return path
 
 
@@ -351,13 +508,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"checkpoint": str(path), **metrics}))
         return 0
-    print(format_report(metrics, f"{path} on the MNIST test set (normalised with {reader.mean}, {reader.std})"))
+    print(
+        format_report(metrics, f"{path} on the MNIST test set (normalised with {reader.mean}, {reader.std})")
+    )
     cal = metrics["calibration"]
-    print(f"\ncalibration: temperature {cal['temperature']:.3f}, expected calibration error "
-          f"{percent(cal['ece'], 2)}; not a digit below {percent(cal['threshold'])}"
-          f"{' (' + cal['fitted'] + ')' if cal['fitted'] else ' (never fitted for these weights)'}")
-    print(f"test digits read as digits: {percent(metrics['accepted'], 2)}; as digits and right: "
-          f"{percent(metrics['accepted_and_right'], 2)}")
+    print(
+        f"\ncalibration: temperature {cal['temperature']:.3f}, expected calibration error "
+        f"{percent(cal['ece'], 2)}; not a digit below {percent(cal['threshold'])}"
+        f"{' (' + cal['fitted'] + ')' if cal['fitted'] else ' (never fitted for these weights)'}"
+    )
+    print(
+        f"test digits read as digits: {percent(metrics['accepted'], 2)}; as digits and right: "
+        f"{percent(metrics['accepted_and_right'], 2)}"
+    )
     return 0
 
 
@@ -383,8 +546,10 @@ def _split_paths(args: argparse.Namespace) -> list[str]:
         given = ([args.checkpoint] if args.checkpoint else []) + args.paths
         pictures = [p for p in args.paths if Path(p).suffix.lower() in EXTENSIONS]
         if pictures:
-            raise ConfigError(f"{pictures[0]}: --index reads MNIST test images; to classify picture "
-                              "files, leave --index out")
+            raise ConfigError(
+                f"{pictures[0]}: --index reads MNIST test images; to classify picture "
+                "files, leave --index out"
+            )
     else:
         given = ([args.checkpoint] if args.checkpoint else []) + [p for p in args.paths if _is_checkpoint(p)]
     if len(given) > 1:
@@ -396,14 +561,17 @@ def _split_paths(args: argparse.Namespace) -> list[str]:
 def cmd_predict(args: argparse.Namespace) -> int:
     sources = _split_paths(args)
     if not args.index and not sources:
-        raise ConfigError("give picture files, folders or globs to classify, or --index N for MNIST "
-                          "test images (see lenet5 predict --help)")
+        raise ConfigError(
+            "give picture files, folders or globs to classify, or --index N for MNIST "
+            "test images (see lenet5 predict --help)"
+        )
     if args.batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
     if args.index:
         if args.number:
-            raise ConfigError("--number reads numbers in picture files; MNIST test images (--index) "
-                              "are single digits")
+            raise ConfigError(
+                "--number reads numbers in picture files; MNIST test images (--index) are single digits"
+            )
         return _predict_indices(args)
     return _predict_files(args, sources)
 
@@ -415,13 +583,18 @@ def _predict_indices(args: argparse.Namespace) -> int:
     data = load_mnist(args.data_dir)
     _check_indices(args.index, len(data.test_images))
     readings = reader.read(data.test_images[args.index])
-    results = [{"index": i, "label": int(data.test_labels[i]),
-                **{k: v for k, v in p.to_dict().items() if k != "probabilities"}}
-               for i, p in zip(args.index, readings)]
+    results = [
+        {
+            "index": i,
+            "label": int(data.test_labels[i]),
+            **{k: v for k, v in p.to_dict().items() if k != "probabilities"},
+        }
+        for i, p in zip(args.index, readings, strict=False)
+    ]
     if args.json:
         print(json.dumps({"checkpoint": str(path), "results": results}))
         return 0
-    for r, p in zip(results, readings):
+    for r, p in zip(results, readings, strict=False):
         mark = "" if r["label"] == r["prediction"] and p.is_digit else "   <- wrong"
         print(f"test image {r['index']}: true label {r['label']}, {_answer(p)}{mark}")
     return 0
@@ -448,8 +621,10 @@ def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
         print(f"lenet5: reading {len(files):,} files...", file=sys.stderr, flush=True)
     show = Path(args.show_input) if args.show_input else None
     if show and any(f.parent.resolve() == show.resolve() for f in files):
-        raise ConfigError(f"--show-input {show}: that folder holds the pictures being read; choose "
-                          "another so none is overwritten")
+        raise ConfigError(
+            f"--show-input {show}: that folder holds the pictures being read; choose "
+            "another so none is overwritten"
+        )
     path, reader = _load_for_inference(args)
     if args.number:
         return _print_numbers(args, path, predict_numbers(reader, files), problems, show)
@@ -477,8 +652,10 @@ def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
         if show and any("input_png" in r for r in results):
             print(f"saved the 28x28 inputs the model saw in {show}/")
     if failed and len(problems) + len(results) > 1:
-        print(f"lenet5: {len(failed)} of {len(problems) + len(results)} inputs could not be read",
-              file=sys.stderr)
+        print(
+            f"lenet5: {len(failed)} of {len(problems) + len(results)} inputs could not be read",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 
@@ -496,8 +673,10 @@ def _print_numbers(args: argparse.Namespace, path, results: list[dict], problems
 
     if show:
         for r in results:
-            r["input_pngs"] = [str(save_input(image, show / f"{Path(r['file']).stem}-{k}-input.png"))
-                               for k, image in enumerate(r.get("inputs", []), 1)]
+            r["input_pngs"] = [
+                str(save_input(image, show / f"{Path(r['file']).stem}-{k}-input.png"))
+                for k, image in enumerate(r.get("inputs", []), 1)
+            ]
     failed = _say_failures(problems, results)
     if args.json:
         rows = [{k: v for k, v in r.items() if k != "inputs"} for r in results]
@@ -514,8 +693,10 @@ def _print_numbers(args: argparse.Namespace, path, results: list[dict], problems
         if show and any(r.get("input_pngs") for r in results):
             print(f"saved the 28x28 inputs the model saw in {show}/ (<name>-<k>-input.png, k-th digit)")
     if failed and len(problems) + len(results) > 1:
-        print(f"lenet5: {len(failed)} of {len(problems) + len(results)} inputs could not be read",
-              file=sys.stderr)
+        print(
+            f"lenet5: {len(failed)} of {len(problems) + len(results)} inputs could not be read",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 
@@ -542,12 +723,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         out = show_digit(image, title, args.out or f"digit-{name}.png")
         print(f"saved {out}")
         return 0
+    from .checkpoint import is_shipped
     from .data import normalize
     from .plots import plot_activations
-    from .summary import feature_maps
-
-    from .checkpoint import is_shipped
     from .reader import verdict
+    from .summary import feature_maps
 
     path, reader = _load_for_inference(args)
     maps = feature_maps(reader.model, normalize(image[None].to(reader.device), reader.mean, reader.std))
@@ -564,8 +744,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .reader import Reader
 
     if args.verify and args.format == "web":
-        raise ConfigError("--verify: not available for --format web, whose forward pass runs in a "
-                          "browser (tests/test_web_static.py checks it there); leave --verify out")
+        raise ConfigError(
+            "--verify: not available for --format web, whose forward pass runs in a "
+            "browser (tests/test_web_static.py checks it there); leave --verify out"
+        )
     path = _checkpoint(args.checkpoint, args.out_dir)
     reader = Reader.load(path, "cpu")
     model, mean, std = reader.model, reader.mean, reader.std
@@ -582,20 +764,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**info, "verify": check}))
     elif args.format == "web":
-        print(f"wrote {out}/ ({len(info['files'])} files, {info['bytes'] / 1024:.0f} KiB): "
-              f"{', '.join(info['files'])}")
-        print(f"the drawing page reads digits in the browser with {info['name']}, no server: open "
-              f"{out / 'index.html'} or put the folder on any static host")
+        print(
+            f"wrote {out}/ ({len(info['files'])} files, {info['bytes'] / 1024:.0f} KiB): "
+            f"{', '.join(info['files'])}"
+        )
+        print(
+            f"the drawing page reads digits in the browser with {info['name']}, no server: open "
+            f"{out / 'index.html'} or put the folder on any static host"
+        )
     else:
         opset = f", opset {info['opset']}" if "opset" in info else ""
-        what = (f"LeNet5 weights, normalisation ({mean}, {std}) in its metadata"
-                if args.format == "safetensors" else
-                f"uint8 pixels (N, 28, 28) -> logits (N, 10), normalisation ({mean}, {std}) inside")
+        what = (
+            f"LeNet5 weights, normalisation ({mean}, {std}) in its metadata"
+            if args.format == "safetensors"
+            else f"uint8 pixels (N, 28, 28) -> logits (N, 10), normalisation ({mean}, {std}) inside"
+        )
         print(f"wrote {out} ({args.format}{opset}, {info['bytes'] / 1024:.0f} KiB): {what}")
         if check:
-            print(f"verified on {check['count']:,} MNIST test images against PyTorch: "
-                  f"{check['identical']}/{check['count']} predictions identical, "
-                  f"max |logit difference| {check['max_abs_diff']:.2e}")
+            print(
+                f"verified on {check['count']:,} MNIST test images against PyTorch: "
+                f"{check['identical']}/{check['count']} predictions identical, "
+                f"max |logit difference| {check['max_abs_diff']:.2e}"
+            )
     if check and not check["ok"]:
         print(f"lenet5: error: {out} does not match the checkpoint {path}", file=sys.stderr)
         return 1
@@ -614,8 +804,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # the CPU a reading, the same time).
     torch.set_num_threads(1)
     app = create_app(path, args.device, readers=args.readers, hosts=hosts)
-    srv = server(app, header_timeout=args.header_timeout, body_timeout=args.body_timeout,
-                 max_connections=args.max_connections)
+    srv = server(
+        app,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections=args.max_connections,
+    )
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -648,9 +842,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     rows = layers(LeNet5())
     if args.json:
-        print(json.dumps({"input": [1, 28, 28], "layers": rows,
-                          "total_params": sum(r["params"] for r in rows),
-                          "total_macs": sum(r["macs"] for r in rows)}))
+        print(
+            json.dumps(
+                {
+                    "input": [1, 28, 28],
+                    "layers": rows,
+                    "total_params": sum(r["params"] for r in rows),
+                    "total_macs": sum(r["macs"] for r in rows),
+                }
+            )
+        )
     else:
         print(format_layers(rows))
     return 0
@@ -659,8 +860,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
-    from .fast import choose
     from .environment import describe
+    from .fast import choose
     from .model import LeNet5
 
     if args.threads < 0:
@@ -676,8 +877,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     infer = choose.for_inference(model)
     rows = choose.survey()
     if args.json:
-        print(json.dumps({**env, "train_path": train.line(), "inference_path": infer.line(),
-                          "paths": rows}, indent=2))
+        print(
+            json.dumps(
+                {**env, "train_path": train.line(), "inference_path": infer.line(), "paths": rows}, indent=2
+            )
+        )
         return 0
     print(f"lenet5 {env['lenet5']}, torch {env['torch']}, Python {env['python']}, {env['os']}")
     print(f"CPU        {env['cpu']}; runs {', '.join(env['isa_levels']) or 'no x86-64 level'}")
@@ -685,14 +889,24 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"threads    {env['threads']}")
     print(f"training   {train.line()}")
     print(f"inference  {infer.line()}")
-    print("\nmeasured now, best of several (ms): a training step at batch 64 (forward and "
-          "backward), inference over 1024 images")
+    print(
+        "\nmeasured now, best of several (ms): a training step at batch 64 (forward and "
+        "backward), inference over 1024 images"
+    )
     print(f"  {'path':<12} {'kernels':<44} {'train':>8} {'infer':>8}")
     for r in rows:
         print(f"  {r['path']:<12} {r['kernels']:<44} {r['train_ms']:>8.3f} {r['infer_ms']:>8.2f}")
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "show": cmd_show,
-            "export": cmd_export, "serve": cmd_serve, "plot": cmd_plot, "summary": cmd_summary,
-            "info": cmd_info}
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "show": cmd_show,
+    "export": cmd_export,
+    "serve": cmd_serve,
+    "plot": cmd_plot,
+    "summary": cmd_summary,
+    "info": cmd_info,
+}

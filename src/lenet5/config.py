@@ -30,8 +30,11 @@ def opt(default, help: str):
 class Config:
     # what to run
     recipe: str = opt("default", "the preset the other values start from: seed | default | best | fast")
-    data_dir: str = opt("", "MNIST root: <data_dir>/MNIST/raw/ or the files directly in it; empty: "
-                            "./data if it holds MNIST, else $LENET5_DATA, else ~/.cache/lenet5/data")
+    data_dir: str = opt(
+        "",
+        "MNIST root: <data_dir>/MNIST/raw/ or the files directly in it; empty: "
+        "./data if it holds MNIST, else $LENET5_DATA, else ~/.cache/lenet5/data",
+    )
     out_dir: str = opt("runs", "where run folders go")
     name: str = opt("", "run folder name; empty: <recipe>-<date>-<time>")
     # optimisation
@@ -49,10 +52,16 @@ class Config:
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing (0: none)")
     # data
     shift: int = opt(2, "random shifts of training images, up to this many pixels each way (0: none)")
-    augment: float = opt(1.0, "random turns, scales, shears and elastic bends of training images, "
-                              "as a strength (0: none; 1: up to 12 degrees, 0.87-1.1x, shear 0.25)")
-    outliers: float = opt(0.25, "non-digit pictures added to each batch, as a share of its digits, "
-                                "trained to read as no digit (outlier exposure; 0: none)")
+    augment: float = opt(
+        1.0,
+        "random turns, scales, shears and elastic bends of training images, "
+        "as a strength (0: none; 1: up to 12 degrees, 0.87-1.1x, shear 0.25)",
+    )
+    outliers: float = opt(
+        0.25,
+        "non-digit pictures added to each batch, as a share of its digits, "
+        "trained to read as no digit (outlier exposure; 0: none)",
+    )
     outlier_weight: float = opt(0.5, "weight of the non-digit pictures' loss beside the digits'")
     val_size: int = opt(5000, "training images held out for validation (a fixed, seeded split)")
     limit: int = opt(0, "train on only the first N training images (0: all); for quick runs and tests")
@@ -60,8 +69,10 @@ class Config:
     std: float = opt(STD, "normalisation standard deviation, stored in every checkpoint")
     # early stopping: off by default, as OneCycle does its best work in its last low-rate epochs
     # (README, "Recipes")
-    monitor: str = opt("val_loss", "what best.pt and early stopping watch: val_loss | val_acc | "
-                                   "train_loss (the seed's choice) | none")
+    monitor: str = opt(
+        "val_loss",
+        "what best.pt and early stopping watch: val_loss | val_acc | train_loss (the seed's choice) | none",
+    )
     patience: int = opt(0, "epochs without improvement before stopping (0: never stop early)")
     # machinery
     seed: int = opt(0, "random seed: initial weights, the validation split, batch order, shifts")
@@ -70,8 +81,9 @@ class Config:
     threads: int = opt(0, "CPU threads for torch and the native kernels (0: torch's default)")
     channels_last: bool = opt(True, "NHWC on the CPU, which the fast CPU paths need")
     compile: bool = opt(False, "torch.compile the model")
-    cuda_graphs: bool = opt(True, "CUDA: replay each step as one recorded graph (SGD, one process, "
-                                  "no --compile)")
+    cuda_graphs: bool = opt(
+        True, "CUDA: replay each step as one recorded graph (SGD, one process, no --compile)"
+    )
     eval_batch_size: int = opt(1024, "images per batch when scoring the validation set")
     dist_timeout: int = opt(300, "seconds a process waits for the others under torchrun before giving up")
     progress: bool = opt(True, "progress bars (on a terminal)")
@@ -80,10 +92,12 @@ class Config:
     wandb_project: str = opt("lenet5", "Weights & Biases project")
     wandb_name: str = opt("", "Weights & Biases run name (empty: the run folder's name)")
     wandb_tags: list[str] = opt(list, "Weights & Biases tags")
-    tensorboard: bool = opt(False, "write TensorBoard event files into <run folder>/tensorboard/ "
-                                   "(pip install 'lenet5[tensorboard]')")
+    tensorboard: bool = opt(
+        False,
+        "write TensorBoard event files into <run folder>/tensorboard/ (pip install 'lenet5[tensorboard]')",
+    )
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         choices = {
             "optimizer": ("sgd", "adamw"),
             "schedule": ("onecycle", "step", "constant"),
@@ -91,8 +105,9 @@ class Config:
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
-                raise ConfigError(f"--{flag(key)} {short(getattr(self, key))}: choose one of "
-                                  f"{', '.join(allowed)}")
+                raise ConfigError(
+                    f"--{flag(key)} {short(getattr(self, key))}: choose one of {', '.join(allowed)}"
+                )
         for key, (ok, what) in NUMBERS.items():
             value = getattr(self, key)
             number = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
@@ -141,9 +156,23 @@ NUMBERS = {
 RECIPES: dict[str, dict] = {
     # The seed, exactly: batch 64, SGD 0.001/0.9, StepLR(5, 0.1), 10 epochs, early stopping with
     # patience 2 on the training loss, all 60,000 training images, no augmentation.
-    "seed": dict(epochs=10, batch_size=64, lr=0.001, momentum=0.9, nesterov=False, weight_decay=0.0,
-                 schedule="step", step_size=5, gamma=0.1, shift=0, val_size=0, monitor="train_loss",
-                 patience=2, outliers=0.0, augment=0.0),
+    "seed": dict(
+        epochs=10,
+        batch_size=64,
+        lr=0.001,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=0.0,
+        schedule="step",
+        step_size=5,
+        gamma=0.1,
+        shift=0,
+        val_size=0,
+        monitor="train_loss",
+        patience=2,
+        outliers=0.0,
+        augment=0.0,
+    ),
     # The default: the Config above, the unchanged architecture trained with OneCycle and shifts.
     "default": dict(),
     # Ten epochs more: a little better on a GPU, no better on the CPU (README).
@@ -214,17 +243,22 @@ def read_file(path: str | os.PathLike, what: str = "--config") -> dict:
     except Exception as e:  # JSONDecodeError, yaml.YAMLError, RecursionError: the parser says where
         mark = getattr(e, "problem_mark", None)
         if mark is not None:  # PyYAML's own message quotes the text around the spot, over lines
-            first = f"{getattr(e, 'problem', None) or 'error'} at line {mark.line + 1}, column {mark.column + 1}"
+            first = (
+                f"{getattr(e, 'problem', None) or 'error'} at line {mark.line + 1}, column {mark.column + 1}"
+            )
         else:
             first = " ".join(str(e).split()) or type(e).__name__
         raise ConfigError(f"{what} {path}: not valid {kind} ({clip(first, 160)})") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"{what} {path}: holds a {type(values).__name__}, not a mapping of "
-                          "config keys to values")
+        raise ConfigError(
+            f"{what} {path}: holds a {type(values).__name__}, not a mapping of config keys to values"
+        )
     for key in values:
         if not isinstance(key, str):
-            raise ConfigError(f"{what} {path}: key {short(key)} is not a config key name (those are "
-                              "words, as --print-config shows)")
+            raise ConfigError(
+                f"{what} {path}: key {short(key)} is not a config key name (those are "
+                "words, as --print-config shows)"
+            )
     return values
 
 
@@ -241,8 +275,10 @@ def read_text(path: str, what: str = "--config") -> str:
             kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a device or a pipe)"
             raise ConfigError(f"{what} {path}: is {kind}; give a JSON or YAML file")
         if info.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{what} {path}: is {info.st_size / 2**20:.1f} MB, too large for a config "
-                              f"file (at most {MAX_CONFIG_BYTES >> 20} MB)")
+            raise ConfigError(
+                f"{what} {path}: is {info.st_size / 2**20:.1f} MB, too large for a config "
+                f"file (at most {MAX_CONFIG_BYTES >> 20} MB)"
+            )
         with open(path, "rb") as f:
             data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
@@ -252,8 +288,10 @@ def read_text(path: str, what: str = "--config") -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{what} {path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
-                          "save it as UTF-8") from None
+        raise ConfigError(
+            f"{what} {path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            "save it as UTF-8"
+        ) from None
 
 
 def _yaml_loader():
@@ -266,8 +304,11 @@ def _yaml_loader():
             event = self.peek_event()
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 raise yaml.composer.ComposerError(
-                    None, None, "anchors and aliases (&name, *name) are not allowed in a config file",
-                    event.start_mark)
+                    None,
+                    None,
+                    "anchors and aliases (&name, *name) are not allowed in a config file",
+                    event.start_mark,
+                )
             return super().compose_node(parent, index)
 
     return NoAliases
@@ -306,8 +347,10 @@ def choose_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"--device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: no CUDA device is available to this torch "
-                              f"({torch.__version__}); use --device auto or cpu")
+            raise ConfigError(
+                f"--device {name}: no CUDA device is available to this torch "
+                f"({torch.__version__}); use --device auto or cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
     elif device.type == "mps":

@@ -14,9 +14,9 @@ import struct
 import time
 import urllib.request
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -94,7 +94,7 @@ def read_raw(path: Path, expect_magic: int, expect_shape: tuple[int, ...]) -> by
     try:
         with open(path, "rb") as f:
             gzipped = f.read(2) == b"\x1f\x8b"
-        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if gzipped else open(path, "rb") as f:
             raw = f.read(4 + 4 * len(expect_shape))
             header, count = _check_header(raw, str(path), expect_magic, expect_shape)
             return raw + f.read(header + count + 1 - len(raw))
@@ -155,11 +155,18 @@ def download(
             for attempt in range(retries):
                 try:
                     with atomic_path(dest) as tmp:  # in place only once it verifies
-                        with tqdm(desc=f"{name}.gz", unit="B", unit_scale=True,
-                                  disable=None if show_progress else True, leave=False) as bar:
+                        with tqdm(
+                            desc=f"{name}.gz",
+                            unit="B",
+                            unit_scale=True,
+                            disable=None if show_progress else True,
+                            leave=False,
+                        ) as bar:
+
                             def progress(n: int, total: int) -> None:
                                 bar.total = total or None
                                 bar.update(n)
+
                             fetch(url, tmp, progress)
                         verify(tmp, name)
                     break
@@ -196,8 +203,12 @@ def data_home(given: str | os.PathLike | None = None) -> Path:
     return cache / "lenet5" / "data"
 
 
-def load_mnist(root: str | os.PathLike | None = None, download_missing: bool = True,
-               fetch: Fetcher = _urllib_fetch, mirrors: tuple[str, ...] = MIRRORS) -> MNIST:
+def load_mnist(
+    root: str | os.PathLike | None = None,
+    download_missing: bool = True,
+    fetch: Fetcher = _urllib_fetch,
+    mirrors: tuple[str, ...] = MIRRORS,
+) -> MNIST:
     """Find (or download) and verify the four files under `root` (default: `data_home()`);
     return them as tensors."""
     root = data_home(root)
@@ -269,13 +280,15 @@ def warp(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     b = len(images)
     turn, scale, shear = params[:, 0], params[:, 1].exp(), params[:, 2]
     cos, sin, zero = turn.cos() * scale, turn.sin() * scale, torch.zeros_like(turn)
-    theta = torch.stack([torch.stack([cos, cos * shear - sin, zero], 1),
-                         torch.stack([sin, sin * shear + cos, zero], 1)], 1)  # (B, 2, 3)
+    theta = torch.stack(
+        [torch.stack([cos, cos * shear - sin, zero], 1), torch.stack([sin, sin * shear + cos, zero], 1)], 1
+    )  # (B, 2, 3)
     grid = F.affine_grid(theta, [b, 1, 28, 28], align_corners=False)  # (B, 28, 28, 2): x, y
     w = _bend_weights(images.device)  # (28, 4): pixel centres in the 4x4 grid, bilinearly
     bend = torch.einsum("ik,bckl,jl->bijc", w, params[:, 4:].reshape(b, 2, 4, 4), w)
-    return F.grid_sample(images.unsqueeze(1).float(), grid + bend, mode="bilinear",
-                         padding_mode="zeros", align_corners=False).squeeze(1)
+    return F.grid_sample(
+        images.unsqueeze(1).float(), grid + bend, mode="bilinear", padding_mode="zeros", align_corners=False
+    ).squeeze(1)
 
 
 def _bend_weights(device) -> torch.Tensor:
@@ -323,7 +336,9 @@ def restyle(images: torch.Tensor, seed: int) -> torch.Tensor:
         out[i] = (t * 255 / t.amax((1, 2), keepdim=True).clamp_min(1)).clamp(0, 255)
     if len(i := pick(2)):  # slanted hard one way or the other
         p = torch.zeros(len(i), 36)
-        p[:, 2] = (torch.rand(len(i), generator=gen) * 0.3 + 0.25) * torch.sign(torch.rand(len(i), generator=gen) - 0.5)
+        p[:, 2] = (torch.rand(len(i), generator=gen) * 0.3 + 0.25) * torch.sign(
+            torch.rand(len(i), generator=gen) - 0.5
+        )
         out[i] = warp(images[i], p)
     if len(i := pick(3)):  # bent and turned further than training's augmentation
         out[i] = warp(images[i], warp_params(len(i), 1.7, gen))
@@ -345,16 +360,25 @@ class EpochPlan:
     generator state saved at the epoch's start redraws the same plan.
     """
 
-    def __init__(self, n: int, batch_size: int, shift_px: int, generator: torch.Generator,
-                 device: torch.device, outliers: torch.Tensor | None = None, per_step: int = 0,
-                 augment: float = 0.0):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shift_px: int,
+        generator: torch.Generator,
+        device: torch.device,
+        outliers: torch.Tensor | None = None,
+        per_step: int = 0,
+        augment: float = 0.0,
+    ):
         self.batch_size = batch_size
         self.shift_px = shift_px
         self.order = torch.randperm(n, generator=generator, device=generator.device).to(device)
         self.offsets = None
         if shift_px > 0:
-            self.offsets = torch.randint(-shift_px, shift_px + 1, (n, 2), generator=generator,
-                                         device=generator.device).to(device)
+            self.offsets = torch.randint(
+                -shift_px, shift_px + 1, (n, 2), generator=generator, device=generator.device
+            ).to(device)
         self.steps = (n + batch_size - 1) // batch_size
         # Random turns, scales, shears and bends (`warp`), drawn only when asked for.
         self.bends = warp_params(n, augment, generator).to(device) if augment > 0 else None
@@ -362,16 +386,35 @@ class EpochPlan:
         # when asked for, so a run without them draws exactly what it always drew.
         self.outliers, self.picks, self.pick_offsets = outliers, None, None
         if outliers is not None and per_step > 0:
-            self.picks = torch.randint(len(outliers), (self.steps, per_step), generator=generator,
-                                       device=generator.device).to(device)
+            self.picks = torch.randint(
+                len(outliers), (self.steps, per_step), generator=generator, device=generator.device
+            ).to(device)
             if shift_px > 0:
-                self.pick_offsets = torch.randint(-shift_px, shift_px + 1, (self.steps, per_step, 2),
-                                                  generator=generator, device=generator.device).to(device)
-            self.pick_bends = (warp_params(self.steps * per_step, augment, generator).to(device)
-                               .reshape(self.steps, per_step, -1) if augment > 0 else None)
+                self.pick_offsets = torch.randint(
+                    -shift_px,
+                    shift_px + 1,
+                    (self.steps, per_step, 2),
+                    generator=generator,
+                    device=generator.device,
+                ).to(device)
+            self.pick_bends = (
+                warp_params(self.steps * per_step, augment, generator)
+                .to(device)
+                .reshape(self.steps, per_step, -1)
+                if augment > 0
+                else None
+            )
 
-    def batch(self, step: int, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float,
-              rank: int = 0, world: int = 1):
+    def batch(
+        self,
+        step: int,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean: float,
+        std: float,
+        rank: int = 0,
+        world: int = 1,
+    ):
         """The (x, y) of one step; under data parallelism each rank takes every world-th sample."""
         sl = slice(step * self.batch_size + rank, (step + 1) * self.batch_size, world)
         x, y = self._cut(sl, images, labels, mean, std)
@@ -382,8 +425,10 @@ class EpochPlan:
             picks = shift(picks, self.pick_offsets[step, rank::world], self.shift_px)
         if self.pick_bends is not None:
             picks = warp(picks, self.pick_bends[step, rank::world])
-        return (torch.cat([x, normalize(picks, mean, std)]),
-                torch.cat([y, torch.full((len(picks),), IGNORE, dtype=y.dtype, device=y.device)]))
+        return (
+            torch.cat([x, normalize(picks, mean, std)]),
+            torch.cat([y, torch.full((len(picks),), IGNORE, dtype=y.dtype, device=y.device)]),
+        )
 
     def outlier_rows(self, rank: int = 0, world: int = 1) -> int:
         """How many of this process's rows in each step are non-digit pictures."""
@@ -405,4 +450,3 @@ class EpochPlan:
         if self.bends is not None:
             x = warp(x, self.bends[sl])
         return normalize(x, mean, std), labels[idx]
-

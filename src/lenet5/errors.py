@@ -36,7 +36,7 @@ def short(value, width: int = 60) -> str:
     r.maxlist = r.maxtuple = r.maxdict = r.maxset = 6
     r.maxlevel = 3
     text = r.repr(value)
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def clip(text: str, width: int) -> str:
@@ -44,5 +44,5 @@ def clip(text: str, width: int) -> str:
     text = " ".join(str(text).split())
     if len(text) <= width:
         return text
-    cut = text[:width - 3].rsplit(" ", 1)[0] if " " in text[:width - 3] else text[:width - 3]
+    cut = text[: width - 3].rsplit(" ", 1)[0] if " " in text[: width - 3] else text[: width - 3]
     return cut.rstrip(" ,;:") + "..."

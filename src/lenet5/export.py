@@ -34,8 +34,8 @@ import torch
 
 from . import __version__
 from .data import normalize
-from .files import atomic_folder, atomic_path
 from .errors import Lenet5Error
+from .files import atomic_folder, atomic_path
 
 # -> suffix; "web" is a folder
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors", "web": "-web"}
@@ -73,7 +73,7 @@ def metadata(mean: float, std: float, source: str = "", calibration=None) -> dic
         "source": source,
         "input": "pixels: uint8 (N, 28, 28), white ink on black as in MNIST; normalised inside",
         "output": "logits: float32 (N, 10) for digits 0-9; softmax(logits / temperature) gives "
-                  "calibrated probabilities, and a top probability under threshold means not a digit",
+        "calibrated probabilities, and a top probability under threshold means not a digit",
         "mean": repr(float(mean)),
         "std": repr(float(std)),
         "temperature": repr(float(cal.temperature)),
@@ -86,8 +86,12 @@ def safetensors_metadata(mean: float, std: float, source: str = "", calibration=
     """What a safetensors export says about itself. "format": "pt" as Hugging Face's tools write
     and check it (PyTorch tensors); the model's input is normalised outside, so the constants here
     are the ones to use."""
-    return {**metadata(mean, std, source, calibration), "format": "pt", "model": "LeNet5",
-            "input": "float32 (N, 1, 28, 28): MNIST-style pixels / 255, then (x - mean) / std"}
+    return {
+        **metadata(mean, std, source, calibration),
+        "format": "pt",
+        "model": "LeNet5",
+        "input": "float32 (N, 1, 28, 28): MNIST-style pixels / 255, then (x - mean) / std",
+    }
 
 
 def default_path(checkpoint: str | os.PathLike, fmt: str) -> Path:
@@ -108,8 +112,11 @@ def export(reader, fmt: str, out: str | os.PathLike, source: str = "", force: bo
         return export_web(model, mean, std, out, source, cal)
     _check_out(out, source, force)
     wrapped = Pixels(model.cpu().eval(), mean, std).eval()
-    meta = (safetensors_metadata(mean, std, source, cal) if fmt == "safetensors"
-            else metadata(mean, std, source, cal))
+    meta = (
+        safetensors_metadata(mean, std, source, cal)
+        if fmt == "safetensors"
+        else metadata(mean, std, source, cal)
+    )
     write = {"onnx": _write_onnx, "torchscript": _write_torchscript, "safetensors": _write_safetensors}[fmt]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -124,13 +131,24 @@ def export(reader, fmt: str, out: str | os.PathLike, source: str = "", force: bo
 
 
 # The web export's files: where each goes in the folder <- where it is in lenet5/web/static.
-WEB_PAGE = {"index.html": "index.html", "favicon.ico": "favicon.ico", "static/app.js": "app.js",
-            "static/reader.js": "reader.js", "static/style.css": "style.css"}
+WEB_PAGE = {
+    "index.html": "index.html",
+    "favicon.ico": "favicon.ico",
+    "static/app.js": "app.js",
+    "static/reader.js": "reader.js",
+    "static/style.css": "style.css",
+}
 WEB_MODEL = "static/model.js"  # written from the checkpoint; the served page has a stub there
 
 
-def export_web(model: torch.nn.Module, mean: float, std: float, out: str | os.PathLike,
-               source: str = "", calibration=None) -> dict:
+def export_web(
+    model: torch.nn.Module,
+    mean: float,
+    std: float,
+    out: str | os.PathLike,
+    source: str = "",
+    calibration=None,
+) -> dict:
     """Write the serverless page for `model` into the folder `out`; return what was written."""
     from .reader import Calibration
     from .web import STATIC, describe
@@ -149,12 +167,20 @@ def export_web(model: torch.nn.Module, mean: float, std: float, out: str | os.Pa
     except OSError as e:
         raise ExportError(f"{out}: cannot write ({e.strerror or e})") from None
     files = {f: (out / f).stat().st_size for f in [*WEB_PAGE, WEB_MODEL]}
-    return {"path": str(out), "format": "web", "files": files, "bytes": sum(files.values()),
-            "name": name, "test_accuracy": accuracy, **metadata(mean, std, source, calibration)}
+    return {
+        "path": str(out),
+        "format": "web",
+        "files": files,
+        "bytes": sum(files.values()),
+        "name": name,
+        "test_accuracy": accuracy,
+        **metadata(mean, std, source, calibration),
+    }
 
 
-def model_script(model: torch.nn.Module, mean: float, std: float, name: str,
-                 accuracy: float | None, calibration=None) -> str:
+def model_script(
+    model: torch.nn.Module, mean: float, std: float, name: str, accuracy: float | None, calibration=None
+) -> str:
     """static/model.js: `window.LENET5_MODEL = {...}`, the spec reader.js's loadModel takes.
 
     The weights are LeNet5's state_dict as little-endian float32, one tensor after another in
@@ -170,12 +196,21 @@ def model_script(model: torch.nn.Module, mean: float, std: float, name: str,
     from .reader import Calibration
 
     cal = calibration or Calibration()
-    spec = {"name": name, "test_accuracy": accuracy, "mean": float(mean), "std": float(std),
-            "temperature": cal.temperature, "threshold": cal.threshold,
-            "layout": layout, "weights": base64.b64encode(weights).decode("ascii")}
-    return ("// LeNet-5 for lenet5's page, written by `lenet5 export --format web`; reader.js reads it.\n"
-            f"// {name}: float32 weights, little-endian, base64, one tensor after another in layout order.\n"
-            f"window.LENET5_MODEL = {json.dumps(spec, separators=(',', ':'))};\n")
+    spec = {
+        "name": name,
+        "test_accuracy": accuracy,
+        "mean": float(mean),
+        "std": float(std),
+        "temperature": cal.temperature,
+        "threshold": cal.threshold,
+        "layout": layout,
+        "weights": base64.b64encode(weights).decode("ascii"),
+    }
+    return (
+        "// LeNet-5 for lenet5's page, written by `lenet5 export --format web`; reader.js reads it.\n"
+        f"// {name}: float32 weights, little-endian, base64, one tensor after another in layout order.\n"
+        f"window.LENET5_MODEL = {json.dumps(spec, separators=(',', ':'))};\n"
+    )
 
 
 def is_web_export(folder: Path) -> bool:
@@ -189,8 +224,10 @@ def is_web_export(folder: Path) -> bool:
 def _check_web_out(out: Path) -> None:
     """Refuse a file, or a folder that holds anything but an earlier web export."""
     if out.is_dir() and any(out.iterdir()) and not is_web_export(out):
-        raise ExportError(f"--out {out}: is a folder with other files in it; a web export replaces "
-                          "only an earlier one: give a new or empty folder")
+        raise ExportError(
+            f"--out {out}: is a folder with other files in it; a web export replaces "
+            "only an earlier one: give a new or empty folder"
+        )
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out}: is a file; a web export is a folder: give a folder name")
 
@@ -205,19 +242,25 @@ def _check_out(out: Path, source: str, force: bool = False) -> None:
     if stat.S_ISDIR(info.st_mode):
         raise ExportError(f"--out {out}: is a folder; give a file name")
     if not stat.S_ISREG(info.st_mode):  # /dev/full, a FIFO: never read, never replaced
-        raise ExportError(f"--out {out}: is not a regular file (a device, a pipe or a socket); "
-                          "give a file name")
+        raise ExportError(
+            f"--out {out}: is not a regular file (a device, a pipe or a socket); give a file name"
+        )
     if source and Path(source).exists() and out.samefile(source):
-        raise ExportError(f"--out {out}: is the checkpoint being exported; writing there would destroy "
-                          "it: choose another path")
+        raise ExportError(
+            f"--out {out}: is the checkpoint being exported; writing there would destroy "
+            "it: choose another path"
+        )
     kind = _kind_of(out)
     if kind == "checkpoint":  # not even with --force: an export never overwrites a checkpoint
-        raise ExportError(f"--out {out}: is a PyTorch checkpoint; an export would replace it: "
-                          "choose another path")
+        raise ExportError(
+            f"--out {out}: is a PyTorch checkpoint; an export would replace it: choose another path"
+        )
     if kind == "export" or force:
         return
-    raise ExportError(f"--out {out}: exists and is not a model export; an export would replace it: "
-                      "choose another path, or add --force to replace it")
+    raise ExportError(
+        f"--out {out}: exists and is not a model export; an export would replace it: "
+        "choose another path, or add --force to replace it"
+    )
 
 
 def _kind_of(path: Path) -> str | None:
@@ -247,8 +290,10 @@ def _kind_of(path: Path) -> str | None:
 def _need_onnx(runtime: bool = False):
     try:
         import onnx
+
         if runtime:
             import onnxruntime
+
             return onnx, onnxruntime
         import onnxscript  # noqa: F401  (torch's exporter needs it)
     except ImportError as e:
@@ -268,9 +313,14 @@ def _write_onnx(wrapped: Pixels, path: Path, meta: dict[str, str]) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                wrapped, (example,), input_names=["pixels"], output_names=["logits"],
-                dynamic_shapes={"pixels": {0: torch.export.Dim("batch")}}, dynamo=True,
-                verbose=False)
+                wrapped,
+                (example,),
+                input_names=["pixels"],
+                output_names=["logits"],
+                dynamic_shapes={"pixels": {0: torch.export.Dim("batch")}},
+                dynamo=True,
+                verbose=False,
+            )
     finally:
         exporter_log.setLevel(level)
     # Through the onnx package so the metadata goes in; external_data=False keeps the weights
@@ -296,7 +346,9 @@ def _write_safetensors(wrapped: Pixels, path: Path, meta: dict[str, str]) -> Non
     try:
         from safetensors.torch import save_file
     except ImportError:
-        raise ExportError("safetensors export needs the safetensors package: pip install safetensors") from None
+        raise ExportError(
+            "safetensors export needs the safetensors package: pip install safetensors"
+        ) from None
     from .checkpoint import portable
 
     save_file(portable(wrapped.model.state_dict()), str(path), metadata=meta)
@@ -338,7 +390,9 @@ def load(path: str | os.PathLike):
             warnings.simplefilter("ignore", DeprecationWarning)
             scripted = torch.jit.load(str(path), map_location="cpu", _extra_files=extra).eval()
     except Exception as e:  # torch.jit raises RuntimeError or others for a file that is not an archive
-        raise ExportError(f"{path}: not a readable TorchScript model ({str(e).splitlines()[0][:160]})") from None
+        raise ExportError(
+            f"{path}: not a readable TorchScript model ({str(e).splitlines()[0][:160]})"
+        ) from None
     meta = json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else {}
 
     @torch.no_grad()
@@ -349,8 +403,14 @@ def load(path: str | os.PathLike):
 
 
 @torch.no_grad()
-def verify(path: str | os.PathLike, model: torch.nn.Module, images: torch.Tensor, mean: float,
-           std: float, batch_size: int = 4096) -> dict:
+def verify(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    mean: float,
+    std: float,
+    batch_size: int = 4096,
+) -> dict:
     """Run the export and the PyTorch model on `images` (uint8 (N, 28, 28)); compare the logits.
 
     The reference normalises outside the model with `data.normalize`, as training and evaluation
@@ -361,12 +421,17 @@ def verify(path: str | os.PathLike, model: torch.nn.Module, images: torch.Tensor
     model = model.cpu().eval()
     identical, max_diff = 0, 0.0
     for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
+        batch = images[start : start + batch_size]
         ref = model(normalize(batch, mean, std))
         got = run(batch.numpy())
         if got.shape != ref.shape:
             raise ExportError(f"{path}: returned shape {tuple(got.shape)}, expected {tuple(ref.shape)}")
         identical += int((got.argmax(1) == ref.argmax(1)).sum())
         max_diff = max(max_diff, float((got - ref).abs().max()))
-    return {"count": len(images), "identical": identical, "max_abs_diff": max_diff,
-            "ok": identical == len(images) and max_diff <= TOLERANCE, "metadata": meta}
+    return {
+        "count": len(images),
+        "identical": identical,
+        "max_abs_diff": max_diff,
+        "ok": identical == len(images) and max_diff <= TOLERANCE,
+        "metadata": meta,
+    }

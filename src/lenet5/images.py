@@ -77,9 +77,13 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
     else:
         path = Path(source)
         if not path.is_file():
-            what = ("is a folder" if path.is_dir() else
-                    "not a regular file (a device, a pipe or a socket); give a picture file"
-                    if path.exists() else "no such file")
+            what = (
+                "is a folder"
+                if path.is_dir()
+                else "not a regular file (a device, a pipe or a socket); give a picture file"
+                if path.exists()
+                else "no such file"
+            )
             raise ImageError(f"{name}: {what}")
         if path.stat().st_size > MAX_BYTES:
             raise ImageError(f"{name}: file is larger than {MAX_BYTES // 2**20} MB")
@@ -91,8 +95,10 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
         raise ImageError(f"{name}: file is empty")
     if len(data) > MAX_BYTES:
         raise ImageError(f"{name}: image is larger than {MAX_BYTES // 2**20} MB")
-    too_large = (f"{name}: too large to be a digit picture (over {MAX_PIXELS // 1_000_000} megapixels, "
-                 "or a decompression bomb); scale it down first")
+    too_large = (
+        f"{name}: too large to be a digit picture (over {MAX_PIXELS // 1_000_000} megapixels, "
+        "or a decompression bomb); scale it down first"
+    )
     try:
         with warnings.catch_warnings():
             # Pillow warns below its own hard limit (we refuse by ours instead) and about damaged
@@ -168,8 +174,15 @@ def _upright(img, orientation):
     """`img` turned as its EXIF orientation tag (1-8) says; as `ImageOps.exif_transpose` does."""
     Image = _pil()
     T = Image.Transpose
-    method = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE,
-              6: T.ROTATE_270, 7: T.TRANSVERSE, 8: T.ROTATE_90}.get(orientation)
+    method = {
+        2: T.FLIP_LEFT_RIGHT,
+        3: T.ROTATE_180,
+        4: T.FLIP_TOP_BOTTOM,
+        5: T.TRANSPOSE,
+        6: T.ROTATE_270,
+        7: T.TRANSVERSE,
+        8: T.ROTATE_90,
+    }.get(orientation)
     return img.transpose(method) if method is not None else img
 
 
@@ -274,7 +287,7 @@ def regions(strong: np.ndarray, weak: np.ndarray) -> Regions:
     # box meets the regions in the order one of the whole picture does, so the numbers are the same.
     rows, cols = np.flatnonzero(weak.any(1)), np.flatnonzero(weak.any(0))
     top, left = (int(rows[0]), int(cols[0])) if len(rows) else (0, 0)
-    box = np.s_[top:rows[-1] + 1, left:cols[-1] + 1] if len(rows) else np.s_[:, :]
+    box = np.s_[top : rows[-1] + 1, left : cols[-1] + 1] if len(rows) else np.s_[:, :]
     labels = np.zeros(weak.shape, dtype=np.int32)
     labels[box], n = ndimage.label(weak[box], structure=EIGHT)
     # Counted over the faint ink only (labels 1..n; the paper's count, label 0, is never used):
@@ -285,9 +298,18 @@ def regions(strong: np.ndarray, weak: np.ndarray) -> Regions:
     ids = np.nonzero(clear & (areas >= 3))[0]
     ids = ids[ids > 0]
     slices = ndimage.find_objects(labels[box])
-    boxes = np.array([(slices[i - 1][0].start, slices[i - 1][0].stop - 1,
-                       slices[i - 1][1].start, slices[i - 1][1].stop - 1) for i in ids],
-                     dtype=np.intp).reshape(-1, 4) + (top, top, left, left)
+    boxes = np.array(
+        [
+            (
+                slices[i - 1][0].start,
+                slices[i - 1][0].stop - 1,
+                slices[i - 1][1].start,
+                slices[i - 1][1].stop - 1,
+            )
+            for i in ids
+        ],
+        dtype=np.intp,
+    ).reshape(-1, 4) + (top, top, left, left)
     return Regions(labels, ids, areas[ids], boxes, n)
 
 
@@ -300,14 +322,22 @@ def candidates(r: Regions, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarr
     ids, areas, boxes = r.ids, r.areas, r.boxes
     h, w = shape
     margin = 2  # touching the edge, give or take a pixel of blur
-    at_edge = ((boxes[:, 0] < margin) | (boxes[:, 1] >= h - margin) |
-               (boxes[:, 2] < margin) | (boxes[:, 3] >= w - margin))
+    at_edge = (
+        (boxes[:, 0] < margin)
+        | (boxes[:, 1] >= h - margin)
+        | (boxes[:, 2] < margin)
+        | (boxes[:, 3] >= w - margin)
+    )
     big = np.nonzero(areas >= 0.02 * areas.max())[0]
     framing = np.zeros(len(ids), dtype=bool)
     for a in big:
-        inner = ((boxes[big, 0] > boxes[a, 0]) & (boxes[big, 1] < boxes[a, 1]) &
-                 (boxes[big, 2] > boxes[a, 2]) & (boxes[big, 3] < boxes[a, 3]) &
-                 (areas[big] >= 0.05 * areas[a]))
+        inner = (
+            (boxes[big, 0] > boxes[a, 0])
+            & (boxes[big, 1] < boxes[a, 1])
+            & (boxes[big, 2] > boxes[a, 2])
+            & (boxes[big, 3] < boxes[a, 3])
+            & (areas[big] >= 0.05 * areas[a])
+        )
         framing[a] = inner.any()
     allowed = ~(at_edge | framing)
     if not allowed[big].any():  # the digit itself touches the edge (a tight crop)
@@ -330,8 +360,14 @@ def _select_digit(strong: np.ndarray, weak: np.ndarray) -> np.ndarray:
         top, left = boxes[kept, 0].min(), boxes[kept, 2].min()
         bottom, right = boxes[kept, 1].max(), boxes[kept, 3].max()
         reach = 0.25 * max(bottom - top, right - left) + 2  # a detached stroke sits close by
-        near = (allowed & ~kept & (boxes[:, 0] <= bottom + reach) & (boxes[:, 1] >= top - reach) &
-                (boxes[:, 2] <= right + reach) & (boxes[:, 3] >= left - reach))
+        near = (
+            allowed
+            & ~kept
+            & (boxes[:, 0] <= bottom + reach)
+            & (boxes[:, 1] >= top - reach)
+            & (boxes[:, 2] <= right + reach)
+            & (boxes[:, 3] >= left - reach)
+        )
         if not near.any():
             # Looked up only inside the kept regions' box, where they all lie.
             box = (slice(top, bottom + 1), slice(left, right + 1))
@@ -506,8 +542,11 @@ def to_mnist_pixels(ink: np.ndarray, mask: np.ndarray, name: str = "image") -> n
     rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
     top, bottom, left, right = (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) if mask.any() else (0,) * 4
     if max(bottom - top, right - left) < MIN_SIZE:
-        raise NoDigit(f"{name}: no digit found, only a speck of ink; if the digit is tiny in the "
-                      "picture, crop closer to it", "only a speck of ink")
+        raise NoDigit(
+            f"{name}: no digit found, only a speck of ink; if the digit is tiny in the "
+            "picture, crop closer to it",
+            "only a speck of ink",
+        )
     # Keep the anti-aliased rim just outside the threshold; drop everything else outside the digit.
     # The rim is the mask dilated by a 3x3 square: the OR of its shifts across, then down. (Nothing
     # of the mask lies outside its box, so the box padded with paper is all the dilation sees.)
@@ -539,7 +578,7 @@ def to_mnist_pixels(ink: np.ndarray, mask: np.ndarray, name: str = "image") -> n
     field = np.zeros((28, 28), dtype=np.float64)
     oy, ox = int(round(14 - cy)), int(round(14 - cx))  # MNIST's centre of mass sits at (14, 14)
     oy, ox = min(max(oy, 0), 28 - new_h), min(max(ox, 0), 28 - new_w)
-    field[oy:oy + new_h, ox:ox + new_w] = d
+    field[oy : oy + new_h, ox : ox + new_w] = d
     return np.clip(field, 0, 255).astype(np.uint8)
 
 

@@ -92,14 +92,17 @@ def _pil_checked(img):
     try:
         img.load()
     except (ValueError, OSError) as e:  # closed, or its file gone
-        raise Lenet5Error(f"predict: the PIL image cannot be read ({str(e)[:80] or type(e).__name__}); "
-                          "give it open, or its file") from None
+        raise Lenet5Error(
+            f"predict: the PIL image cannot be read ({str(e)[:80] or type(e).__name__}); "
+            "give it open, or its file"
+        ) from None
     if img.mode in ("LAB", "HSV", "YCbCr", "CMYK") or img.mode.startswith(("I;16", "BGR")):
         try:
             img = img.convert("RGB") if img.mode in ("LAB", "HSV", "YCbCr", "CMYK") else img.convert("I")
         except (ValueError, OSError):
-            raise Lenet5Error(f"predict: cannot read a PIL image in mode {img.mode}; convert it to "
-                              "'L' or 'RGB' first") from None
+            raise Lenet5Error(
+                f"predict: cannot read a PIL image in mode {img.mode}; convert it to 'L' or 'RGB' first"
+            ) from None
     return img
 
 
@@ -114,10 +117,20 @@ def _array(x) -> np.ndarray | None:
         if x.is_nested or x.layout != torch.strided or x.device.type == "meta":
             kind = "nested" if x.is_nested else ("meta" if x.device.type == "meta" else str(x.layout))
             raise Lenet5Error(f"predict: a {kind} tensor: give a dense tensor of pixels")
-        if x.is_complex() or x.dtype == torch.bool or not (x.is_floating_point() or x.dtype in (
-                torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
+        if (
+            x.is_complex()
+            or x.dtype == torch.bool
+            or not (
+                x.is_floating_point()
+                or x.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+            )
+        ):
             raise Lenet5Error(f"predict: a tensor of {x.dtype}: give uint8 or floating point pixels")
-        return x.detach().cpu().float().numpy() if x.dtype in (torch.bfloat16, torch.float16) else x.detach().cpu().numpy()
+        return (
+            x.detach().cpu().float().numpy()
+            if x.dtype in (torch.bfloat16, torch.float16)
+            else x.detach().cpu().numpy()
+        )
     if isinstance(x, np.ndarray):
         if x.dtype.kind not in "uif":
             raise Lenet5Error(f"predict: an array of {x.dtype}: give uint8 or floating point pixels")
@@ -133,7 +146,7 @@ def _uint8(a: np.ndarray) -> np.ndarray:
     if a.dtype.kind == "f":
         finite_max = None
         for start in range(0, len(a), CHUNK):
-            part = a[start:start + CHUNK]
+            part = a[start : start + CHUNK]
             if not np.isfinite(part).all():
                 raise Lenet5Error("predict: the array holds NaN or infinite values")
             m = float(part.max()) if part.size else 0.0
@@ -143,6 +156,6 @@ def _uint8(a: np.ndarray) -> np.ndarray:
         scale = 1.0
     out = np.empty(a.shape, np.uint8)
     for start in range(0, len(a), CHUNK):
-        part = a[start:start + CHUNK].astype(np.float64) * scale
-        out[start:start + CHUNK] = np.clip(np.rint(part), 0, 255)
+        part = a[start : start + CHUNK].astype(np.float64) * scale
+        out[start : start + CHUNK] = np.clip(np.rint(part), 0, 255)
     return out

@@ -13,9 +13,15 @@ from .fast.forward import Forward
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: torch.Tensor, mean: float, std: float,
-                   batch_size: int = 1024, device: torch.device | str = "cpu",
-                   channels_last: bool | None = None) -> torch.Tensor:
+def predict_logits(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    mean: float,
+    std: float,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+    channels_last: bool | None = None,
+) -> torch.Tensor:
     """Logits for uint8 images (N, 28, 28), returned on `device`: on the CPU the reader's forward
     (fast/forward.py: native where fast/choose.py measured it faster), elsewhere the model in
     batches of `batch_size`. `channels_last`: NHWC on CUDA too (measured slower there)."""
@@ -28,7 +34,7 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, mean: float, st
         model.to(memory_format=torch.channels_last)
     out = []
     for i in range(0, len(images), batch_size):
-        x = normalize(images[i:i + batch_size].to(device, non_blocking=True), mean, std)
+        x = normalize(images[i : i + batch_size].to(device, non_blocking=True), mean, std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out.append(model(x).float())
@@ -37,9 +43,16 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, mean: float, st
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: float,
-             std: float, batch_size: int = 1024, device: torch.device | str = "cpu",
-             channels_last: bool | None = None) -> dict:
+def evaluate(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mean: float,
+    std: float,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+    channels_last: bool | None = None,
+) -> dict:
     """Metrics as plain Python values: loss, accuracy, per_class accuracy, confusion[true][pred]."""
     logits = predict_logits(model, images, mean, std, batch_size, device, channels_last)
     labels = labels.to(logits.device)
@@ -49,14 +62,21 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     n = len(labels)
     if n == 0:
-        return {"loss": float("nan"), "accuracy": float("nan"), "count": 0,
-                "per_class": [float("nan")] * 10, "confusion": [[0] * 10 for _ in range(10)]}
+        return {
+            "loss": float("nan"),
+            "accuracy": float("nan"),
+            "count": 0,
+            "per_class": [float("nan")] * 10,
+            "confusion": [[0] * 10 for _ in range(10)],
+        }
     loss = F.cross_entropy(logits, labels, reduction="sum")
     pred = logits.argmax(1)
     confusion = torch.bincount(labels * 10 + pred, minlength=100).reshape(10, 10).cpu()
     per_class_total = confusion.sum(1)
     correct = confusion.diagonal()
-    per_class = [(c / t).item() if t else float("nan") for c, t in zip(correct, per_class_total)]
+    per_class = [
+        (c / t).item() if t else float("nan") for c, t in zip(correct, per_class_total, strict=False)
+    ]
     return {
         "loss": loss.item() / n,
         "accuracy": correct.sum().item() / n,
@@ -71,8 +91,10 @@ def format_report(m: dict, title: str = "") -> str:
     lines = []
     if title:
         lines.append(title)
-    lines.append(f"test loss {m['loss']:.4f}   accuracy {100 * m['accuracy']:.2f}%  "
-                 f"({round(m['accuracy'] * m['count'])}/{m['count']})")
+    lines.append(
+        f"test loss {m['loss']:.4f}   accuracy {100 * m['accuracy']:.2f}%  "
+        f"({round(m['accuracy'] * m['count'])}/{m['count']})"
+    )
     lines.append("")
     lines.append("per class  " + "  ".join(f"{d:>6}" for d in range(10)))
     lines.append("accuracy   " + "  ".join(f"{100 * a:5.1f}%" for a in m["per_class"]))
@@ -101,8 +123,15 @@ def calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE
         if count:
             c, a = conf[inside].double().mean().item(), right[inside].mean().item()
             ece += count / len(labels) * abs(c - a)
-            rows.append({"low": edges[b].item(), "high": edges[b + 1].item(), "count": count,
-                         "confidence": c, "accuracy": a})
+            rows.append(
+                {
+                    "low": edges[b].item(),
+                    "high": edges[b + 1].item(),
+                    "count": count,
+                    "confidence": c,
+                    "accuracy": a,
+                }
+            )
     return {"ece": ece, "bins": rows}
 
 
@@ -118,9 +147,12 @@ def score(reader, data) -> dict:
     accepted = torch.tensor([p.is_digit for p in readings])
     right = probs.argmax(1) == data.test_labels
     n = max(len(readings), 1)
-    out["calibration"] = {"temperature": reader.temperature, "threshold": reader.threshold,
-                          "fitted": reader.calibration.fitted,
-                          "ece": calibration_error(probs, data.test_labels)["ece"]}
+    out["calibration"] = {
+        "temperature": reader.temperature,
+        "threshold": reader.threshold,
+        "fitted": reader.calibration.fitted,
+        "ece": calibration_error(probs, data.test_labels)["ece"],
+    }
     out["accepted"] = int(accepted.sum()) / n
     out["accepted_and_right"] = int((accepted & right).sum()) / n
     return out

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-
 from scipy import ndimage
 
 from . import images
@@ -86,17 +85,24 @@ class Number:
             return ""
         wide = [k for k in bad if _aspect(self.digits[k - 1].box) > ONE_DIGIT]
         if wide:
-            return (f"digits touch in part{'s' if len(wide) > 1 else ''} {', '.join(map(str, wide))} "
-                    f"of {len(self.digits)}; leave a gap between them")
-        return (f"part{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} of {len(self.digits)} "
-                "not a digit")
+            return (
+                f"digits touch in part{'s' if len(wide) > 1 else ''} {', '.join(map(str, wide))} "
+                f"of {len(self.digits)}; leave a gap between them"
+            )
+        return (
+            f"part{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} of {len(self.digits)} not a digit"
+        )
 
     def to_dict(self) -> dict:
-        return {"number": self.number, "readable": self.readable, "problem": self.problem(),
-                "digits": [{"digit": d.digit, "probability": d.probability, "is_digit": d.is_digit,
-                            "box": list(d.box)} for d in self.digits]}
-
-
+        return {
+            "number": self.number,
+            "readable": self.readable,
+            "problem": self.problem(),
+            "digits": [
+                {"digit": d.digit, "probability": d.probability, "is_digit": d.is_digit, "box": list(d.box)}
+                for d in self.digits
+            ],
+        }
 
 
 def _aspect(box) -> float:
@@ -138,10 +144,17 @@ def read_number(img, reader, name: str = "image") -> Number:
     sx, sy = full_w / ink.shape[1], full_h / ink.shape[0]
     digits = []
     for (top, bottom, left, right), image, p in found:
-        box = (max(0, math.floor(left * sx)), max(0, math.floor(top * sy)),
-               min(full_w, math.ceil((right + 1) * sx)), min(full_h, math.ceil((bottom + 1) * sy)))
-        digits.append(Digit(p.digit, p.probability, p.probabilities, box, image,
-                            p.score >= reader.threshold * IN_A_NUMBER))
+        box = (
+            max(0, math.floor(left * sx)),
+            max(0, math.floor(top * sy)),
+            min(full_w, math.ceil((right + 1) * sx)),
+            min(full_h, math.ceil((bottom + 1) * sy)),
+        )
+        digits.append(
+            Digit(
+                p.digit, p.probability, p.probabilities, box, image, p.score >= reader.threshold * IN_A_NUMBER
+            )
+        )
     return Number(digits)
 
 
@@ -183,15 +196,18 @@ def _parts(ink: np.ndarray, level: float, name: str) -> tuple[list[_Part], int]:
     # was faint: the kept ink thickened by that much says which touch.
     near = max(1, round(NEAR * tallest))
     kept = np.nonzero(keep)[0]
-    thick, _ = ndimage.label(ndimage.binary_dilation(
-        r.mask(r.ids[kept]), EIGHT, iterations=near), structure=EIGHT)
+    thick, _ = ndimage.label(
+        ndimage.binary_dilation(r.mask(r.ids[kept]), EIGHT, iterations=near), structure=EIGHT
+    )
     together: dict[int, list[int]] = {}
     for i in kept:
         top, _, left, _ = boxes[i]
-        ys, xs = np.nonzero(r.labels[top:boxes[i][1] + 1, left:boxes[i][3] + 1] == r.ids[i])
+        ys, xs = np.nonzero(r.labels[top : boxes[i][1] + 1, left : boxes[i][3] + 1] == r.ids[i])
         together.setdefault(int(thick[top + ys[0], left + xs[0]]), []).append(int(i))
-    groups = [(ids, np.array([boxes[ids, 0].min(), boxes[ids, 1].max(), boxes[ids, 2].min(), boxes[ids, 3].max()]))
-              for ids in together.values()]
+    groups = [
+        (ids, np.array([boxes[ids, 0].min(), boxes[ids, 1].max(), boxes[ids, 2].min(), boxes[ids, 3].max()]))
+        for ids in together.values()
+    ]
     merged = True
     while merged:  # merge while any two share enough columns
         merged = False
@@ -200,7 +216,9 @@ def _parts(ink: np.ndarray, level: float, name: str) -> tuple[list[_Part], int]:
                 ba, bb = groups[a][1], groups[b][1]
                 shared = min(ba[3], bb[3]) - max(ba[2], bb[2]) + 1
                 if shared >= OVERLAP * min(ba[3] - ba[2] + 1, bb[3] - bb[2] + 1):
-                    box = np.array([min(ba[0], bb[0]), max(ba[1], bb[1]), min(ba[2], bb[2]), max(ba[3], bb[3])])
+                    box = np.array(
+                        [min(ba[0], bb[0]), max(ba[1], bb[1]), min(ba[2], bb[2]), max(ba[3], bb[3])]
+                    )
                     groups[a] = (groups[a][0] + groups[b][0], box)
                     del groups[b]
                     merged = True
@@ -228,7 +246,7 @@ def _cut(part: _Part) -> list[_Part]:
     height, width = bottom - top + 1, right - left + 1
     if width <= ONE_DIGIT * height:
         return [part]
-    sub = part.mask[top:bottom + 1, left:right + 1]
+    sub = part.mask[top : bottom + 1, left : right + 1]
     cost, moves = sub[0].astype(np.float64), np.zeros(sub.shape, dtype=np.intp)
     columns = np.arange(width)
     for y in range(1, height):
@@ -258,13 +276,19 @@ def _cut(part: _Part) -> list[_Part]:
     for k in range(len(bounds) - 1):
         inside = (columns[None, :] >= bounds[k][:, None]) & (columns[None, :] < bounds[k + 1][:, None])
         mask = np.zeros_like(part.mask)
-        mask[top:bottom + 1, left:right + 1] = sub & inside
+        mask[top : bottom + 1, left : right + 1] = sub & inside
         rows = np.nonzero(mask.any(1))[0]
         if len(rows):
             cols = np.nonzero(mask.any(0))[0]
-            out.append(_Part(mask, (int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])),
-                             cut_left=k > 0, cut_right=k < len(bounds) - 2,
-                             cut_ink=crossed[k] if k < len(crossed) else 0.0))
+            out.append(
+                _Part(
+                    mask,
+                    (int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])),
+                    cut_left=k > 0,
+                    cut_right=k < len(bounds) - 2,
+                    cut_ink=crossed[k] if k < len(crossed) else 0.0,
+                )
+            )
     return out
 
 
@@ -290,8 +314,12 @@ def _read_line(ink: np.ndarray, parts: list[_Part], tallest: int, reader, name: 
                 image = images.to_mnist(ink, digit[0], name)
             except ImageError:  # a sliver of ink: no digit
                 continue
-            penalty = (PER_GAP * gaps / tallest - _width_prior(width / height)
-                       + SHORT * max(0.0, 0.5 - height / tallest) + PER_CUT * parts[j - 1].cut_ink)
+            penalty = (
+                PER_GAP * gaps / tallest
+                - _width_prior(width / height)
+                + SHORT * max(0.0, 0.5 - height / tallest)
+                + PER_CUT * parts[j - 1].cut_ink
+            )
             candidates.append((i, j, digit[1], image, penalty))
     if not candidates:
         raise ImageError(f"{name}: no digits found, only specks of ink")
@@ -314,8 +342,10 @@ def _read_line(ink: np.ndarray, parts: list[_Part], tallest: int, reader, name: 
     for n, k in enumerate(chosen):
         top, bottom, left, right = candidates[k][2]
         if right - left + 1 > WIDEST * (bottom - top + 1):
-            raise ImageError(f"{name}: could not split: digits {n + 1} and {n + 2} touch over their "
-                             "whole height; leave a gap between them")
+            raise ImageError(
+                f"{name}: could not split: digits {n + 1} and {n + 2} touch over their "
+                "whole height; leave a gap between them"
+            )
     return [(candidates[k][2], candidates[k][3], readings[k]) for k in chosen]
 
 
@@ -325,7 +355,7 @@ def _trim(mask: np.ndarray, box, cut_left: bool, cut_right: bool):
     top, bottom, left, right = box
     if not (cut_left or cut_right):
         return mask, box
-    labels, n = ndimage.label(mask[top:bottom + 1, left:right + 1], structure=EIGHT)
+    labels, n = ndimage.label(mask[top : bottom + 1, left : right + 1], structure=EIGHT)
     areas = np.bincount(labels.ravel(), minlength=n + 1)
     areas[0] = 0
     small = areas < 0.1 * areas.max()
@@ -333,7 +363,7 @@ def _trim(mask: np.ndarray, box, cut_left: bool, cut_right: bool):
     if not small.any():
         return mask, box
     mask = mask.copy()
-    mask[top:bottom + 1, left:right + 1] &= ~small[labels]
+    mask[top : bottom + 1, left : right + 1] &= ~small[labels]
     rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
     return mask, (int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1]))
 

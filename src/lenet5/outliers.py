@@ -61,7 +61,7 @@ def mnist_style(canvas: np.ndarray) -> np.ndarray:
     ys, xs = np.nonzero(canvas > 20)
     if not len(ys):
         return np.zeros((28, 28), np.uint8)
-    crop = canvas[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    crop = canvas[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     h, w = crop.shape
     scale = 20.0 / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -73,7 +73,7 @@ def mnist_style(canvas: np.ndarray) -> np.ndarray:
     oy = min(max(int(round(14 - (yy * small).sum() / total)), 0), 28 - small.shape[0])
     ox = min(max(int(round(14 - (xx * small).sum() / total)), 0), 28 - small.shape[1])
     field = np.zeros((28, 28))
-    field[oy:oy + small.shape[0], ox:ox + small.shape[1]] = small
+    field[oy : oy + small.shape[0], ox : ox + small.shape[1]] = small
     return np.clip(field, 0, 255).astype(np.uint8)
 
 
@@ -104,8 +104,14 @@ def _letter(rng, font, pool) -> np.ndarray:
     from PIL import ImageDraw
 
     size = int(rng.integers(50, 90))
-    ImageDraw.Draw(big).text((20, 10), LETTERS[rng.integers(len(LETTERS))], fill=255,
-                             font=font(size), stroke_width=int(rng.integers(0, 4)), stroke_fill=255)
+    ImageDraw.Draw(big).text(
+        (20, 10),
+        LETTERS[rng.integers(len(LETTERS))],
+        fill=255,
+        font=font(size),
+        stroke_width=int(rng.integers(0, 4)),
+        stroke_fill=255,
+    )
     shear, turn = rng.uniform(-0.35, 0.35), rng.uniform(-12, 12)
     big = big.transform(big.size, Image.AFFINE, (1, shear, -shear * 64, 0, 1, 0), Image.BILINEAR)
     return np.asarray(big.rotate(turn, Image.BILINEAR))
@@ -122,8 +128,12 @@ def _walk(rng, steps: int, start, spread: float):
 
 def _scribble(rng, font, pool) -> np.ndarray:
     img, d = _canvas()
-    d.line(_walk(rng, int(rng.integers(30, 70)), rng.uniform(16, 48, 2), 3.0), fill=255,
-           width=int(rng.integers(2, 6)), joint="curve")
+    d.line(
+        _walk(rng, int(rng.integers(30, 70)), rng.uniform(16, 48, 2), 3.0),
+        fill=255,
+        width=int(rng.integers(2, 6)),
+        joint="curve",
+    )
     return np.asarray(img)
 
 
@@ -134,17 +144,34 @@ def _shape(rng, font, pool) -> np.ndarray:
     r = rng.uniform(14, 26)
     k = int(rng.integers(9))
     if k == 0:  # an ellipse, never round enough to be a 0: wider than tall
-        d.ellipse([cx - r, cy - r * rng.uniform(0.3, 0.6), cx + r, cy + r * rng.uniform(0.3, 0.6)],
-                  outline=255, width=w)
+        d.ellipse(
+            [cx - r, cy - r * rng.uniform(0.3, 0.6), cx + r, cy + r * rng.uniform(0.3, 0.6)],
+            outline=255,
+            width=w,
+        )
     elif k == 1:
         d.rectangle([cx - r, cy - r * rng.uniform(0.4, 1), cx + r, cy + r], outline=255, width=w)
     elif k in (2, 3):  # a triangle, or a polygon of 5 to 8 sides
         sides, a = (3 if k == 2 else int(rng.integers(5, 9))), rng.uniform(0, 2 * math.pi)
-        d.polygon([(cx + r * math.cos(a + 2 * math.pi * i / sides), cy + r * math.sin(a + 2 * math.pi * i / sides))
-                   for i in range(sides)], outline=255, width=w)
+        d.polygon(
+            [
+                (
+                    cx + r * math.cos(a + 2 * math.pi * i / sides),
+                    cy + r * math.sin(a + 2 * math.pi * i / sides),
+                )
+                for i in range(sides)
+            ],
+            outline=255,
+            width=w,
+        )
     elif k == 4:  # a star
-        pts = [(cx + (r if i % 2 == 0 else r * 0.45) * math.cos(i * math.pi / 5),
-                cy + (r if i % 2 == 0 else r * 0.45) * math.sin(i * math.pi / 5)) for i in range(11)]
+        pts = [
+            (
+                cx + (r if i % 2 == 0 else r * 0.45) * math.cos(i * math.pi / 5),
+                cy + (r if i % 2 == 0 else r * 0.45) * math.sin(i * math.pi / 5),
+            )
+            for i in range(11)
+        ]
         d.line(pts, fill=255, width=w)
     elif k == 5:  # hatching
         for i in range(int(rng.integers(3, 6))):
@@ -156,14 +183,21 @@ def _shape(rng, font, pool) -> np.ndarray:
     elif k == 7:  # a face
         d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=255, width=w)
         for side in (-1, 1):
-            d.ellipse([cx + side * r * 0.4 - 2, cy - r * 0.35 - 2, cx + side * r * 0.4 + 2, cy - r * 0.35 + 2], fill=255)
+            d.ellipse(
+                [cx + side * r * 0.4 - 2, cy - r * 0.35 - 2, cx + side * r * 0.4 + 2, cy - r * 0.35 + 2],
+                fill=255,
+            )
         d.arc([cx - r * 0.55, cy - r * 0.3, cx + r * 0.55, cy + r * 0.6], 20, 160, fill=255, width=w)
     else:  # an arrow
         a = rng.uniform(0, 2 * math.pi)
         tip = (cx + r * math.cos(a), cy + r * math.sin(a))
         d.line([(cx - r * math.cos(a), cy - r * math.sin(a)), tip], fill=255, width=w)
         for s in (-0.5, 0.5):
-            d.line([tip, (tip[0] - 0.5 * r * math.cos(a + s), tip[1] - 0.5 * r * math.sin(a + s))], fill=255, width=w)
+            d.line(
+                [tip, (tip[0] - 0.5 * r * math.cos(a + s), tip[1] - 0.5 * r * math.sin(a + s))],
+                fill=255,
+                width=w,
+            )
     return np.asarray(img)
 
 
@@ -181,15 +215,15 @@ def _pair(rng, font, pool) -> np.ndarray:
     gap = int(rng.integers(-2, 4))  # overlapping a little, touching, or apart
     at = a.shape[1] + gap
     canvas = np.zeros((28, max(at + b.shape[1], a.shape[1])), np.uint8)
-    canvas[:, :a.shape[1]] = a
-    right = canvas[:, at:at + b.shape[1]]
+    canvas[:, : a.shape[1]] = a
+    right = canvas[:, at : at + b.shape[1]]
     np.maximum(right, b, out=right)
     return canvas
 
 
 def _columns(digit: np.ndarray) -> np.ndarray:
     cols = np.nonzero(digit.max(0) > 20)[0]
-    return digit[:, cols[0]:cols[-1] + 1] if len(cols) else digit
+    return digit[:, cols[0] : cols[-1] + 1] if len(cols) else digit
 
 
 _DRAW = {"letters": _letter, "scribbles": _scribble, "shapes": _shape, "specks": _specks, "pairs": _pair}

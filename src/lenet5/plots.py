@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from .files import atomic_path
-from .rundir import PLOTS as RUN_PLOTS, RunDir  # noqa: F401  (RUN_PLOTS: the names draw_run writes)
+from .rundir import PLOTS as RUN_PLOTS  # noqa: F401  (RUN_PLOTS: the names draw_run writes)
+from .rundir import RunDir
 
 
 def _pyplot():
@@ -51,8 +52,9 @@ def show_digit(image: torch.Tensor, title: str, out: str | os.PathLike) -> Path:
     return _save(fig, out)
 
 
-def plot_curves(rows: list[dict], out: str | os.PathLike, title: str = "",
-                best_epoch: int | None = None) -> Path:
+def plot_curves(
+    rows: list[dict], out: str | os.PathLike, title: str = "", best_epoch: int | None = None
+) -> Path:
     """Loss and accuracy per epoch, train and validation, with the learning rate on a second axis;
     a dotted line marks the epoch best.pt was saved at."""
     plt = _pyplot()
@@ -61,11 +63,18 @@ def plot_curves(rows: list[dict], out: str | os.PathLike, title: str = "",
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
     for ax, key, label in ((ax_loss, "loss", "loss (cross-entropy)"), (ax_acc, "acc", "accuracy (%)")):
         scale = 100 if key == "acc" else 1
-        ax.plot(epochs, [scale * r[f"train_{key}"] for r in rows], "o-", color="tab:blue", ms=3,
-                label="train")
+        ax.plot(
+            epochs, [scale * r[f"train_{key}"] for r in rows], "o-", color="tab:blue", ms=3, label="train"
+        )
         if has_val:
-            ax.plot(epochs, [scale * r.get(f"val_{key}", math.nan) for r in rows], "s-",
-                    color="tab:orange", ms=3, label="validation")
+            ax.plot(
+                epochs,
+                [scale * r.get(f"val_{key}", math.nan) for r in rows],
+                "s-",
+                color="tab:orange",
+                ms=3,
+                label="validation",
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -87,12 +96,19 @@ def plot_curves(rows: list[dict], out: str | os.PathLike, title: str = "",
     ax_acc.set_title("accuracy per epoch")
     if len(rows) > 2:
         # The first epoch starts far below the rest; zoom on where the curves settle.
-        later = [100 * r[k] for r in rows[1:] for k in ("train_acc", "val_acc")
-                 if math.isfinite(r.get(k, math.nan))]
+        later = [
+            100 * r[k]
+            for r in rows[1:]
+            for k in ("train_acc", "val_acc")
+            if math.isfinite(r.get(k, math.nan))
+        ]
         bottom = max(0.0, min(later) - 0.5)
         ax_acc.set_ylim(bottom, 100.05)
-        first = [f"{name} {100 * rows[0][k]:.1f}%" for k, name in (("train_acc", "train"), ("val_acc", "val"))
-                 if 100 * rows[0].get(k, math.nan) < bottom]
+        first = [
+            f"{name} {100 * rows[0][k]:.1f}%"
+            for k, name in (("train_acc", "train"), ("val_acc", "val"))
+            if 100 * rows[0].get(k, math.nan) < bottom
+        ]
         if first:
             ax_acc.set_title(f"accuracy per epoch (epoch 1 below the axis: {', '.join(first)})")
     ax_loss.set_title("loss per epoch")
@@ -118,16 +134,26 @@ def plot_confusion(confusion: list[list[int]], out: str | os.PathLike, title: st
             n = int(c[t, p])
             if n:
                 dark = math.log(n) > 0.6 * math.log(max(float(c.max()), 2.0))
-                ax.text(p, t, str(n), ha="center", va="center", fontsize=8,
-                        color="white" if dark else ("black" if t == p else "firebrick"))
+                ax.text(
+                    p,
+                    t,
+                    str(n),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if dark else ("black" if t == p else "firebrick"),
+                )
     ax.set_xticks(range(10))
     ax.set_yticks(range(10))
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("true digit")
     total = float(c.sum())
     accuracy = float(c.diagonal().sum()) / total if total else math.nan
-    ax.set_title(title or f"confusion matrix: {int(total - c.diagonal().sum())} mistakes in {int(total)} "
-                          f"({100 * accuracy:.2f}% right)")
+    ax.set_title(
+        title
+        or f"confusion matrix: {int(total - c.diagonal().sum())} mistakes in {int(total)} "
+        f"({100 * accuracy:.2f}% right)"
+    )
     fig.colorbar(im, ax=ax, label="images (log scale)")
     return _save(fig, out)
 
@@ -140,43 +166,59 @@ def _grid(images, titles, colours, out, suptitle, cols=8):
     fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, height), dpi=110, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, title, colour in zip(axes.flat, images, titles, colours):
+    for ax, image, title, colour in zip(axes.flat, images, titles, colours, strict=False):
         ax.imshow(image.cpu().numpy(), cmap="gray", vmin=0, vmax=255)
         ax.set_title(title, fontsize=8, color=colour)
     if not len(images):
         axes.flat[0].text(0.5, 0.5, "none", ha="center", va="center")
     fig.suptitle(suptitle)
     # Fixed spacing rather than tight_layout, which measures every title of the grid (seconds)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.55 / height, wspace=0.1,
-                        hspace=0.35 / 1.4)
+    fig.subplots_adjust(
+        left=0.01, right=0.99, bottom=0.01, top=1 - 0.55 / height, wspace=0.1, hspace=0.35 / 1.4
+    )
     return _save(fig, out)
 
 
-def plot_mistakes(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor,
-                  out: str | os.PathLike, limit: int = 48) -> Path:
+def plot_mistakes(
+    images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, out: str | os.PathLike, limit: int = 48
+) -> Path:
     """The test digits the model gets wrong, most confident mistakes first: true -> predicted (p)."""
     conf, pred = probs.max(1)
     wrong = torch.nonzero(pred != labels).flatten()
     wrong = wrong[conf[wrong].argsort(descending=True)]
     shown = wrong[:limit]
     titles = [f"#{int(i)}: {int(labels[i])} → {int(pred[i])} ({100 * float(conf[i]):.0f}%)" for i in shown]
-    head = (f"{len(wrong)} of {len(labels)} test digits wrong: #index: true → predicted (probability)"
-            + (f", the {len(shown)} most confident shown" if len(wrong) > len(shown) else ""))
+    head = f"{len(wrong)} of {len(labels)} test digits wrong: #index: true → predicted (probability)" + (
+        f", the {len(shown)} most confident shown" if len(wrong) > len(shown) else ""
+    )
     return _grid(images[shown], titles, ["firebrick"] * len(shown), out, head)
 
 
-def plot_predictions(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor,
-                     out: str | os.PathLike, count: int = 32, seed: int = 0) -> Path:
+def plot_predictions(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    probs: torch.Tensor,
+    out: str | os.PathLike,
+    count: int = 32,
+    seed: int = 0,
+) -> Path:
     """A random sample of test digits with the prediction and its probability (red when wrong)."""
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(labels), generator=g)[:count]
     conf, pred = probs.max(1)
-    titles = [f"{int(pred[i])} ({100 * float(conf[i]):.1f}%)" + ("" if pred[i] == labels[i]
-                                                                 else f" ≠ {int(labels[i])}")
-              for i in pick]
+    titles = [
+        f"{int(pred[i])} ({100 * float(conf[i]):.1f}%)"
+        + ("" if pred[i] == labels[i] else f" ≠ {int(labels[i])}")
+        for i in pick
+    ]
     colours = ["black" if pred[i] == labels[i] else "firebrick" for i in pick]
-    return _grid(images[pick], titles, colours, out,
-                 f"{len(pick)} random test digits: prediction (probability); red: wrong, ≠ true label")
+    return _grid(
+        images[pick],
+        titles,
+        colours,
+        out,
+        f"{len(pick)} random test digits: prediction (probability); red: wrong, ≠ true label",
+    )
 
 
 def plot_filters(model: torch.nn.Module, out: str | os.PathLike) -> Path:
@@ -192,13 +234,16 @@ def plot_filters(model: torch.nn.Module, out: str | os.PathLike) -> Path:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(im, ax=list(axes), fraction=0.02, pad=0.02, label="weight")
-    fig.suptitle("conv1: the six 5×5 filters the first layer learned (red: ink there raises the "
-                 "output, blue: lowers it)")
+    fig.suptitle(
+        "conv1: the six 5×5 filters the first layer learned (red: ink there raises the "
+        "output, blue: lowers it)"
+    )
     return _save(fig, out)
 
 
-def plot_activations(image: torch.Tensor, maps: dict[str, torch.Tensor], out: str | os.PathLike,
-                     title: str = "") -> Path:
+def plot_activations(
+    image: torch.Tensor, maps: dict[str, torch.Tensor], out: str | os.PathLike, title: str = ""
+) -> Path:
     """One digit, its six conv1 feature maps and its sixteen conv2 feature maps (after ReLU), each
     layer on one colour scale so that the maps that fire most stand out."""
     plt = _pyplot()
@@ -219,16 +264,23 @@ def plot_activations(image: torch.Tensor, maps: dict[str, torch.Tensor], out: st
             ax.set_xticks([])
             ax.set_yticks([])
         sub.colorbar(im, ax=axes, shrink=0.8, label="activation")
-        sub.suptitle(f"{name} + ReLU: {m.shape[0]} feature maps, {m.shape[1]}×{m.shape[2]}"
-                     + (" (map k: filter k slid over the input)" if name == "conv1" else ""),
-                     fontsize=10)
+        sub.suptitle(
+            f"{name} + ReLU: {m.shape[0]} feature maps, {m.shape[1]}×{m.shape[2]}"
+            + (" (map k: filter k slid over the input)" if name == "conv1" else ""),
+            fontsize=10,
+        )
     if title:
         fig.suptitle(title, fontsize=12)
     return _save(fig, out)
 
 
-def draw_run(run: str | os.PathLike, images: torch.Tensor, labels: torch.Tensor,
-             device: torch.device | str = "cpu", out_dir: str | os.PathLike | None = None) -> list[Path]:
+def draw_run(
+    run: str | os.PathLike,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device | str = "cpu",
+    out_dir: str | os.PathLike | None = None,
+) -> list[Path]:
     """Draw every run plot from a run folder's files (metrics.csv, best.pt) and the test set.
 
     Returns the PNG paths written (into the run folder, or `out_dir`).
@@ -255,8 +307,9 @@ def draw_run(run: str | os.PathLike, images: torch.Tensor, labels: torch.Tensor,
     written.append(plot_mistakes(images, labels, probs, out / "mistakes.png"))
     written.append(plot_predictions(images, labels, probs, out / "predictions.png"))
     written.append(plot_filters(reader.model, out / "filters.png"))
-    written.append(plot_reliability(calibration_error(probs, labels.cpu()), out / "reliability.png",
-                                    reader.temperature))
+    written.append(
+        plot_reliability(calibration_error(probs, labels.cpu()), out / "reliability.png", reader.temperature)
+    )
     return written
 
 
@@ -269,14 +322,24 @@ def plot_reliability(table: dict, out: str | os.PathLike, temperature: float = 1
     for b in bins:
         width = b["high"] - b["low"]
         ax.bar(b["low"], b["accuracy"], width=width, align="edge", color="#4c72b0", edgecolor="white")
-        ax.bar(b["low"], b["confidence"] - b["accuracy"], bottom=b["accuracy"], width=width,
-               align="edge", color="none", edgecolor="firebrick", hatch="//", linewidth=0.5)
+        ax.bar(
+            b["low"],
+            b["confidence"] - b["accuracy"],
+            bottom=b["accuracy"],
+            width=width,
+            align="edge",
+            color="none",
+            edgecolor="firebrick",
+            hatch="//",
+            linewidth=0.5,
+        )
         hx.bar(b["low"], b["count"], width=width, align="edge", color="#999999", edgecolor="white")
     ax.plot([0, 1], [0, 1], color="black", linewidth=1, linestyle="--")
     ax.set_ylabel("share right")
     ax.set_ylim(0, 1)
-    ax.set_title(f"reliability on the MNIST test set: ECE {100 * table['ece']:.2f} % "
-                 f"(temperature {temperature:.2f})")
+    ax.set_title(
+        f"reliability on the MNIST test set: ECE {100 * table['ece']:.2f} % (temperature {temperature:.2f})"
+    )
     hx.set_yscale("log")
     hx.set_xlabel("probability of the top answer")
     hx.set_ylabel("answers")

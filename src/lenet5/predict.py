@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import glob
 import os
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from .metrics import predict_logits
 
 
-def classify(model: torch.nn.Module, images: torch.Tensor, mean: float, std: float,
-             device: torch.device | str = "cpu") -> torch.Tensor:
+def classify(
+    model: torch.nn.Module, images: torch.Tensor, mean: float, std: float, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Probabilities (N, 10) for uint8 images (N, 28, 28), uncalibrated (temperature 1): the
     reader's forward (fast/forward.py) for a bare model. A Reader's `probabilities` are calibrated."""
     logits = predict_logits(model, images, mean, std, device=device).float().cpu()
@@ -38,8 +38,11 @@ def find_images(sources: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in EXTENSIONS and not p.name.startswith("."))
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file() and p.suffix.lower() in EXTENSIONS and not p.name.startswith(".")
+            )
             if not found:
                 problems.append((source, f"{source}: folder holds no image files ({', '.join(EXTENSIONS)})"))
             for p in found:
@@ -69,8 +72,14 @@ def predict_files(reader, files: list[Path], batch_size: int = 256, progress: bo
 
     results: list[dict] = [{} for _ in files]
     # disable=None: a bar only when someone watches (stderr is a terminal).
-    with tqdm(total=len(files), unit="file", desc="predict", disable=None if progress else True,
-              leave=False, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=len(files),
+        unit="file",
+        desc="predict",
+        disable=None if progress else True,
+        leave=False,
+        dynamic_ncols=True,
+    ) as bar:
         for start in range(0, len(files), batch_size):
             read, inputs, blank = [], [], {}
             for i in range(start, min(start + batch_size, len(files))):
@@ -87,7 +96,7 @@ def predict_files(reader, files: list[Path], batch_size: int = 256, progress: bo
                 bar.update()
             if inputs:
                 pixels = np.stack(inputs)
-                for i, image, p in zip(read, pixels, reader.read(pixels)):
+                for i, image, p in zip(read, pixels, reader.read(pixels), strict=False):
                     if i in blank:
                         p = replace(p, is_digit=False, reason=blank[i])
                     results[i].update({k: v for k, v in p.to_dict().items() if k != "probabilities"})

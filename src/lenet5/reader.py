@@ -53,16 +53,20 @@ class Calibration:
         return {"temperature": self.temperature, "threshold": self.threshold, "fitted": self.fitted}
 
     @classmethod
-    def from_dict(cls, d, where: str = "checkpoint") -> "Calibration":
+    def from_dict(cls, d, where: str = "checkpoint") -> Calibration:
         """Checked: a calibration that is not two sane numbers is refused, naming the file."""
         try:
             t, th = float(d["temperature"]), float(d["threshold"])
         except (TypeError, KeyError, ValueError):
-            raise CheckpointError(f"{where}: its reader calibration is damaged (want a temperature "
-                                  "and a threshold); train again or load the weights alone") from None
+            raise CheckpointError(
+                f"{where}: its reader calibration is damaged (want a temperature "
+                "and a threshold); train again or load the weights alone"
+            ) from None
         if not (math.isfinite(t) and 0.05 <= t <= 20 and math.isfinite(th) and 0 <= th <= 1):
-            raise CheckpointError(f"{where}: its reader calibration is out of range (temperature "
-                                  f"{t:g}, threshold {th:g}); train again or load the weights alone")
+            raise CheckpointError(
+                f"{where}: its reader calibration is out of range (temperature "
+                f"{t:g}, threshold {th:g}); train again or load the weights alone"
+            )
         return cls(t, th, str(d.get("fitted", ""))[:200])
 
 
@@ -83,9 +87,15 @@ class Prediction:
 
     def to_dict(self) -> dict:
         """The JSON shape every door answers with."""
-        return {"prediction": self.digit, "probability": self.probability, "is_digit": self.is_digit,
-                "reason": self.reason, "score": self.score, "top3": [list(t) for t in self.top3],
-                "probabilities": self.probabilities}
+        return {
+            "prediction": self.digit,
+            "probability": self.probability,
+            "is_digit": self.is_digit,
+            "reason": self.reason,
+            "score": self.score,
+            "top3": [list(t) for t in self.top3],
+            "probabilities": self.probabilities,
+        }
 
 
 def percent(p: float, decimals: int = 1) -> str:
@@ -93,9 +103,9 @@ def percent(p: float, decimals: int = 1) -> str:
     '>99.9 %', not '100.0 %'."""
     text = f"{100 * p:.{decimals}f}"
     if p < 1 and float(text) >= 100:
-        return f">{100 - 10 ** -decimals:.{decimals}f} %"
+        return f">{100 - 10**-decimals:.{decimals}f} %"
     if p > 0 and float(text) <= 0:
-        return f"<{10 ** -decimals:.{decimals}f} %"
+        return f"<{10**-decimals:.{decimals}f} %"
     return f"{text} %"
 
 
@@ -111,8 +121,15 @@ def verdict(p: Prediction) -> str:
 class Reader:
     """A trained LeNet5 with its normalisation, device, calibration and one forward pass."""
 
-    def __init__(self, model: torch.nn.Module, mean: float, std: float, source: str = "",
-                 device: torch.device | str = "cpu", calibration: Calibration | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        mean: float,
+        std: float,
+        source: str = "",
+        device: torch.device | str = "cpu",
+        calibration: Calibration | None = None,
+    ):
         from .fast import choose
         from .fast.forward import Forward
 
@@ -135,7 +152,7 @@ class Reader:
         return f"Reader({self.source!r}, device={str(self.device)!r})"
 
     @classmethod
-    def load(cls, source: str | os.PathLike | None = None, device: str = "cpu") -> "Reader":
+    def load(cls, source: str | os.PathLike | None = None, device: str = "cpu") -> Reader:
         """The reader of a checkpoint file or run folder; with none, the weights that ship."""
         from .checkpoint import load_model, normalization, resolve
         from .config import choose_device
@@ -180,7 +197,9 @@ class Reader:
         probs = self._probabilities(logits)
         scores = self._probabilities(logits, 1.0).max(1)
         inked = (px >= INK).reshape(len(px), -1).sum(1) >= MIN_INK
-        return [self._prediction(p, float(s), bool(ink)) for p, s, ink in zip(probs, scores, inked)]
+        return [
+            self._prediction(p, float(s), bool(ink)) for p, s, ink in zip(probs, scores, inked, strict=False)
+        ]
 
     def _prediction(self, p: np.ndarray, score: float, inked: bool) -> Prediction:
         order = np.argsort(-p, kind="stable")[:3]
@@ -197,11 +216,16 @@ class Reader:
 
         many = inputs.many(x)
         if many is not None and len(many) > inputs.CHUNK:  # converted and read a chunk at a time
-            return [p for start in range(0, len(many), inputs.CHUNK)
-                    for p in self.predict(many[start:start + inputs.CHUNK])]
+            return [
+                p
+                for start in range(0, len(many), inputs.CHUNK)
+                for p in self.predict(many[start : start + inputs.CHUNK])
+            ]
         pixels, single, blank = inputs.pixels_of(x)
-        out = [replace(p, is_digit=False, reason=why) if why else p
-               for p, why in zip(self.read(pixels), blank)]
+        out = [
+            replace(p, is_digit=False, reason=why) if why else p
+            for p, why in zip(self.read(pixels), blank, strict=False)
+        ]
         return out[0] if single else out
 
     def read_number(self, source, name: str | None = None):
@@ -235,8 +259,10 @@ def calibration_of(path: Path, obj: dict, model: torch.nn.Module) -> Calibration
 
         try:
             other = load(beside)
-            same = all(torch.equal(v.cpu(), model.state_dict()[k].cpu())
-                       for k, v in model_state(other, beside).items())
+            same = all(
+                torch.equal(v.cpu(), model.state_dict()[k].cpu())
+                for k, v in model_state(other, beside).items()
+            )
         except (Lenet5Error, KeyError, RuntimeError):
             return Calibration()
         if same and isinstance(other.get("reader"), dict):
@@ -246,8 +272,13 @@ def calibration_of(path: Path, obj: dict, model: torch.nn.Module) -> Calibration
 
 def _uint8_rows(pixels) -> np.ndarray:
     """uint8 (N, 28, 28) as a C-contiguous numpy array, from numpy or a torch tensor."""
-    if type(pixels) is np.ndarray and pixels.dtype == np.uint8 and pixels.ndim == 3 \
-            and pixels.shape[1:] == (28, 28) and pixels.flags.c_contiguous:
+    if (
+        type(pixels) is np.ndarray
+        and pixels.dtype == np.uint8
+        and pixels.ndim == 3
+        and pixels.shape[1:] == (28, 28)
+        and pixels.flags.c_contiguous
+    ):
         return pixels
     if isinstance(pixels, torch.Tensor):
         pixels = pixels.detach().cpu().numpy()
@@ -257,8 +288,9 @@ def _uint8_rows(pixels) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def fit_calibration(reader: Reader, images: torch.Tensor, labels: torch.Tensor, seed: int = 0,
-                    fitted: str = "") -> Calibration:
+def fit_calibration(
+    reader: Reader, images: torch.Tensor, labels: torch.Tensor, seed: int = 0, fitted: str = ""
+) -> Calibration:
     """The temperature and threshold for `reader`'s weights, from digits it was not trained on
     (the validation split), clean and re-drawn as other writers would (data.restyle).
 
@@ -274,11 +306,14 @@ def fit_calibration(reader: Reader, images: torch.Tensor, labels: torch.Tensor, 
     z = np.concatenate([reader.forward(clean.numpy())[0], reader.forward(styled.numpy())[0]])
     y = np.concatenate([labels.cpu().numpy()] * 2)
     temperature = _best_temperature(z.astype(np.float64), y)
-    p_clean = reader._probabilities(z[:len(clean)], 1.0).max(1)  # the scores: temperature 1
-    p_styled = reader._probabilities(z[len(clean):], 1.0).max(1)
+    p_clean = reader._probabilities(z[: len(clean)], 1.0).max(1)  # the scores: temperature 1
+    p_styled = reader._probabilities(z[len(clean) :], 1.0).max(1)
     threshold = float(min(np.quantile(p_clean, 0.004), np.quantile(p_styled, 0.02)))
-    return Calibration(round(temperature, 5), round(max(threshold, 0.0), 5),
-                       fitted or f"{len(clean):,} held-out digits, clean and re-drawn")
+    return Calibration(
+        round(temperature, 5),
+        round(max(threshold, 0.0), 5),
+        fitted or f"{len(clean):,} held-out digits, clean and re-drawn",
+    )
 
 
 def _best_temperature(z: np.ndarray, y: np.ndarray) -> float:

@@ -32,8 +32,7 @@ BEST = "best.pt"  # the best epoch so far, in the same format
 WEIGHTS = "mnist_lenet5.pth"  # the best weights as a plain state_dict: the seed's own file
 TEST_METRICS = "test_metrics.json"  # written after the plots: its presence marks a finished run
 TENSORBOARD = "tensorboard"  # the folder of TensorBoard's event files (--tensorboard)
-PLOTS = ("curves.png", "confusion.png", "mistakes.png", "predictions.png", "filters.png",
-         "reliability.png")
+PLOTS = ("curves.png", "confusion.png", "mistakes.png", "predictions.png", "filters.png", "reliability.png")
 # What a training writes into its folder (--overwrite clears these)
 RUN_FILES = (LAST, BEST, WEIGHTS, "metrics.csv", "config.json", "env.json", TEST_METRICS, *PLOTS)
 
@@ -53,7 +52,7 @@ class RunDir:
         self._lock: int | None = None
 
     @classmethod
-    def create(cls, path: str | os.PathLike, overwrite: bool = False) -> "RunDir":
+    def create(cls, path: str | os.PathLike, overwrite: bool = False) -> RunDir:
         """The folder for a new run, locked; refused if it holds a run (unless `overwrite`)."""
         run = cls(path)
         run.path.mkdir(parents=True, exist_ok=True)
@@ -72,7 +71,7 @@ class RunDir:
         return run
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "RunDir":
+    def open(cls, path: str | os.PathLike) -> RunDir:
         """An existing run's folder, locked, to continue it."""
         run = cls(path)
         run.lock()
@@ -92,8 +91,10 @@ class RunDir:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise ConfigError(f"{self.path}/: another lenet5 train is writing this run now; wait "
-                              "for it to end, or choose another --name") from None
+            raise ConfigError(
+                f"{self.path}/: another lenet5 train is writing this run now; wait "
+                "for it to end, or choose another --name"
+            ) from None
         except OSError:  # this filesystem has no flock
             pass
         self._lock = fd
@@ -171,7 +172,8 @@ class RunDir:
             raise ConfigError(
                 f"{checkpoint} belongs to another run (run id {str(theirs or 'none')[:12]}; "
                 f"{self.config.name} says {str(mine)[:12]}): it was copied in from elsewhere; resume "
-                "that run in its own folder, or start a new run")
+                "that run in its own folder, or start a new run"
+            )
         config = saved.get("config") if isinstance(saved.get("config"), dict) else {}
         known = {f.name for f in fields(Config)}
         for key, value in values.items():
@@ -183,7 +185,8 @@ class RunDir:
                 raise ConfigError(
                     f"{self.config}: {key} is {short(value)}, but {checkpoint.name} was trained with "
                     f"{short(config[key])}; a resumed run goes on with its checkpoint's config: put "
-                    f"config.json back, or start a new run with --config {self.config}")
+                    f"config.json back, or start a new run with --config {self.config}"
+                )
 
     def write_environment(self, path, device, world: int) -> None:
         """env.json: where and how the run trained (versions, CPU, compute path, command line)."""
@@ -197,8 +200,10 @@ class RunDir:
         if not self.metrics_csv.exists():
             return []
         with open(self.metrics_csv, newline="") as f:
-            return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
-                    for row in csv.DictReader(f)]
+            return [
+                {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
+                for row in csv.DictReader(f)
+            ]
 
     @staticmethod
     def metrics_text(rows: list[dict]) -> str:

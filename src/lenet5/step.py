@@ -76,13 +76,23 @@ class TrainStep:
     `global_n` images: the loss is scaled so that DDP's average is the global batch mean.
     """
 
-    def __init__(self, model, optimizer: torch.optim.Optimizer, label_smoothing: float = 0.0,
-                 world: int = 1, path: choose.Path | None = None, outlier_weight: float = 0.0):
+    def __init__(
+        self,
+        model,
+        optimizer: torch.optim.Optimizer,
+        label_smoothing: float = 0.0,
+        world: int = 1,
+        path: choose.Path | None = None,
+        outlier_weight: float = 0.0,
+    ):
         self.model, self.optimizer = model, optimizer
         self.group = optimizer.param_groups[0]
         self.params = list(self.group["params"])
-        self.plain_sgd = (type(optimizer) is torch.optim.SGD and len(optimizer.param_groups) == 1
-                          and not self.group["maximize"])
+        self.plain_sgd = (
+            type(optimizer) is torch.optim.SGD
+            and len(optimizer.param_groups) == 1
+            and not self.group["maximize"]
+        )
         self.label_smoothing, self.world = label_smoothing, world
         self.outlier_weight = outlier_weight  # non-digit rows (label -100) pulled to 1/10 each
         device = self.params[0].device
@@ -95,8 +105,7 @@ class TrainStep:
         self.momentum = torch.zeros((), device=device)
         self.values = (None, None)  # the (lr, momentum) last written to the device tensors
         # the CPU's NHWC LeNet5: native convolutions or torch's, no autograd graph (fast/cpu_step.py)
-        self.path = path or choose.for_training(model, device, label_smoothing=label_smoothing,
-                                                 world=world)
+        self.path = path or choose.for_training(model, device, label_smoothing=label_smoothing, world=world)
         self.written_out = self.path.name in ("native", "written-out")
 
     def reset(self, running: dict | None = None) -> int:
@@ -108,8 +117,13 @@ class TrainStep:
 
     def sums(self, seen: int) -> torch.Tensor:
         """(loss sum, correct, seen) as one tensor, ready to add up across processes."""
-        return torch.stack([self.loss_sum, self.correct.to(self.loss_sum.dtype),
-                            torch.tensor(float(seen), device=self.loss_sum.device)])
+        return torch.stack(
+            [
+                self.loss_sum,
+                self.correct.to(self.loss_sum.dtype),
+                torch.tensor(float(seen), device=self.loss_sum.device),
+            ]
+        )
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, global_n: int) -> None:
         self._step(x, y, global_n, *self.hyper())
@@ -129,15 +143,17 @@ class TrainStep:
 
     def _step(self, x, y, global_n: int, lr: Number, momentum: Number) -> None:
         if self.written_out:
-            loss, logits, grads = cpu_step.grads(self.model, x, y, self.world / global_n,
-                                                 self.path.kernels, self.outlier_weight)
+            loss, logits, grads = cpu_step.grads(
+                self.model, x, y, self.world / global_n, self.path.kernels, self.outlier_weight
+            )
             loss = loss * (self.world / global_n)
-            for p, g in zip(self.model.parameters(), grads):
+            for p, g in zip(self.model.parameters(), grads, strict=False):
                 p.grad = g
         else:
             logits = self.model(x)
-            loss = F.cross_entropy(logits, y, reduction="sum",
-                                   label_smoothing=self.label_smoothing) * (self.world / global_n)
+            loss = F.cross_entropy(logits, y, reduction="sum", label_smoothing=self.label_smoothing) * (
+                self.world / global_n
+            )
             for p in self.params:
                 p.grad = None
             if self.outlier_weight:

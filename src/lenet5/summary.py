@@ -25,8 +25,15 @@ def layers(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> l
             macs = module.in_features * module.out_features
         else:
             macs = 0  # pooling and activations compare or clamp; they do not multiply
-        rows.append({"name": name, "kind": type(module).__name__, "shape": tuple(output.shape[1:]),
-                     "params": params, "macs": int(macs)})
+        rows.append(
+            {
+                "name": name,
+                "kind": type(module).__name__,
+                "shape": tuple(output.shape[1:]),
+                "params": params,
+                "macs": int(macs),
+            }
+        )
 
     names = {m: n for n, m in model.named_modules() if n and not list(m.children())}
     handles = [m.register_forward_hook(hook) for m in names]
@@ -44,21 +51,28 @@ def layers(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> l
 
 def format_layers(rows: list[dict], input_shape: tuple[int, ...] = (1, 28, 28)) -> str:
     """The layer table as text, with the totals."""
+
     def shape(s):
         return "×".join(map(str, s))
 
-    lines = [f"{'layer':<8}{'type':<11}{'output shape':>14}{'parameters':>13}{'mult-adds':>13}",
-             "-" * 59,
-             f"{'input':<8}{'':<11}{shape(input_shape):>14}{'':>13}{'':>13}"]
+    lines = [
+        f"{'layer':<8}{'type':<11}{'output shape':>14}{'parameters':>13}{'mult-adds':>13}",
+        "-" * 59,
+        f"{'input':<8}{'':<11}{shape(input_shape):>14}{'':>13}{'':>13}",
+    ]
     for r in rows:
-        lines.append(f"{r['name']:<8}{r['kind']:<11}{shape(r['shape']):>14}{r['params']:>13,}{r['macs']:>13,}")
+        lines.append(
+            f"{r['name']:<8}{r['kind']:<11}{shape(r['shape']):>14}{r['params']:>13,}{r['macs']:>13,}"
+        )
     lines.append("-" * 59)
     total_params = sum(r["params"] for r in rows)
     total_macs = sum(r["macs"] for r in rows)
     lines.append(f"{'total':<19}{'':>14}{total_params:>13,}{total_macs:>13,}")
-    lines.append(f"{total_params:,} parameters ({4 * total_params / 1024:.1f} KiB as float32); "
-                 f"{total_macs:,} multiply-adds per {shape(input_shape)} image. "
-                 "ReLU and flatten run between the layers and have neither.")
+    lines.append(
+        f"{total_params:,} parameters ({4 * total_params / 1024:.1f} KiB as float32); "
+        f"{total_macs:,} multiply-adds per {shape(input_shape)} image. "
+        "ReLU and flatten run between the layers and have neither."
+    )
     return "\n".join(lines)
 
 
@@ -68,8 +82,11 @@ def feature_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     {"conv1": (B, 6, 24, 24), "conv2": (B, 16, 8, 8)}, plus "logits" (B, 10)."""
     maps, handles = {}, []
     for name in ("conv1", "conv2"):
-        handles.append(getattr(model, name).register_forward_hook(
-            lambda m, i, out, name=name: maps.__setitem__(name, torch.relu(out))))
+        handles.append(
+            getattr(model, name).register_forward_hook(
+                lambda m, i, out, name=name: maps.__setitem__(name, torch.relu(out))
+            )
+        )
     try:
         maps["logits"] = model(x)
     finally:

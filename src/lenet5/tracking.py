@@ -51,12 +51,12 @@ class WandbTracker:
         self.wandb, self.wb_run = wandb, wb_run
 
     def _fail(self, what: str, e: Exception) -> None:
-        _say(f"{what} failed ({type(e).__name__}: {str(e)[:160]}); tracking stops, training goes on; "
-             "the run folder has everything")
-        try:
+        _say(
+            f"{what} failed ({type(e).__name__}: {str(e)[:160]}); tracking stops, training goes on; "
+            "the run folder has everything"
+        )
+        with contextlib.suppress(Exception):
             self.wb_run.finish(exit_code=1)
-        except Exception:
-            pass
         self.wb_run = None
 
     def log_epoch(self, row: dict) -> None:
@@ -83,8 +83,11 @@ class WandbTracker:
             if images:
                 self.wb_run.log(images)
             if run.best.exists():
-                art = self.wandb.Artifact(f"lenet5-{run.path.name}", type="model",
-                                          metadata={k: v for k, v in best_metrics.items() if v == v})
+                art = self.wandb.Artifact(
+                    f"lenet5-{run.path.name}",
+                    type="model",
+                    metadata={k: v for k, v in best_metrics.items() if v == v},
+                )
                 for name in (BEST, "config.json", "metrics.csv"):
                     if (run.path / name).exists():
                         art.add_file(str(run.path / name), name=name)
@@ -116,10 +119,16 @@ def start_wandb(cfg, run: RunDir) -> WandbTracker | None:
     else:
         mode, why = "offline", "no W&B API key"
     # dir: wandb remembers the first run's folder for the whole process; say where, every time.
-    kwargs = dict(dir=os.environ.get("WANDB_DIR") or os.getcwd(),
-                  project=cfg.wandb_project, name=cfg.wandb_name or run.path.name,
-                  tags=list(cfg.wandb_tags), group=run.path.name, config=to_dict(cfg),
-                  job_type="train", notes=f"lenet5 run folder: {run.path}")
+    kwargs = dict(
+        dir=os.environ.get("WANDB_DIR") or os.getcwd(),
+        project=cfg.wandb_project,
+        name=cfg.wandb_name or run.path.name,
+        tags=list(cfg.wandb_tags),
+        group=run.path.name,
+        config=to_dict(cfg),
+        job_type="train",
+        notes=f"lenet5 run folder: {run.path}",
+    )
 
     # A resumed run folder continues its online wandb run. Offline, wandb cannot look up the run
     # it would continue, so a resumed run is a new offline run in the same group.
@@ -130,8 +139,13 @@ def start_wandb(cfg, run: RunDir) -> WandbTracker | None:
         previous = None
 
     def init(mode: str):
-        settings = wandb.Settings(mode=mode, init_timeout=INIT_TIMEOUT_S,
-                                  finish_timeout=FINISH_TIMEOUT_S, silent=True, console="off")
+        settings = wandb.Settings(
+            mode=mode,
+            init_timeout=INIT_TIMEOUT_S,
+            finish_timeout=FINISH_TIMEOUT_S,
+            silent=True,
+            console="off",
+        )
         same = dict(id=previous, resume="allow") if mode == "online" and previous else {}
         wb_run = wandb.init(settings=settings, reinit="create_new", **kwargs, **same)
         wb_run.define_metric("epoch")
@@ -209,12 +223,13 @@ class TensorBoardTracker:
         self.epoch = 0  # the last epoch logged: the step the end-of-run images are shown at
 
     def _fail(self, what: str, e: Exception) -> None:
-        _say(f"{what} failed ({type(e).__name__}: {str(e)[:160]}); TensorBoard logging stops, "
-             "training goes on; the run folder has everything", "tensorboard")
-        try:
+        _say(
+            f"{what} failed ({type(e).__name__}: {str(e)[:160]}); TensorBoard logging stops, "
+            "training goes on; the run folder has everything",
+            "tensorboard",
+        )
+        with contextlib.suppress(Exception):
             self.writer.close()
-        except Exception:
-            pass
         self.writer = None
 
     def log_epoch(self, row: dict) -> None:
@@ -282,8 +297,9 @@ def start_tensorboard(cfg, run: RunDir) -> TensorBoardTracker | None:
         import tensorboard  # noqa: F401  (torch's writer needs it, and says so less plainly)
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ConfigError("--tensorboard needs the tensorboard package: "
-                          "pip install 'lenet5[tensorboard]'") from None
+        raise ConfigError(
+            "--tensorboard needs the tensorboard package: pip install 'lenet5[tensorboard]'"
+        ) from None
     import torch
 
     # Resumed: metrics.csv holds the epochs last.pt knows. Events of later epochs (logged before a
@@ -306,9 +322,10 @@ def start_tensorboard(cfg, run: RunDir) -> TensorBoardTracker | None:
                 writer.add_graph(LeNet5().eval(), torch.zeros(1, 1, 28, 28))
         writer.flush()
     except Exception as e:
-        _say(f"could not start ({type(e).__name__}: {str(e)[:160]}); training goes on without it",
-             "tensorboard")
+        _say(
+            f"could not start ({type(e).__name__}: {str(e)[:160]}); training goes on without it",
+            "tensorboard",
+        )
         return None
-    _say(f"logging to {run.tensorboard}; view with: tensorboard --logdir {run.path.parent}",
-         "tensorboard")
+    _say(f"logging to {run.tensorboard}; view with: tensorboard --logdir {run.path.parent}", "tensorboard")
     return TensorBoardTracker(writer)

@@ -35,23 +35,42 @@ from . import checkpoint
 from .config import RUN_ID, Config, choose_device, flag, from_dict, to_dict, usable_threads
 from .data import MNIST, EpochPlan, load_mnist, split_validation
 from .errors import ConfigError, TrainingError
+from .fast import choose
+from .fast.cuda_graph import GraphedStep
+from .files import DENIED, FULL, what_to_do
 from .metrics import evaluate
 from .model import LeNet5
 from .rundir import RunDir, new_run_id
-from .fast import choose
-from .files import DENIED, FULL, what_to_do
-from .fast.cuda_graph import GraphedStep
 from .step import TrainStep
 
 STOP_CHECK_EVERY = 10  # under torchrun, steps between the processes' checks for a stop signal
 # Flags that may change when a run is resumed; everything else comes from its last.pt.
-RESUMABLE = {"device", "threads", "progress", "data_dir", "dist_timeout", "cuda_graphs", "wandb",
-             "wandb_project", "wandb_name", "wandb_tags", "tensorboard"}
+RESUMABLE = {
+    "device",
+    "threads",
+    "progress",
+    "data_dir",
+    "dist_timeout",
+    "cuda_graphs",
+    "wandb",
+    "wandb_project",
+    "wandb_name",
+    "wandb_tags",
+    "tensorboard",
+}
 
 
-def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None = None,
-        on_epoch=None, on_end=None, on_start=None, overwrite: bool = False, on_step=None,
-        test: bool = True) -> dict:
+def fit(
+    cfg: Config,
+    data: MNIST | None = None,
+    resume: str | os.PathLike | None = None,
+    on_epoch=None,
+    on_end=None,
+    on_start=None,
+    overwrite: bool = False,
+    on_step=None,
+    test: bool = True,
+) -> dict:
     """Train a LeNet5 as `cfg` says; return a summary (run folder, best metrics, history).
 
     `resume` is a `last.pt` to continue exactly where it stopped (`resume_config` checks it and
@@ -77,9 +96,11 @@ def fit(cfg: Config, data: MNIST | None = None, resume: str | os.PathLike | None
         with contextlib.ExitStack() as cleanup:
             return _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup, test)
     except (dist.DistError, RuntimeError) as e:  # a peer died or stopped answering
-        raise TrainingError(f"rank {job.rank}: lost contact with the other processes "
-                            f"({_first_line(e)}); the job stopped, its last epoch is in last.pt: "
-                            "continue with --resume") from None
+        raise TrainingError(
+            f"rank {job.rank}: lost contact with the other processes "
+            f"({_first_line(e)}); the job stopped, its last epoch is in last.pt: "
+            "continue with --resume"
+        ) from None
     finally:
         dist.destroy_process_group()
 
@@ -108,8 +129,9 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup, test) -> dic
         for epoch in range(state.epoch, state.epoch if done else cfg.epochs):
             # the epoch's plan: its order and shifts, drawn up front (a resume redraws the same)
             epoch_gen = state.generator.get_state()
-            plan = EpochPlan(n, cfg.batch_size, cfg.shift, state.generator, device, bank, per_step,
-                             cfg.augment)
+            plan = EpochPlan(
+                n, cfg.batch_size, cfg.shift, state.generator, device, bank, per_step, cfg.augment
+            )
             batch = batches(plan, cfg, train_x, train_y, job, device)
             first, last = state.step, min(plan.steps, state.step + 3) if cfg.dry_run else plan.steps
             seen = train_step.reset(state.carried_sums(job))
@@ -156,10 +178,22 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup, test) -> dic
         stops.flag.restore()
         for tracker in trackers:
             tracker.finish(run, state.best_metrics)
-    return {"run_dir": str(run.path), "best": state.best_metrics, "history": state.history,
-            "stopped_early": state.stopper.should_stop, "epochs_run": state.epoch,
-            "device": str(device), "primary": job.primary, "path": path.name,
-            "test": tested["test"] if tested else None}
+    return _result(run, state, device, job, path, tested)
+
+
+def _result(run: RunDir, state: State, device: torch.device, job, path, tested: dict | None) -> dict:
+    """What `fit` returns: where the run is, its best epoch's figures, its history, the test's."""
+    return {
+        "run_dir": str(run.path),
+        "best": state.best_metrics,
+        "history": state.history,
+        "stopped_early": state.stopper.should_stop,
+        "epochs_run": state.epoch,
+        "device": str(device),
+        "primary": job.primary,
+        "path": path.name,
+        "test": tested["test"] if tested else None,
+    }
 
 
 def finish(cfg: Config, run: RunDir, data: MNIST, val, device: torch.device) -> dict:
@@ -183,8 +217,9 @@ def finish(cfg: Config, run: RunDir, data: MNIST, val, device: torch.device) -> 
             if not len(images):  # no validation split (the seed recipe): the last training images
                 images, labels = data.train_images[-5000:], data.train_labels[-5000:]
                 fitted = "the last 5,000 training images (no held-out split), clean and re-drawn"
-            saved["reader"] = fit_calibration(Reader.load(run.best, "cpu"), images, labels,
-                                              cfg.seed, fitted).to_dict()
+            saved["reader"] = fit_calibration(
+                Reader.load(run.best, "cpu"), images, labels, cfg.seed, fitted
+            ).to_dict()
             checkpoint.save(saved, run.best)
         metrics = score(Reader.load(run.best, str(device)), data)
         plots, skipped = [], ""
@@ -198,7 +233,8 @@ def finish(cfg: Config, run: RunDir, data: MNIST, val, device: torch.device) -> 
 
 # --- what the loop calls, in the order it calls it ---------------------------------------------
 
-def begin(cfg: Config, state: "State", run: RunDir, resume, job: "Dist") -> None:
+
+def begin(cfg: Config, state: State, run: RunDir, resume, job: Dist) -> None:
     """The run's state from its last.pt (checked to be this run's) on a resume, and its files:
     metrics.csv as that last.pt knows it (rows written after it dropped), or a new config.json."""
     if resume:
@@ -271,8 +307,10 @@ def setup_distributed(cfg: Config) -> tuple[Dist, torch.device]:
         try:
             dist.init_process_group(backend, timeout=timedelta(seconds=cfg.dist_timeout))
         except Exception as e:  # a peer that never came: a clear error, not a hang
-            raise TrainingError(f"rank {rank}: could not join the {world}-process job within "
-                                f"--dist-timeout {cfg.dist_timeout}s ({_first_line(e)})") from None
+            raise TrainingError(
+                f"rank {rank}: could not join the {world}-process job within "
+                f"--dist-timeout {cfg.dist_timeout}s ({_first_line(e)})"
+            ) from None
     return Dist(rank, world, local_rank), device
 
 
@@ -293,7 +331,7 @@ def training_data(cfg: Config, data: MNIST, device: torch.device):
     """((train_x, train_y), (val_x, val_y)): uint8 images and labels, on the training device."""
     images, labels = data.train_images, data.train_labels
     if cfg.limit:
-        images, labels = images[:cfg.limit], labels[:cfg.limit]
+        images, labels = images[: cfg.limit], labels[: cfg.limit]
     (train_x, train_y), (val_x, val_y) = split_validation(images, labels, cfg.val_size, cfg.seed)
     return ((train_x.to(device), train_y.to(device)), (val_x.to(device), val_y.to(device)))
 
@@ -302,9 +340,14 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # foreach: one multi-tensor kernel per update instead of one per parameter (faster on CPU too)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay,
-                           foreach=True)
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+        foreach=True,
+    )
 
 
 def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
@@ -314,8 +357,14 @@ def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoc
         # divide by zero, so that run starts at its peak instead
         warmup = 0.0 if cfg.warmup * (cfg.epochs * steps_per_epoch) == 1 else cfg.warmup
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=warmup, div_factor=25.0, final_div_factor=1e3), "step"
+            optimizer,
+            max_lr=cfg.lr,
+            epochs=cfg.epochs,
+            steps_per_epoch=steps_per_epoch,
+            pct_start=warmup,
+            div_factor=25.0,
+            final_div_factor=1e3,
+        ), "step"
     if cfg.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), "epoch"
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), "epoch"
@@ -363,10 +412,23 @@ class State:
     where the run stands (epoch, step), its metrics rows and best epoch. `snapshot()` is last.pt's
     content, `restore()` takes it back."""
 
-    def __init__(self, cfg: Config, model, optimizer, scheduler, sched_every: str,
-                 stopper: EarlyStopping, generator: torch.Generator):
+    def __init__(
+        self,
+        cfg: Config,
+        model,
+        optimizer,
+        scheduler,
+        sched_every: str,
+        stopper: EarlyStopping,
+        generator: torch.Generator,
+    ):
         self.cfg, self.model, self.optimizer = cfg, model, optimizer
-        self.scheduler, self.sched_every, self.stopper, self.generator = scheduler, sched_every, stopper, generator
+        self.scheduler, self.sched_every, self.stopper, self.generator = (
+            scheduler,
+            sched_every,
+            stopper,
+            generator,
+        )
         self.epoch, self.step = 0, 0  # the next step to take
         self.history: list[dict] = []  # metrics.csv's rows
         self.best_metrics: dict = {}
@@ -376,7 +438,7 @@ class State:
         self.run_id: str | None = new_run_id()  # config.json's and every checkpoint's; None: an old run
 
     @classmethod
-    def new(cls, cfg: Config, device: torch.device, steps: int) -> "State":
+    def new(cls, cfg: Config, device: torch.device, steps: int) -> State:
         model = LeNet5().to(device)
         if use_channels_last(cfg, device):
             model = model.to(memory_format=torch.channels_last)
@@ -384,19 +446,29 @@ class State:
         scheduler, every = make_scheduler(cfg, optimizer, steps)
         gen_device = device if device.type == "cuda" else torch.device("cpu")
         generator = torch.Generator(device=gen_device).manual_seed(cfg.seed)
-        return cls(cfg, model, optimizer, scheduler, every, EarlyStopping(cfg.monitor, cfg.patience), generator)
+        return cls(
+            cfg, model, optimizer, scheduler, every, EarlyStopping(cfg.monitor, cfg.patience), generator
+        )
 
     def snapshot(self, epoch_gen: torch.Tensor | None = None, running: dict | None = None) -> dict:
         """last.pt's content now: at an epoch's end, or mid-epoch (`epoch_gen`: the generator's
         state at the epoch's start, to redraw its plan; `running`: its sums so far)."""
         return {
-            "format": checkpoint.FORMAT, "version": checkpoint.VERSION,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "early_stopping": self.stopper.state_dict(),
-            "epoch": self.epoch, "step": self.step, "running": running,
-            "rng": {"generator": self.generator.get_state() if epoch_gen is None else epoch_gen,
-                    "torch": torch.get_rng_state()},
-            "best_metrics": self.best_metrics, "config": to_dict(self.cfg),
+            "format": checkpoint.FORMAT,
+            "version": checkpoint.VERSION,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "early_stopping": self.stopper.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "running": running,
+            "rng": {
+                "generator": self.generator.get_state() if epoch_gen is None else epoch_gen,
+                "torch": torch.get_rng_state(),
+            },
+            "best_metrics": self.best_metrics,
+            "config": to_dict(self.cfg),
             "normalize": {"mean": self.cfg.mean, "std": self.cfg.std},
             "history": self.history,  # metrics.csv's rows: a resume rewrites the file from these
             **({RUN_ID: self.run_id} if self.run_id else {}),  # a resume checks it is this run's
@@ -438,8 +510,13 @@ def run_name(cfg: Config) -> str:
 
 def use_cuda_graphs(cfg: Config, device: torch.device, world: int) -> bool:
     """--cuda-graphs records one fixed step: on CUDA, with plain SGD, in one process, uncompiled."""
-    return (cfg.cuda_graphs and device.type == "cuda" and cfg.optimizer == "sgd" and world == 1
-            and not cfg.compile)
+    return (
+        cfg.cuda_graphs
+        and device.type == "cuda"
+        and cfg.optimizer == "sgd"
+        and world == 1
+        and not cfg.compile
+    )
 
 
 def non_digits(cfg: Config, train_x: torch.Tensor, device: torch.device):
@@ -463,13 +540,27 @@ def make_step(cfg: Config, state: State, device: torch.device, world: int, outli
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
-    path = choose.for_training(model, device, label_smoothing=cfg.label_smoothing, world=world,
-                                compiled=cfg.compile, cuda_graphs=use_cuda_graphs(cfg, device, world))
+    path = choose.for_training(
+        model,
+        device,
+        label_smoothing=cfg.label_smoothing,
+        world=world,
+        compiled=cfg.compile,
+        cuda_graphs=use_cuda_graphs(cfg, device, world),
+    )
     if path.name == "cuda-graphs":
-        return GraphedStep(model, state.optimizer, cfg.batch_size, use_channels_last(cfg, device),
-                           cfg.label_smoothing, cfg.outlier_weight * bool(outlier_rows), outlier_rows), path
-    return TrainStep(model, state.optimizer, cfg.label_smoothing, world, path,
-                     cfg.outlier_weight * bool(outlier_rows)), path
+        return GraphedStep(
+            model,
+            state.optimizer,
+            cfg.batch_size,
+            use_channels_last(cfg, device),
+            cfg.label_smoothing,
+            cfg.outlier_weight * bool(outlier_rows),
+            outlier_rows,
+        ), path
+    return TrainStep(
+        model, state.optimizer, cfg.label_smoothing, world, path, cfg.outlier_weight * bool(outlier_rows)
+    ), path
 
 
 def start_trackers(cfg: Config, run: RunDir, job: Dist) -> list:
@@ -510,9 +601,14 @@ def batches(plan: EpochPlan, cfg: Config, images, labels, job: Dist, device: tor
 def progress_bar(cfg: Config, job: Dist, epoch: int, first: int, last: int):
     from tqdm import tqdm
 
-    return tqdm(range(first, last), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                disable=None if (job.primary and cfg.progress) else True, leave=False,
-                dynamic_ncols=True)
+    return tqdm(
+        range(first, last),
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        unit="batch",
+        disable=None if (job.primary and cfg.progress) else True,
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
 class Stops:
@@ -556,17 +652,18 @@ class Loop:
     """What the loop's helpers share, made once when the run is prepared."""
 
     cfg: Config
-    job: "Dist"
+    job: Dist
     device: torch.device
-    state: "State"
+    state: State
     run: RunDir
     train_step: object  # step.TrainStep or fast.cuda_graph.GraphedStep
-    stops: "Stops"
+    stops: Stops
     writer: checkpoint.Writer
 
 
-def save_and_stop(loop: Loop, epoch: int, epoch_gen, step: int, seen: int, signum: int,
-                  together: bool = True):
+def save_and_stop(
+    loop: Loop, epoch: int, epoch_gen, step: int, seen: int, signum: int, together: bool = True
+):
     """Save last.pt before `step` (rank 0) and end the run: Ctrl-C or SIGTERM came.
 
     `together`: every process stops at this step, so the epoch's sums so far are gathered from all
@@ -604,8 +701,14 @@ def end_of_epoch(loop: Loop, seen: int, val, epoch: int, t0: float) -> dict:
     """The epoch's row: training figures reduced across processes, the validation set scored
     (every process scores the same set with the same weights, so all reach the same early-stopping
     decision without talking), the schedule and early stopping stepped."""
-    cfg, state, train_step, job, device, run = (loop.cfg, loop.state, loop.train_step, loop.job,
-                                                loop.device, loop.run)
+    cfg, state, train_step, job, device, run = (
+        loop.cfg,
+        loop.state,
+        loop.train_step,
+        loop.job,
+        loop.device,
+        loop.run,
+    )
     if state.sched_every == "epoch":
         state.scheduler.step()
     totals = train_step.sums(seen)
@@ -618,11 +721,25 @@ def end_of_epoch(loop: Loop, seen: int, val, epoch: int, t0: float) -> dict:
     if not math.isfinite(train_loss):
         raise TrainingError(_nan_message(cfg, epoch, math.ceil(seen / cfg.batch_size) - 1, run))
     val_x, val_y = (val[0][:512], val[1][:512]) if cfg.dry_run else val
-    scored = evaluate(state.model, val_x, val_y, cfg.mean, cfg.std, cfg.eval_batch_size, device,
-                      use_channels_last(cfg, device))
-    row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-           "val_loss": scored["loss"], "val_acc": scored["accuracy"],
-           "lr": state.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+    scored = evaluate(
+        state.model,
+        val_x,
+        val_y,
+        cfg.mean,
+        cfg.std,
+        cfg.eval_batch_size,
+        device,
+        use_channels_last(cfg, device),
+    )
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": scored["loss"],
+        "val_acc": scored["accuracy"],
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "seconds": time.perf_counter() - t0,
+    }
     state.improved = state.stopper.update(row)
     if state.improved:
         state.best_metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))}
@@ -662,8 +779,10 @@ def resume_config(given: str | os.PathLike, overrides: dict) -> tuple[Config, Pa
     path = checkpoint.resolve(given, which=RunDir.LAST)
     if path.name != RunDir.LAST:  # best.pt, mnist_lenet5.pth: the run goes on from its latest state
         if not (path.parent / RunDir.LAST).is_file():
-            raise ConfigError(f"--resume {given}: a run continues from the last.pt in its folder, "
-                              f"and {path.parent / RunDir.LAST} does not exist")
+            raise ConfigError(
+                f"--resume {given}: a run continues from the last.pt in its folder, "
+                f"and {path.parent / RunDir.LAST} does not exist"
+            )
         path = path.parent / RunDir.LAST
     saved = checkpoint.load(path)
     if saved.get("format") != checkpoint.FORMAT or "optimizer" not in saved:
@@ -671,8 +790,10 @@ def resume_config(given: str | os.PathLike, overrides: dict) -> tuple[Config, Pa
     RunDir(path.parent).check_owns(saved, path, RESUMABLE)
     fixed = sorted(set(overrides) - RESUMABLE)
     if fixed:
-        raise ConfigError(f"--{flag(fixed[0])} cannot change when resuming: the run continues with "
-                          f"the config saved in {path}")
+        raise ConfigError(
+            f"--{flag(fixed[0])} cannot change when resuming: the run continues with "
+            f"the config saved in {path}"
+        )
     # A run saved before a field existed goes on as it was trained: without non-digit pictures.
     older = {"outliers": 0.0, "augment": 0.0}
     return from_dict({**older, **saved["config"], **overrides}), path, saved
@@ -693,8 +814,9 @@ def _writing(run: RunDir):
     try:
         yield
     except OSError as e:
-        raise TrainingError(f"{run.path}/: {e.strerror or e}; the run folder cannot be written: "
-                            f"{what_to_do(e)}") from None
+        raise TrainingError(
+            f"{run.path}/: {e.strerror or e}; the run folder cannot be written: {what_to_do(e)}"
+        ) from None
 
 
 def _written(writer: checkpoint.Writer, run: RunDir, when: str) -> None:
@@ -719,10 +841,17 @@ def _write_failed_message(e: OSError, run: RunDir, when: str) -> str:
         then = f"continue with: lenet5 train --resume {run.path}"
     except Exception:  # none written yet (or unreadable): nothing to continue from
         kept, then = "no epoch was saved", "start it again"
-    fix = "make room" if e.errno in FULL else "allow writing there (check its permissions)" \
-        if e.errno in DENIED else "fix what stopped the write"
-    return (f"could not write {e.filename or run.path} ({e.strerror or e}); training stopped "
-            f"{when}; {kept}: {fix}, then {then}")
+    fix = (
+        "make room"
+        if e.errno in FULL
+        else "allow writing there (check its permissions)"
+        if e.errno in DENIED
+        else "fix what stopped the write"
+    )
+    return (
+        f"could not write {e.filename or run.path} ({e.strerror or e}); training stopped "
+        f"{when}; {kept}: {fix}, then {then}"
+    )
 
 
 class Interrupted(KeyboardInterrupt):
@@ -764,9 +893,11 @@ class InterruptFlag:
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
-    return (text.splitlines()[0][:200] if text else type(e).__name__)
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _nan_message(cfg: Config, epoch: int, step: int, run: RunDir) -> str:
-    return (f"training loss became NaN/inf at epoch {epoch + 1}, step {step + 1}; lower --lr "
-            f"(now {cfg.lr}) and start again, or resume from the last good checkpoint {run.last}")
+    return (
+        f"training loss became NaN/inf at epoch {epoch + 1}, step {step + 1}; lower --lr "
+        f"(now {cfg.lr}) and start again, or resume from the last good checkpoint {run.last}"
+    )

@@ -47,8 +47,15 @@ class Path:
         return f"{self.name} ({self.why})" if self.why else self.name
 
 
-def for_training(model, device: torch.device, *, label_smoothing: float = 0.0, world: int = 1,
-                 compiled: bool = False, cuda_graphs: bool = False) -> Path:
+def for_training(
+    model,
+    device: torch.device,
+    *,
+    label_smoothing: float = 0.0,
+    world: int = 1,
+    compiled: bool = False,
+    cuda_graphs: bool = False,
+) -> Path:
     """The path a training step of `model` takes (model already on `device`, in its layout)."""
     if cuda_graphs:  # the caller's word that they apply: CUDA, plain SGD, one process, uncompiled
         return Path("cuda-graphs", why="the whole step replayed as one CUDA graph")
@@ -77,8 +84,12 @@ def for_reading(model, device: torch.device) -> Path:
 
 def _plain(model) -> bool:
     """A plain float32 LeNet5 on the CPU, unhooked: what the native forward computes exactly."""
-    return (type(model) is LeNet5 and not cpu_step._hooked(model)
-            and model.conv1.weight.device.type == "cpu" and model.conv1.weight.dtype == torch.float32)
+    return (
+        type(model) is LeNet5
+        and not cpu_step._hooked(model)
+        and model.conv1.weight.device.type == "cpu"
+        and model.conv1.weight.dtype == torch.float32
+    )
 
 
 def native_kernels(purpose: str) -> tuple[Kernels | None, str]:
@@ -95,8 +106,10 @@ def native_kernels(purpose: str) -> tuple[Kernels | None, str]:
     ratio = times["torch_ms"] / times["native_ms"]
     if times["native_ms"] < FASTER * times["torch_ms"]:
         return kernels, f"{where}; measured {ratio:.2f}x torch's kernels"
-    return None, (f"torch's kernels: lenet5's native kernels ({where}) measured no faster "
-                  f"({ratio:.2f}x); LENET5_NATIVE=1 forces them")
+    return None, (
+        f"torch's kernels: lenet5's native kernels ({where}) measured no faster "
+        f"({ratio:.2f}x); LENET5_NATIVE=1 forces them"
+    )
 
 
 def measured(kernels: Kernels) -> dict:
@@ -114,9 +127,12 @@ def measured(kernels: Kernels) -> dict:
 
 def _valid(entry) -> bool:
     return isinstance(entry, dict) and all(
-        isinstance(entry.get(p), dict) and all(
-            isinstance(entry[p].get(k), (int, float)) and entry[p][k] > 0
-            for k in ("native_ms", "torch_ms")) for p in ("train", "infer"))
+        isinstance(entry.get(p), dict)
+        and all(
+            isinstance(entry[p].get(k), (int, float)) and entry[p][k] > 0 for k in ("native_ms", "torch_ms")
+        )
+        for p in ("train", "infer")
+    )
 
 
 def step_ms(kernels: Kernels | None, train: bool, batch: int | None = None, reps: int = 0) -> float:
@@ -125,8 +141,9 @@ def step_ms(kernels: Kernels | None, train: bool, batch: int | None = None, reps
     return _time_pair(kernels, train, batch, reps, only=True)["native_ms"]
 
 
-def _time_pair(kernels: Kernels | None, train: bool, batch: int | None = None, reps: int = 0,
-               only: bool = False) -> dict:
+def _time_pair(
+    kernels: Kernels | None, train: bool, batch: int | None = None, reps: int = 0, only: bool = False
+) -> dict:
     """Both paths timed in alternation, so a passing load on the machine hits them alike."""
     batch = batch or (64 if train else 1024)
     reps = reps or (12 if train else 5)
@@ -167,12 +184,33 @@ def survey() -> list[dict]:
     for level in native.levels():
         k = native.load(level)
         if k is not None:
-            rows.append({"path": "native", "kernels": k.describe(), "threads": k.threads(),
-                         "train_ms": step_ms(k, True), "infer_ms": step_ms(k, False)})
-    rows.append({"path": "written-out", "kernels": "torch's", "threads": torch.get_num_threads(),
-                 "train_ms": step_ms(None, True), "infer_ms": step_ms(None, False)})
-    rows.append({"path": "autograd", "kernels": "torch's", "threads": torch.get_num_threads(),
-                 "train_ms": _autograd_ms(True), "infer_ms": _autograd_ms(False)})
+            rows.append(
+                {
+                    "path": "native",
+                    "kernels": k.describe(),
+                    "threads": k.threads(),
+                    "train_ms": step_ms(k, True),
+                    "infer_ms": step_ms(k, False),
+                }
+            )
+    rows.append(
+        {
+            "path": "written-out",
+            "kernels": "torch's",
+            "threads": torch.get_num_threads(),
+            "train_ms": step_ms(None, True),
+            "infer_ms": step_ms(None, False),
+        }
+    )
+    rows.append(
+        {
+            "path": "autograd",
+            "kernels": "torch's",
+            "threads": torch.get_num_threads(),
+            "train_ms": _autograd_ms(True),
+            "infer_ms": _autograd_ms(False),
+        }
+    )
     return rows
 
 

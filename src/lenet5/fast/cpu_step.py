@@ -35,15 +35,19 @@ def applies(model, label_smoothing: float) -> bool:
     if type(model) is not LeNet5 or label_smoothing != 0 or _hooked(model):
         return False
     w = model.conv2.weight
-    return (w.device.type == "cpu" and w.dtype == torch.float32
-            and w.is_contiguous(memory_format=torch.channels_last))
+    return (
+        w.device.type == "cpu"
+        and w.dtype == torch.float32
+        and w.is_contiguous(memory_format=torch.channels_last)
+    )
 
 
 def _hooked(model: torch.nn.Module) -> bool:
     from torch.nn.modules import module as nn_module
 
     return bool(nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks) or any(
-        m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+        m._forward_hooks or m._forward_pre_hooks for m in model.modules()
+    )
 
 
 def _conv(x, w, b):
@@ -51,8 +55,9 @@ def _conv(x, w, b):
 
 
 def _conv_backward(g, x, w, input_grad: bool):
-    return aten.convolution_backward(g, x, w, [w.shape[0]], ONE, ZERO, ONE, False, ZERO, 1,
-                                     [input_grad, True, True])
+    return aten.convolution_backward(
+        g, x, w, [w.shape[0]], ONE, ZERO, ONE, False, ZERO, 1, [input_grad, True, True]
+    )
 
 
 def _pool_backward(g, x, indices):
@@ -91,9 +96,20 @@ class Convs:
         self.out = torch.empty(n, 256)
         self.rows = x.reshape(n, 28 * 28).contiguous()  # one image a row (a view for NHWC input)
         with record_function("lenet5::convs_forward"):  # a row of its own in torch.profiler
-            kernels.forward(_ptr(self.rows), n, _ptr(m.conv1.weight), _ptr(m.conv1.bias),
-                            _ptr(self.w2), _ptr(m.conv2.bias), _ptr(self.xk), _ptr(self.r1),
-                            _ptr(self.arg1), _ptr(self.r2), _ptr(self.arg2), _ptr(self.out))
+            kernels.forward(
+                _ptr(self.rows),
+                n,
+                _ptr(m.conv1.weight),
+                _ptr(m.conv1.bias),
+                _ptr(self.w2),
+                _ptr(m.conv2.bias),
+                _ptr(self.xk),
+                _ptr(self.r1),
+                _ptr(self.arg1),
+                _ptr(self.r2),
+                _ptr(self.arg2),
+                _ptr(self.out),
+            )
 
     def backward(self, g: torch.Tensor) -> list[torch.Tensor]:
         """g: (B, 256), the gradient at the flattened output; returns conv1's and conv2's."""
@@ -110,9 +126,18 @@ class Convs:
         scratch = [torch.empty(chunks, size, lanes) for size in (256, 1024, 864)]  # alive until done
         grads = [torch.zeros(6, 1, 5, 5), torch.zeros(6), torch.zeros(16, 6, 5, 5), torch.zeros(16)]
         with record_function("lenet5::convs_backward"):
-            self.kernels.backward(_ptr(g), self.n, _ptr(self.w2), _ptr(self.xk), _ptr(self.r1),
-                                  _ptr(self.arg1), _ptr(self.r2), _ptr(self.arg2),
-                                  *map(_ptr, scratch), *map(_ptr, grads))
+            self.kernels.backward(
+                _ptr(g),
+                self.n,
+                _ptr(self.w2),
+                _ptr(self.xk),
+                _ptr(self.r1),
+                _ptr(self.arg1),
+                _ptr(self.r2),
+                _ptr(self.arg2),
+                *map(_ptr, scratch),
+                *map(_ptr, grads),
+            )
         return grads
 
 
@@ -123,8 +148,14 @@ def _fully_connected(m: LeNet5, f: torch.Tensor):
     return h1, h2, aten.addmm(m.fc3.bias, h2, m.fc3.weight.t())  # (B, 10)
 
 
-def grads(model: LeNet5, x: torch.Tensor, y: torch.Tensor, scale: float, kernels: Kernels | None,
-          outlier_weight: float = 0.0):
+def grads(
+    model: LeNet5,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    scale: float,
+    kernels: Kernels | None,
+    outlier_weight: float = 0.0,
+):
     """Forward and backward for `loss = cross_entropy(model(x), y, reduction="sum") * scale`,
     plus `outlier_weight * scale` times each non-digit row's cross-entropy to equal probabilities
     (rows labelled -100, which the cross-entropy itself ignores; see step.outlier_loss).

@@ -23,11 +23,23 @@ class GraphedStep(TrainStep):
 
     WARMUP = 3
 
-    def __init__(self, model, optimizer: torch.optim.SGD, batch_size: int, channels_last: bool,
-                 label_smoothing: float = 0.0, outlier_weight: float = 0.0, outlier_rows: int = 0):
-        super().__init__(model, optimizer, label_smoothing,
-                         path=Path("cuda-graphs", why="the whole step replayed as one CUDA graph"),
-                         outlier_weight=outlier_weight)
+    def __init__(
+        self,
+        model,
+        optimizer: torch.optim.SGD,
+        batch_size: int,
+        channels_last: bool,
+        label_smoothing: float = 0.0,
+        outlier_weight: float = 0.0,
+        outlier_rows: int = 0,
+    ):
+        super().__init__(
+            model,
+            optimizer,
+            label_smoothing,
+            path=Path("cuda-graphs", why="the whole step replayed as one CUDA graph"),
+            outlier_weight=outlier_weight,
+        )
         device = self.params[0].device
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.batch_size = batch_size  # digits a full step holds; non-digit pictures come after them

@@ -26,24 +26,34 @@ def pack(model: LeNet5) -> np.ndarray:
 
     def dense(w: np.ndarray, b: np.ndarray, width: int) -> list[np.ndarray]:
         wt = np.zeros((w.shape[1], width), np.float32)
-        wt[:, :w.shape[0]] = w.T
+        wt[:, : w.shape[0]] = w.T
         bp = np.zeros(width, np.float32)
-        bp[:b.shape[0]] = b
+        bp[: b.shape[0]] = b
         return [wt.ravel(), bp]
 
-    parts = [sd["conv1.weight"].ravel(), sd["conv1.bias"],
-             sd["conv2.weight"].reshape(16, 150).T.ravel(), sd["conv2.bias"],
-             *dense(sd["fc1.weight"], sd["fc1.bias"], 128),
-             *dense(sd["fc2.weight"], sd["fc2.bias"], 128),
-             *dense(sd["fc3.weight"], sd["fc3.bias"], 64)]
+    parts = [
+        sd["conv1.weight"].ravel(),
+        sd["conv1.bias"],
+        sd["conv2.weight"].reshape(16, 150).T.ravel(),
+        sd["conv2.bias"],
+        *dense(sd["fc1.weight"], sd["fc1.bias"], 128),
+        *dense(sd["fc2.weight"], sd["fc2.bias"], 128),
+        *dense(sd["fc3.weight"], sd["fc3.bias"], 64),
+    ]
     return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
 
 class Forward:
     """model(normalise(pixels)) and its 84 features, for uint8 pixels (N, 28, 28), N any size."""
 
-    def __init__(self, model: LeNet5, mean: float, std: float, kernels: Kernels | None,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        model: LeNet5,
+        mean: float,
+        std: float,
+        kernels: Kernels | None,
+        device: torch.device | str = "cpu",
+    ):
         self.model, self.mean, self.std = model.eval(), float(mean), float(std)
         self.device = torch.device(device)
         self.kernels = kernels if self.device.type == "cpu" else None
@@ -68,7 +78,7 @@ class Forward:
             self._native(pixels, logits, feats)  # one call: what one digit's few microseconds need
             return logits, feats
         for start in range(0, n, CHUNK):
-            part = np.ascontiguousarray(pixels[start:start + CHUNK], dtype=np.uint8)
+            part = np.ascontiguousarray(pixels[start : start + CHUNK], dtype=np.uint8)
             rows = slice(start, start + len(part))
             if self.native:
                 self._native(part, logits[rows], feats[rows] if feats is not None else None)
@@ -80,9 +90,17 @@ class Forward:
         return logits, feats
 
     def _native(self, part: np.ndarray, logits: np.ndarray, feats: np.ndarray | None) -> None:
-        self._read(_address(part), None, len(part), self.mean, self.std, self._weights,
-                   _address(logits), _address(feats) if feats is not None else None,
-                   self.kernels.threads())
+        self._read(
+            _address(part),
+            None,
+            len(part),
+            self.mean,
+            self.std,
+            self._weights,
+            _address(logits),
+            _address(feats) if feats is not None else None,
+            self.kernels.threads(),
+        )
 
     @torch.no_grad()
     def _torch(self, part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -83,8 +83,9 @@ class Kernels:
         """data.warp on the CPU: uint8 (B, 28, 28) and float (B, 36) -> float (B, 28, 28)."""
         images, params = images.contiguous(), params.float().contiguous()
         out = torch.empty(images.shape, dtype=torch.float32)
-        self.lib.warp_images(images.data_ptr(), len(images), params.data_ptr(), out.data_ptr(),
-                             self.threads())
+        self.lib.warp_images(
+            images.data_ptr(), len(images), params.data_ptr(), out.data_ptr(), self.threads()
+        )
         return out
 
     def describe(self) -> str:
@@ -186,12 +187,16 @@ def _switched_off() -> bool:
 
 def _load(level: str) -> tuple[Kernels | None, str]:
     if level not in X86_LEVELS and level != NATIVE:
-        return None, (f"native kernels off: LENET5_ISA={level} is not one of "
-                      f"{', '.join([*X86_LEVELS, NATIVE])}")
+        return None, (
+            f"native kernels off: LENET5_ISA={level} is not one of {', '.join([*X86_LEVELS, NATIVE])}"
+        )
     if level in X86_LEVELS and not is_x86():
         return None, f"native kernels off: {level} is an x86-64 level and this CPU is {platform.machine()}"
     if level in X86_LEVELS and cpu_flags() and level not in levels():
-        return None, f"native kernels off: this CPU cannot run {level} code (it runs {', '.join(levels()) or 'none'})"
+        return (
+            None,
+            f"native kernels off: this CPU cannot run {level} code (it runs {', '.join(levels()) or 'none'})",
+        )
     cxx = compiler()
     if cxx is None:
         return None, "native kernels off: no C++ compiler (c++, g++ or clang++; or set CXX)"
@@ -223,8 +228,10 @@ def _unsafe(folder: Path) -> str:
     if hasattr(os, "getuid") and st.st_uid != os.getuid():
         return f"the cache folder {folder} belongs to another user; set LENET5_CACHE to a folder of your own"
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return (f"the cache folder {folder} can be written by other users (mode "
-                f"{stat.S_IMODE(st.st_mode):o}); `chmod go-w {folder}` or set LENET5_CACHE")
+        return (
+            f"the cache folder {folder} can be written by other users (mode "
+            f"{stat.S_IMODE(st.st_mode):o}); `chmod go-w {folder}` or set LENET5_CACHE"
+        )
     if not os.access(folder, os.W_OK):
         return f"the cache folder {folder} is not writable; set LENET5_CACHE"
     return ""
@@ -242,8 +249,9 @@ def _build(cxx: str, flags: list[str], folder: Path) -> Path:
     if _verified(path, digest_file):
         return path
     with files.atomic_path(path, mode=0o700) as tmp:
-        subprocess.run([cxx, *flags, "-o", str(tmp), str(SOURCE)], check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            [cxx, *flags, "-o", str(tmp), str(SOURCE)], check=True, capture_output=True, timeout=300
+        )
         digest = _sha256(tmp)
     files.write_text(digest_file, digest + "\n")
     return path

@@ -39,14 +39,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import logging
 import json
+import logging
 import os
 import socket
 import warnings
+from collections.abc import Sequence
 from http import HTTPStatus
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -56,14 +56,14 @@ from . import STATIC, describe
 from .readers import LIBC, Readers, release_memory
 
 try:
+    import h11
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
+    from fastapi_offline import FastAPIOffline
     from PIL import Image
     from pydantic import BaseModel, Field
     from starlette.concurrency import run_in_threadpool
-    from fastapi_offline import FastAPIOffline
-    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 except ImportError as e:
     raise Lenet5Error(f"the web demo needs {e.name}: pip install 'lenet5[web]'") from None
@@ -82,27 +82,32 @@ LINGER = 2.0  # seconds an answered connection reads and drops what its client s
 
 
 class Prediction(BaseModel):
-    digit: int = Field(description="the most probable digit, 0-9 (the closest one when is_digit "
-                                   "is false)")
+    digit: int = Field(description="the most probable digit, 0-9 (the closest one when is_digit is false)")
     probability: float = Field(description="its probability, calibrated: right about that often")
-    is_digit: bool = Field(description="false when the picture holds no digit: blank, or unlike "
-                                       "any digit (a letter, a sign, a scribble)")
-    reason: str = Field(description="why it is not a digit ('no ink', 'unlike any digit'); empty "
-                                    "for a digit")
+    is_digit: bool = Field(
+        description="false when the picture holds no digit: blank, or unlike "
+        "any digit (a letter, a sign, a scribble)"
+    )
+    reason: str = Field(description="why it is not a digit ('no ink', 'unlike any digit'); empty for a digit")
     probabilities: list[float] = Field(description="probability of each digit 0-9")
-    image: list[list[int]] = Field(description="the 28x28 input the model saw, rows of 0-255, "
-                                               "white ink on black")
+    image: list[list[int]] = Field(
+        description="the 28x28 input the model saw, rows of 0-255, white ink on black"
+    )
 
 
 class Health(BaseModel):
     status: str
-    checkpoint: str = Field(description="the checkpoint file: its run folder and name "
-                                        "(NAME/best.pt), or the shipped weights' file name; "
-                                        "never a path on the server")
-    name: str = Field(description="a short name for the checkpoint: its run folder and file, or "
-                                  "the shipped weights' name")
-    test_accuracy: float | None = Field(None, description="accuracy on the 10,000 MNIST test "
-                                        "images, 0-1; null when not known for this file")
+    checkpoint: str = Field(
+        description="the checkpoint file: its run folder and name "
+        "(NAME/best.pt), or the shipped weights' file name; "
+        "never a path on the server"
+    )
+    name: str = Field(
+        description="a short name for the checkpoint: its run folder and file, or the shipped weights' name"
+    )
+    test_accuracy: float | None = Field(
+        None, description="accuracy on the 10,000 MNIST test images, 0-1; null when not known for this file"
+    )
     device: str
     mean: float
     std: float
@@ -181,8 +186,10 @@ def allowed_hosts(host: str = "127.0.0.1", extra: Sequence[str] = ()) -> list[st
             name = f"[{name}]"  # an IPv6 address, as it stands in a Host header
         wildcard = name.startswith("*") and name != "*"
         if not name or "*" in name[1:] or (wildcard and not name.startswith("*.")):
-            raise ConfigError(f"--allowed-host {name!r}: give a name or address, '*.example.org' for "
-                              "its subdomains, or '*' for any")
+            raise ConfigError(
+                f"--allowed-host {name!r}: give a name or address, '*.example.org' for "
+                "its subdomains, or '*' for any"
+            )
         names.append(name)
     return list(dict.fromkeys(names))
 
@@ -211,8 +218,12 @@ class HostCheck:
         name = name.rstrip(".")
         if name in self.names or name.endswith(self.suffixes):
             return await self.app(scope, receive, send)
-        detail = (f"this server does not answer to the Host {name!r}; start it with --allowed-host "
-                  f"{name} to allow it" if name else "no Host header; HTTP/1.1 needs one")
+        detail = (
+            f"this server does not answer to the Host {name!r}; start it with --allowed-host "
+            f"{name} to allow it"
+            if name
+            else "no Host header; HTTP/1.1 needs one"
+        )
         return await _problem(400, detail)(scope, receive, send)
 
 
@@ -325,10 +336,10 @@ def shown_file(checkpoint: str | os.PathLike) -> str:
 class NumberDigit(BaseModel):
     digit: int = Field(description="the most probable digit, 0-9")
     probability: float = Field(description="its probability, calibrated")
-    is_digit: bool = Field(description="false for a part that is not a digit (shown as ? in the "
-                                       "number)")
-    box: list[int] = Field(description="[x0, y0, x1, y1]: where it is in the picture, in its "
-                                       "pixels (x1, y1 just past the digit)")
+    is_digit: bool = Field(description="false for a part that is not a digit (shown as ? in the number)")
+    box: list[int] = Field(
+        description="[x0, y0, x1, y1]: where it is in the picture, in its pixels (x1, y1 just past the digit)"
+    )
 
 
 class NumberReading(BaseModel):
@@ -338,14 +349,29 @@ class NumberReading(BaseModel):
     digits: list[NumberDigit]
 
 
-ERRORS = {code: {"model": Problem, "description": text} for code, text in (
-    (400, "empty body, or a form without the field `file`"),
-    (413, "body over the upload limit, or an image with too many pixels"),
-    (422, "not a readable image, or no digit in it"))}
-BODY_DOC = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary"}}}},
-    "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
+ERRORS = {
+    code: {"model": Problem, "description": text}
+    for code, text in (
+        (400, "empty body, or a form without the field `file`"),
+        (413, "body over the upload limit, or an image with too many pixels"),
+        (422, "not a readable image, or no digit in it"),
+    )
+}
+BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 
 
 class Reading:
@@ -377,9 +403,14 @@ class Reading:
         if isinstance(digit, tuple):
             digit, blank = digit
         p = self.reader.read(digit[None])[0]
-        answer = Prediction(digit=p.digit, probability=p.probability, probabilities=p.probabilities,
-                            is_digit=p.is_digit and not blank, reason=blank or p.reason,
-                            image=digit.tolist())
+        answer = Prediction(
+            digit=p.digit,
+            probability=p.probability,
+            probabilities=p.probabilities,
+            is_digit=p.is_digit and not blank,
+            reason=blank or p.reason,
+            image=digit.tolist(),
+        )
         return Response(answer.model_dump_json(), media_type="application/json")
 
     def number(self, data: bytes, name: str, pixels: int) -> NumberReading:
@@ -391,8 +422,12 @@ class Reading:
         except NoDigit as e:  # a number picture with no ink: nothing to read, as the CLI says
             raise HTTPException(422, str(e)) from None
         d = number.to_dict()
-        return NumberReading(number=d["number"], readable=d["readable"], problem=d["problem"],
-                             digits=[NumberDigit(**digit) for digit in d["digits"]])
+        return NumberReading(
+            number=d["number"],
+            readable=d["readable"],
+            problem=d["problem"],
+            digits=[NumberDigit(**digit) for digit in d["digits"]],
+        )
 
     async def read(self, request: Request, reader):
         """The request's image, checked (present, not too many pixels), then
@@ -410,15 +445,23 @@ class Reading:
         # Huge pixel dimensions are refused from the header alone, before anything is decoded.
         width, height = declared_size(data) or (0, 0)
         if width * height > self.max_pixels:
-            raise HTTPException(413, f"{name}: {width}x{height} pixels is more than this server "
-                                     f"takes ({self.max_pixels:,}); scale it down first")
+            raise HTTPException(
+                413,
+                f"{name}: {width}x{height} pixels is more than this server "
+                f"takes ({self.max_pixels:,}); scale it down first",
+            )
         async with self.budget.hold(width * height), self.at_once:
             return await run_in_threadpool(reader, data, name, width * height)
 
 
-def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: int = MAX_UPLOAD,
-               max_pixels: int = MAX_PIXELS, readers: int | None = None,
-               hosts: Sequence[str] | None = None) -> FastAPI:
+def create_app(
+    checkpoint: str | os.PathLike,
+    device: str = "cpu",
+    max_upload: int = MAX_UPLOAD,
+    max_pixels: int = MAX_PIXELS,
+    readers: int | None = None,
+    hosts: Sequence[str] | None = None,
+) -> FastAPI:
     """The app for one checkpoint, its model loaded now and shared by every request.
 
     `readers`: processes that decode and prepare the pictures for /api/predict (`readers.py`;
@@ -447,10 +490,12 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     # FastAPIOffline: FastAPI whose /docs and /redoc pages serve their scripts from here, not a
     # CDN, so the API documentation works offline too.
     app = FastAPIOffline(
-        title="lenet5", version=__version__,
+        title="lenet5",
+        version=__version__,
         description="Draw a digit at /, or POST an image to /api/predict. The image is prepared "
-                    "as `lenet5 predict FILE` does (grayscale, ink made white on black, cropped, "
-                    "scaled to 20x20 and centred by mass in 28x28) and read by LeNet-5.")
+        "as `lenet5 predict FILE` does (grayscale, ink made white on black, cropped, "
+        "scaled to 20x20 and centred by mass in 28x28) and read by LeNet-5.",
+    )
     app.add_middleware(BodyLimit, limit=max_upload)
     app.add_middleware(HostCheck, allowed=allowed_hosts() if hosts is None else hosts)  # runs first
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -459,9 +504,18 @@ def create_app(checkpoint: str | os.PathLike, device: str = "cpu", max_upload: i
     app.state.start_readers = pool.start if pool is not None else (lambda: None)
     app.state.close_readers = pool.close if pool is not None else (lambda: None)
     model_name, accuracy = describe(checkpoint)
-    health = Health(status="ok", checkpoint=shown_file(checkpoint), name=model_name,
-                    test_accuracy=accuracy, device=str(device), mean=reader.mean, std=reader.std,
-                    max_upload_bytes=max_upload, max_pixels=max_pixels, version=__version__)
+    health = Health(
+        status="ok",
+        checkpoint=shown_file(checkpoint),
+        name=model_name,
+        test_accuracy=accuracy,
+        device=str(device),
+        mean=reader.mean,
+        std=reader.std,
+        max_upload_bytes=max_upload,
+        max_pixels=max_pixels,
+        version=__version__,
+    )
     _routes(app, reading, health)
     return app
 
@@ -481,8 +535,13 @@ def _routes(app: FastAPI, reading: Reading, health: Health) -> None:
     async def get_health() -> Health:  # async: on the event loop, never queued behind decoding
         return health
 
-    @app.post("/api/predict", response_model=Prediction, responses=ERRORS, openapi_extra=BODY_DOC,
-              summary="Read the digit in an image")
+    @app.post(
+        "/api/predict",
+        response_model=Prediction,
+        responses=ERRORS,
+        openapi_extra=BODY_DOC,
+        summary="Read the digit in an image",
+    )
     async def post_predict(request: Request) -> Response:
         """An image file (PNG, JPEG, ...) as the multipart field `file` or as the raw body."""
         digit = await reading.read(request, reading.pixels)
@@ -492,8 +551,13 @@ def _routes(app: FastAPI, reading: Reading, health: Health) -> None:
 
     # POST /api/number: a picture of a whole number, read as `lenet5 predict FILE --number` does.
     # The same body rules, limits and pixel budget as /api/predict.
-    @app.post("/api/number", response_model=NumberReading, responses=ERRORS, openapi_extra=BODY_DOC,
-              summary="Read the whole number in an image, digit by digit")
+    @app.post(
+        "/api/number",
+        response_model=NumberReading,
+        responses=ERRORS,
+        openapi_extra=BODY_DOC,
+        summary="Read the whole number in an image, digit by digit",
+    )
     async def post_number(request: Request) -> NumberReading:
         """An image file (PNG, JPEG, ...) of a number, as the multipart field `file` or as the raw
         body: its digits left to right, each with its probability and box."""
@@ -516,16 +580,19 @@ def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
         sock.listen(128)  # connections queue from now on, even before the server loop runs
     except OSError as e:
         sock.close()
-        raise ConfigError(f"--host {host} --port {port}: cannot listen there "
-                          f"({e.strerror or e}); choose another --port") from None
+        raise ConfigError(
+            f"--host {host} --port {port}: cannot listen there ({e.strerror or e}); choose another --port"
+        ) from None
     return sock
 
 
 def _plain(status: int, detail: str) -> bytes:
     """A whole HTTP response that closes the connection, for answers given outside the app."""
     body = json.dumps({"detail": detail}).encode()
-    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
 
 
 UVICORN_TESTED = ">=0.35,<0.56"  # the uvicorn releases GuardedH11 is tested with; pyproject pins them
@@ -537,18 +604,22 @@ def check_uvicorn(protocol: type = H11Protocol, cycle: type = RequestResponseCyc
     import uvicorn
 
     wanted = {  # the methods GuardedH11 calls or overrides, and the attributes it reads
-        protocol: ({"connection_made", "data_received", "connection_lost", "send_400_response",
-                    "shutdown"}, {"config", "conn", "cycle", "connections", "loop", "transport",
-                                  "timeout_keep_alive_task"}),
-        cycle: (set(), {"disconnected", "response_complete", "message_event"})}
+        protocol: (
+            {"connection_made", "data_received", "connection_lost", "send_400_response", "shutdown"},
+            {"config", "conn", "cycle", "connections", "loop", "transport", "timeout_keep_alive_task"},
+        ),
+        cycle: (set(), {"disconnected", "response_complete", "message_event"}),
+    }
     for cls, (methods, attributes) in wanted.items():
         code = getattr(cls.__init__, "__code__", None)
         assigned = set(code.co_names) if code is not None else set()  # __init__ sets the attributes
         missing = {m for m in methods if not callable(getattr(cls, m, None))} | (attributes - assigned)
         if missing:
-            raise Lenet5Error(f"uvicorn {uvicorn.__version__} changed {cls.__name__} (no "
-                              f"{', '.join(sorted(missing))}); lenet5 serve needs "
-                              f"pip install 'uvicorn{UVICORN_TESTED}'")
+            raise Lenet5Error(
+                f"uvicorn {uvicorn.__version__} changed {cls.__name__} (no "
+                f"{', '.join(sorted(missing))}); lenet5 serve needs "
+                f"pip install 'uvicorn{UVICORN_TESTED}'"
+            )
 
 
 class _Connection(h11.Connection):
@@ -638,8 +709,7 @@ class GuardedH11(H11Protocol):
     def _make_room(self) -> None:
         """Beyond max_connections: close one that is answered already, or shed the one waiting
         longest on its client, or, when every other one has a request in the app, refuse this one."""
-        others = [c for c in self.connections
-                  if c is not self and getattr(c, "_phase", None) != "closed"]
+        others = [c for c in self.connections if c is not self and getattr(c, "_phase", None) != "closed"]
         if len(others) < self.max_connections:
             return
         answered = [c for c in others if c._phase == "closing"]
@@ -650,15 +720,19 @@ class GuardedH11(H11Protocol):
         if waiting:
             slowest = min(waiting, key=lambda c: c._since)
             what = slowest._phase or "next request"
-            slowest._refuse(408, f"the server is full and this request's {what} was the slowest to "
-                                 "come; send it again", quiet=True)
+            slowest._refuse(
+                408,
+                f"the server is full and this request's {what} was the slowest to come; send it again",
+                quiet=True,
+            )
             return
         self._refuse(503, "too many connections; try again shortly")
 
     def _waiting(self) -> bool:
         """Waiting on its client: for a request's headers or body, or idle after an answer."""
         return self._phase in ("headers", "body") or (
-            self._phase is None and self.cycle is not None and self.cycle.response_complete)
+            self._phase is None and self.cycle is not None and self.cycle.response_complete
+        )
 
     def _watch(self, phase: str | None) -> None:
         """Enter `phase` and start its deadline, unless in it already."""
@@ -704,14 +778,22 @@ class GuardedH11(H11Protocol):
         self.transport.close()
 
 
-def server(app: FastAPI, log_level: str = "info", header_timeout: float = HEADER_TIMEOUT,
-           body_timeout: float = BODY_TIMEOUT, max_connections: int = MAX_CONNECTIONS):
+def server(
+    app: FastAPI,
+    log_level: str = "info",
+    header_timeout: float = HEADER_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+):
     """A uvicorn server for `app`; `.run(sockets=[bind(...)])` serves until Ctrl-C."""
     import uvicorn
 
     check_uvicorn()
-    for flag, value in (("--header-timeout", header_timeout), ("--body-timeout", body_timeout),
-                        ("--max-connections", max_connections)):
+    for flag, value in (
+        ("--header-timeout", header_timeout),
+        ("--body-timeout", body_timeout),
+        ("--max-connections", max_connections),
+    ):
         if not value > 0:
             raise ConfigError(f"{flag} {value:g}: must be more than 0")
     try:
@@ -723,7 +805,17 @@ def server(app: FastAPI, log_level: str = "info", header_timeout: float = HEADER
             max_connections = max(1, min(max_connections, files // 2))
     except ImportError:  # Windows: no such limit to respect
         pass
-    protocol = type("Protocol", (GuardedH11,), dict(
-        header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections))
-    return uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5,
-                                         http=protocol, h11_max_incomplete_event_size=MAX_HEADERS))
+    protocol = type(
+        "Protocol",
+        (GuardedH11,),
+        dict(header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections),
+    )
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level=log_level,
+            timeout_graceful_shutdown=5,
+            http=protocol,
+            h11_max_incomplete_event_size=MAX_HEADERS,
+        )
+    )

@@ -24,6 +24,7 @@ replaced, and the picture it held is read once more by a new one before it count
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import queue
@@ -46,9 +47,11 @@ READY = b"lenet5 reader ready\n"  # a reader's first line: imports done, waiting
 SRC = Path(__file__).resolve().parents[2]  # the folder that holds this lenet5 package
 # A reader's program: this very lenet5 (from a source tree, say), found first; an installed one's
 # folder is on the path already, and is left where it is.
-START = ("import os, sys; here = {os.path.realpath(p or '.') for p in sys.path}; "
-         "sys.path.insert(0, sys.argv[1]) if sys.argv[1] not in here else None; "
-         "from lenet5.web.readers import serve; serve()")
+START = (
+    "import os, sys; here = {os.path.realpath(p or '.') for p in sys.path}; "
+    "sys.path.insert(0, sys.argv[1]) if sys.argv[1] not in here else None; "
+    "from lenet5.web.readers import serve; serve()"
+)
 
 
 def _libc():
@@ -87,19 +90,27 @@ class PictureProcess:
         # One thread for numpy's linear algebra: a reader is one of a core's worth already.
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         try:
-            self.proc = subprocess.Popen([sys.executable, "-c", START, str(SRC)], env=env,
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", START, str(SRC)],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
         except OSError as e:
-            raise ReaderFailed(f"a picture reader process could not be started ({e.strerror or e}); "
-                               "--readers 0 reads pictures in the server itself") from None
+            raise ReaderFailed(
+                f"a picture reader process could not be started ({e.strerror or e}); "
+                "--readers 0 reads pictures in the server itself"
+            ) from None
 
     def ready(self) -> PictureProcess:
         said = self.proc.stdout.readline()
         if said != READY:
             self.close()
-            raise ReaderFailed(f"a picture reader process did not start (exit code "
-                               f"{self.proc.returncode}; its error is above); --readers 0 reads "
-                               "pictures in the server itself")
+            raise ReaderFailed(
+                f"a picture reader process did not start (exit code "
+                f"{self.proc.returncode}; its error is above); --readers 0 reads "
+                "pictures in the server itself"
+            )
         return self
 
     def read(self, data: bytes, name: str, trim: bool) -> tuple[int, bytes]:
@@ -122,10 +133,8 @@ class PictureProcess:
 
     def close(self) -> None:
         """End the process: its input closed, it exits; killed if it has not within 5 s."""
-        try:
+        with contextlib.suppress(OSError):
             self.proc.stdin.close()
-        except OSError:
-            pass
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -184,8 +193,12 @@ class Readers:
                 status, payload = reader.read(data, name, trim)
             except ReaderDied as e:
                 self._forget(reader)
-                log.error("a picture reader ended while reading %s (%s)%s", name, e,
-                          "; reading it again" if attempt == 1 else "")
+                log.error(
+                    "a picture reader ended while reading %s (%s)%s",
+                    name,
+                    e,
+                    "; reading it again" if attempt == 1 else "",
+                )
                 continue
             self.idle.put(reader)
             if status == 0:
@@ -197,8 +210,9 @@ class Readers:
             if status == 2:
                 error.__cause__ = RuntimeError(f"in the picture reader:\n{trace}")
             raise error
-        raise ImageError(f"{name}: reading it stopped the picture reader twice; the picture "
-                         "cannot be read here")
+        raise ImageError(
+            f"{name}: reading it stopped the picture reader twice; the picture cannot be read here"
+        )
 
     def _take(self) -> PictureProcess:
         """A free reader: an idle one, a new one while fewer than `count` run, else the next to
@@ -282,4 +296,3 @@ def serve() -> None:
         out.flush()
         if trim:
             release_memory()
-

@@ -24,8 +24,10 @@ def shipped() -> Path:
     if not path.is_file():
         raise CheckpointError(f"{path}: the shipped weights are missing; reinstall lenet5")
     if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
-        raise CheckpointError(f"{path}: the shipped weights do not match their SHA-256 "
-                              f"({HERE / (NAME + '.json')}); reinstall lenet5")
+        raise CheckpointError(
+            f"{path}: the shipped weights do not match their SHA-256 "
+            f"({HERE / (NAME + '.json')}); reinstall lenet5"
+        )
     return path
 
 
