@@ -22,7 +22,8 @@ $(READY): pyproject.toml Makefile
 train: setup
 	$(BIN)/lenet5 train
 
-# The code as ruff formats it, free of ruff's findings (pyproject.toml says which rules).
+# The code as ruff formats it, free of ruff's findings (pyproject.toml says which rules; ruff is pinned
+# there, as each version formats a little differently).
 lint: setup
 	$(BIN)/ruff format --check src
 	$(BIN)/ruff check src
