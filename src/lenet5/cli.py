@@ -819,6 +819,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         srv.run(sockets=[sock])
     finally:
         app.state.close_readers()
+    if srv.signum:  # stopped by Ctrl-C or SIGTERM, whose re-raise asyncio may have swallowed
+        stopped = KeyboardInterrupt()
+        stopped.signum = srv.signum  # type: ignore[attr-defined]  # read by main() for the exit code
+        raise stopped
     return 0
 
 

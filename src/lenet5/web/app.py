@@ -778,6 +778,23 @@ class GuardedH11(H11Protocol):
         self.transport.close()
 
 
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, noting the signal that stopped it: uvicorn raises it again once it has
+        shut down, but asyncio's own Ctrl-C handling can swallow that, and `lenet5 serve` must still
+        end as interrupted (exit code 130), not as if it had finished."""
+
+        signum = 0
+
+        def handle_exit(self, sig, frame) -> None:
+            self.signum = self.signum or sig
+            super().handle_exit(sig, frame)
+
+    return Server
+
+
 def server(
     app: FastAPI,
     log_level: str = "info",
@@ -810,7 +827,7 @@ def server(
         (GuardedH11,),
         dict(header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections),
     )
-    return uvicorn.Server(
+    return _server_class()(
         uvicorn.Config(
             app,
             log_level=log_level,
