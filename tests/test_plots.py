@@ -14,6 +14,7 @@ from conftest import DATA
 from lenet5 import LeNet5, plots
 from lenet5.checkpoint import load_model, normalization
 from lenet5.cli import main
+from lenet5.rundir import PLOTS as RUN_PLOTS
 from lenet5.data import normalize
 from lenet5.summary import format_layers, layers
 
@@ -50,8 +51,8 @@ def texts(fig) -> list[str]:
 def test_plot_run_draws_every_figure_from_the_run_files(run, mnist, figures, capsys):
     assert main(["plot", str(run), "--data-dir", str(DATA), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed == [f"saved {run / name}" for name in plots.RUN_PLOTS]
-    for name in plots.RUN_PLOTS:
+    assert printed == [f"saved {run / name}" for name in RUN_PLOTS]
+    for name in RUN_PLOTS:
         assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # curves: the lines are metrics.csv's columns; lr on its own axis; axes labelled
@@ -102,7 +103,7 @@ def test_plot_run_draws_every_figure_from_the_run_files(run, mnist, figures, cap
 def test_plot_without_metrics_csv_still_draws_the_rest(run, capsys):
     (run / "metrics.csv").unlink()
     assert main(["plot", str(run / "best.pt"), "--data-dir", str(DATA), "--out", str(run / "p")]) == 0
-    assert sorted(p.name for p in (run / "p").iterdir()) == sorted(set(plots.RUN_PLOTS) - {"curves.png"})
+    assert sorted(p.name for p in (run / "p").iterdir()) == sorted(set(RUN_PLOTS) - {"curves.png"})
 
 
 def test_show_activations_draws_the_feature_maps_of_that_digit(run, mnist, figures, tmp_path, capsys):

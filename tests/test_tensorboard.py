@@ -11,7 +11,7 @@ import pytest
 from conftest import DATA
 from lenet5.cli import main
 from lenet5.config import from_recipe
-from lenet5.plots import RUN_PLOTS
+from lenet5.rundir import PLOTS as RUN_PLOTS
 from lenet5.rundir import RunDir
 from lenet5.tracking import TensorBoardTracker, start_tensorboard
 

@@ -21,7 +21,7 @@ from lenet5.errors import ConfigError, TrainingError
 from lenet5.metrics import evaluate
 from lenet5.cli import main
 from lenet5.model import LeNet5
-from lenet5.plots import RUN_PLOTS
+from lenet5.rundir import PLOTS as RUN_PLOTS
 from lenet5.rundir import RunDir
 from lenet5.training import fit
 from lenet5.data import MEAN, STD

@@ -374,7 +374,7 @@ def _config_overrides(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .rundir import RunDir
-    from .training import finished_state, fit, resume_config
+    from .training import fit, resume_config
 
     overrides = _config_overrides(args)
     resume = None
@@ -385,7 +385,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "its last.pt (change only what may change, by flags)"
             )
         cfg, resume, saved = resume_config(args.resume, overrides)
-        if finished_state(saved):
+        if RunDir.training_over(saved):
             # Killed during the final test and plots: finish those (test_metrics.json comes last).
             if not args.test or RunDir(resume.parent).finished_outputs():
                 print(f"{resume.parent}: training and its final test are done; nothing to resume")
@@ -535,7 +535,9 @@ def _is_checkpoint(path: str) -> bool:
     p = Path(path)
     if p.suffix.lower() in (".pt", ".pth", ".safetensors"):
         return True
-    return p.is_dir() and any((p / n).is_file() for n in ("best.pt", "last.pt", "mnist_lenet5.pth"))
+    from .rundir import RunDir
+
+    return RunDir.holds_run(p)
 
 
 def _split_paths(args: argparse.Namespace) -> list[str]:

@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 
 from .files import atomic_path
-from .rundir import PLOTS as RUN_PLOTS  # noqa: F401  (RUN_PLOTS: the names draw_run writes)
-from .rundir import RunDir
+from .rundir import CONFUSION, CURVES, FILTERS, MISTAKES, PREDICTIONS, RELIABILITY, RunDir
 
 
 def _pyplot():
@@ -302,13 +301,13 @@ def draw_run(
 
         obj = load(path)
         best = obj.get("best_metrics", {}).get("epoch") if obj.get("format") == "lenet5" else None
-        written.append(plot_curves(rows, out / "curves.png", f"run {path.parent.name}", best))
-    written.append(plot_confusion(metrics["confusion"], out / "confusion.png"))
-    written.append(plot_mistakes(images, labels, probs, out / "mistakes.png"))
-    written.append(plot_predictions(images, labels, probs, out / "predictions.png"))
-    written.append(plot_filters(reader.model, out / "filters.png"))
+        written.append(plot_curves(rows, out / CURVES, f"run {path.parent.name}", best))
+    written.append(plot_confusion(metrics["confusion"], out / CONFUSION))
+    written.append(plot_mistakes(images, labels, probs, out / MISTAKES))
+    written.append(plot_predictions(images, labels, probs, out / PREDICTIONS))
+    written.append(plot_filters(reader.model, out / FILTERS))
     written.append(
-        plot_reliability(calibration_error(probs, labels.cpu()), out / "reliability.png", reader.temperature)
+        plot_reliability(calibration_error(probs, labels.cpu()), out / RELIABILITY, reader.temperature)
     )
     return written
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError, Lenet5Error
+from .rundir import BEST
 
 # A checkpoint without a calibration (the seed's mnist_lenet5.pth alone, an old run, a state_dict
 # from elsewhere) is read at temperature 1 with this threshold: still "not a digit" for what the
@@ -253,7 +254,7 @@ def calibration_of(path: Path, obj: dict, model: torch.nn.Module) -> Calibration
 
         info = card().get("reader")
         return Calibration.from_dict(info, where) if info else Calibration()
-    beside = path.parent / "best.pt"
+    beside = path.parent / BEST
     if beside != path and beside.is_file():
         from .checkpoint import load, model_state
 

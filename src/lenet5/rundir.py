@@ -32,9 +32,16 @@ BEST = "best.pt"  # the best epoch so far, in the same format
 WEIGHTS = "mnist_lenet5.pth"  # the best weights as a plain state_dict: the seed's own file
 TEST_METRICS = "test_metrics.json"  # written after the plots: its presence marks a finished run
 TENSORBOARD = "tensorboard"  # the folder of TensorBoard's event files (--tensorboard)
-PLOTS = ("curves.png", "confusion.png", "mistakes.png", "predictions.png", "filters.png", "reliability.png")
+METRICS = "metrics.csv"  # a row per epoch (COLUMNS)
+CONFIG = "config.json"  # the run's config and run id
+ENV = "env.json"  # where and how it trained
+# The plots a finished run has (plots.draw_run draws them; `lenet5 plot` redraws them)
+CURVES, CONFUSION, MISTAKES = "curves.png", "confusion.png", "mistakes.png"
+PREDICTIONS, FILTERS, RELIABILITY = "predictions.png", "filters.png", "reliability.png"
+PLOTS = (CURVES, CONFUSION, MISTAKES, PREDICTIONS, FILTERS, RELIABILITY)
+CHECKPOINTS = (BEST, LAST, WEIGHTS)  # a folder holding one of these is a run to read from
 # What a training writes into its folder (--overwrite clears these)
-RUN_FILES = (LAST, BEST, WEIGHTS, "metrics.csv", "config.json", "env.json", TEST_METRICS, *PLOTS)
+RUN_FILES = (LAST, BEST, WEIGHTS, METRICS, CONFIG, ENV, TEST_METRICS, *PLOTS)
 
 
 def new_run_id() -> str:
@@ -117,6 +124,19 @@ class RunDir:
         """The final test and plots are done: test_metrics.json is written after the plots."""
         return self.test_metrics.is_file()
 
+    @staticmethod
+    def training_over(saved: dict) -> bool:
+        """A loaded last.pt has no epochs left to train: all done, or early stopping ended it."""
+        from .stopping import finished_state
+
+        return finished_state(saved)
+
+    @classmethod
+    def holds_run(cls, path: str | os.PathLike) -> bool:
+        """A folder with a run's checkpoint in it (best.pt, last.pt or mnist_lenet5.pth)."""
+        p = Path(path)
+        return p.is_dir() and any((p / name).is_file() for name in CHECKPOINTS)
+
     @property
     def last(self) -> Path:
         return self.path / LAST
@@ -143,11 +163,11 @@ class RunDir:
 
     @property
     def metrics_csv(self) -> Path:
-        return self.path / "metrics.csv"
+        return self.path / METRICS
 
     @property
     def config(self) -> Path:
-        return self.path / "config.json"
+        return self.path / CONFIG
 
     def write_config(self, config: dict, run_id: str | None = None) -> None:
         """config.json: the run's config, and the id that every checkpoint of the run carries too."""
@@ -194,7 +214,7 @@ class RunDir:
 
         env = describe(device)
         env.update({"compute_path": path.name, "compute_detail": path.why, "processes": world})
-        write_text(self.path / "env.json", json.dumps(env, indent=2) + "\n")
+        write_text(self.path / ENV, json.dumps(env, indent=2) + "\n")
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics_csv.exists():

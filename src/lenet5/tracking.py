@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 from .files import write_text
-from .rundir import BEST, COLUMNS, RunDir
+from .rundir import BEST, COLUMNS, CONFIG, METRICS, RunDir
 
 INIT_TIMEOUT_S = 20.0  # online start, at most (wandb's own default, 90 s, stalls training's start)
 OFFLINE_TIMEOUT_S = 30.0  # an offline start, at most (it only writes files: seconds)
@@ -88,7 +88,7 @@ class WandbTracker:
                     type="model",
                     metadata={k: v for k, v in best_metrics.items() if v == v},
                 )
-                for name in (BEST, "config.json", "metrics.csv"):
+                for name in (BEST, CONFIG, METRICS):
                     if (run.path / name).exists():
                         art.add_file(str(run.path / name), name=name)
                 self.wb_run.log_artifact(art, aliases=["best"])

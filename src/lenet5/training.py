@@ -42,6 +42,7 @@ from .metrics import evaluate
 from .model import LeNet5
 from .rundir import RunDir, new_run_id
 from .step import TrainStep
+from .stopping import EarlyStopping, finished
 
 STOP_CHECK_EVERY = 10  # under torchrun, steps between the processes' checks for a stop signal
 # Flags that may change when a run is resumed; everything else comes from its last.pt.
@@ -368,37 +369,6 @@ def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoc
     if cfg.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), "epoch"
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), "epoch"
-
-
-class EarlyStopping:
-    """Tracks the monitored metric; says when it improved and when patience ran out."""
-
-    def __init__(self, monitor: str, patience: int):
-        self.monitor, self.patience = monitor, patience
-        self.sign = -1.0 if monitor == "val_acc" else 1.0  # lower is better, except accuracy
-        self.best = math.inf
-        self.bad_epochs = 0
-
-    def update(self, metrics: dict) -> bool:
-        """True when this epoch is the best so far."""
-        if self.monitor == "none":
-            return True
-        value = self.sign * metrics[self.monitor]
-        if value < self.best:
-            self.best, self.bad_epochs = value, 0
-            return True
-        self.bad_epochs += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.patience > 0 and self.monitor != "none" and self.bad_epochs >= self.patience
-
-    def state_dict(self) -> dict:
-        return {"best": self.best, "bad_epochs": self.bad_epochs}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best, self.bad_epochs = float(state["best"]), int(state["bad_epochs"])
 
 
 def use_channels_last(cfg: Config, device: torch.device) -> bool:
@@ -758,19 +728,6 @@ def save_epoch(state: State, writer: checkpoint.Writer, run: RunDir) -> None:
         writer.save(snapshot["model"], run.weights)
     writer.write(checkpoint.serialise(snapshot), *([run.best] if state.improved else []), run.last)
     writer.write(run.metrics_text(state.history).encode(), run.metrics_csv)
-
-
-def finished(cfg: Config, epoch: int, step: int, stopper: EarlyStopping) -> bool:
-    """A run at (epoch, step) has no more epochs to train: all done, or early stopping ended it."""
-    return step == 0 and (epoch >= cfg.epochs or stopper.should_stop)
-
-
-def finished_state(state: dict) -> bool:
-    """`finished` for a loaded last.pt."""
-    cfg = from_dict(state["config"])
-    stopper = EarlyStopping(cfg.monitor, cfg.patience)
-    stopper.load_state_dict(state["early_stopping"])
-    return finished(cfg, int(state["epoch"]), int(state["step"]), stopper)
 
 
 def resume_config(given: str | os.PathLike, overrides: dict) -> tuple[Config, Path, dict]:
