@@ -23,10 +23,11 @@ train: setup
 	$(BIN)/lenet5 train
 
 # The code as ruff formats it, free of ruff's findings (pyproject.toml says which rules; ruff is pinned
-# there, as each version formats a little differently).
+# there, as each version formats a little differently), and its types as mypy checks them ([tool.mypy]).
 lint: setup
 	$(BIN)/ruff format --check src
 	$(BIN)/ruff check src
+	$(BIN)/mypy
 
 # Two workers (pytest-xdist): much of the suite waits on subprocesses, servers and the browser.
 test: setup browser lint
@@ -47,4 +48,4 @@ bench-web: setup
 	$(BIN)/python bench/load_web.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache

@@ -878,7 +878,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"lenet5: {note}", file=sys.stderr)
         torch.set_num_threads(threads)
     env = describe("cpu")
-    model = LeNet5().to(memory_format=torch.channels_last)
+    model = LeNet5().to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack memory_format
     train = choose.for_training(model, torch.device("cpu"))
     infer = choose.for_inference(model)
     rows = choose.survey()

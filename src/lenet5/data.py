@@ -220,7 +220,11 @@ def load_mnist(
                 f"put the four *-ubyte.gz files in {root}/MNIST/raw/ or allow downloading"
             )
         download(root, missing, mirrors=mirrors, fetch=fetch)
-    arrays = {n: verify(find_file(root, n), n) for n in FILES}
+    arrays = {}
+    for n in FILES:
+        path = find_file(root, n)
+        assert path is not None  # found above, or downloaded just now
+        arrays[n] = verify(path, n)
     as_tensor = lambda a, dtype: torch.from_numpy(a.copy()).to(dtype)  # noqa: E731 (copy: owned, writable)
     return MNIST(
         train_images=as_tensor(arrays["train-images-idx3-ubyte"], torch.uint8),
@@ -418,7 +422,7 @@ class EpochPlan:
         """The (x, y) of one step; under data parallelism each rank takes every world-th sample."""
         sl = slice(step * self.batch_size + rank, (step + 1) * self.batch_size, world)
         x, y = self._cut(sl, images, labels, mean, std)
-        if self.picks is None:
+        if self.picks is None or self.outliers is None:  # picks are drawn only when there are outliers
             return x, y
         picks = self.outliers[self.picks[step, rank::world]]
         if self.pick_offsets is not None:

@@ -325,6 +325,7 @@ def _write_onnx(wrapped: Pixels, path: Path, meta: dict[str, str]) -> int:
         exporter_log.setLevel(level)
     # Through the onnx package so the metadata goes in; external_data=False keeps the weights
     # inside the one file (torch's own save would write them to a side file).
+    assert program is not None  # dynamo=True: always a program
     proto = program.model_proto
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     onnx.helper.set_model_props(proto, {**meta, "opset": str(opset)})
@@ -368,10 +369,10 @@ def load(path: str | os.PathLike):
         mean, std = normalization(obj, path)
 
         @torch.no_grad()
-        def run(pixels) -> torch.Tensor:
+        def run_weights(pixels) -> torch.Tensor:
             return model(normalize(torch.as_tensor(np.asarray(pixels, np.uint8)), mean, std))
 
-        return run, obj["metadata"]
+        return run_weights, obj["metadata"]
     if not zipfile.is_zipfile(path):  # a TorchScript archive is a zip file; ONNX is a protobuf
         onnx, ort = _need_onnx(runtime=True)
         try:
@@ -380,10 +381,10 @@ def load(path: str | os.PathLike):
         except Exception as e:  # onnx and onnxruntime raise their own kinds for a damaged file
             raise ExportError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:160]})") from None
 
-        def run(pixels) -> torch.Tensor:
+        def run_onnx(pixels) -> torch.Tensor:
             return torch.from_numpy(session.run(["logits"], {"pixels": np.asarray(pixels, np.uint8)})[0])
 
-        return run, meta
+        return run_onnx, meta
     extra = {METADATA_FILE: ""}
     try:
         with warnings.catch_warnings():
@@ -396,10 +397,10 @@ def load(path: str | os.PathLike):
     meta = json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else {}
 
     @torch.no_grad()
-    def run(pixels) -> torch.Tensor:
+    def run_scripted(pixels) -> torch.Tensor:
         return scripted(torch.as_tensor(np.asarray(pixels, np.uint8))).float()
 
-    return run, meta
+    return run_scripted, meta
 
 
 @torch.no_grad()

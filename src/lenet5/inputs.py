@@ -112,7 +112,7 @@ def _array(x) -> np.ndarray | None:
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
-        torch = None
+        torch = None  # type: ignore[assignment]  # None marks torch missing; a module to mypy
     if torch is not None and isinstance(x, torch.Tensor):
         if x.is_nested or x.layout != torch.strided or x.device.type == "meta":
             kind = "nested" if x.is_nested else ("meta" if x.device.type == "meta" else str(x.layout))

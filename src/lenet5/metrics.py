@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from .data import normalize
 from .fast import choose
 from .fast.forward import Forward
+from .model import LeNet5
 
 
 @torch.no_grad()
 def predict_logits(
-    model: torch.nn.Module,
+    model: LeNet5,
     images: torch.Tensor,
     mean: float,
     std: float,
@@ -31,7 +32,7 @@ def predict_logits(
     was_training = model.training
     model.eval()
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack memory_format
     out = []
     for i in range(0, len(images), batch_size):
         x = normalize(images[i : i + batch_size].to(device, non_blocking=True), mean, std)
@@ -44,7 +45,7 @@ def predict_logits(
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module,
+    model: LeNet5,
     images: torch.Tensor,
     labels: torch.Tensor,
     mean: float,

@@ -227,7 +227,8 @@ def _parts(ink: np.ndarray, level: float, name: str) -> tuple[list[_Part], int]:
                 break
     parts = []
     for ids, box in groups:
-        parts += _cut(_Part(r.mask(r.ids[ids]), tuple(int(v) for v in box)))
+        top, bottom, left, right = (int(v) for v in box)
+        parts += _cut(_Part(r.mask(r.ids[ids]), (top, bottom, left, right)))
     parts.sort(key=lambda p: p.box[2])
     tallest = max(p.box[1] - p.box[0] + 1 for p in parts)
     return parts, tallest
@@ -336,8 +337,10 @@ def _read_line(ink: np.ndarray, parts: list[_Part], tallest: int, reader, name: 
         raise ImageError(f"{name}: no digits found, only specks of ink")
     chosen, j = [], len(parts)
     while j:
-        chosen.append(back[j])
-        j = candidates[back[j]][0]
+        last = back[j]
+        assert last is not None  # a reading ends at j only where one ended at its start: back to 0
+        chosen.append(last)
+        j = candidates[last][0]
     chosen.reverse()
     for n, k in enumerate(chosen):
         top, bottom, left, right = candidates[k][2]

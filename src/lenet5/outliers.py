@@ -65,7 +65,7 @@ def mnist_style(canvas: np.ndarray) -> np.ndarray:
     h, w = crop.shape
     scale = 20.0 / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = np.asarray(Image.fromarray(crop).resize(size, Image.LANCZOS), np.float64)
+    small = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS), np.float64)
     total = small.sum()
     if total <= 0:
         return np.zeros((28, 28), np.uint8)
@@ -113,8 +113,10 @@ def _letter(rng, font, pool) -> np.ndarray:
         stroke_fill=255,
     )
     shear, turn = rng.uniform(-0.35, 0.35), rng.uniform(-12, 12)
-    big = big.transform(big.size, Image.AFFINE, (1, shear, -shear * 64, 0, 1, 0), Image.BILINEAR)
-    return np.asarray(big.rotate(turn, Image.BILINEAR))
+    big = big.transform(
+        big.size, Image.Transform.AFFINE, (1, shear, -shear * 64, 0, 1, 0), Image.Resampling.BILINEAR
+    )
+    return np.asarray(big.rotate(turn, Image.Resampling.BILINEAR))
 
 
 def _walk(rng, steps: int, start, spread: float):

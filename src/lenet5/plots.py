@@ -10,11 +10,15 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .files import atomic_path
 from .rundir import CONFUSION, CURVES, FILTERS, MISTAKES, PREDICTIONS, RELIABILITY, RunDir
+
+if TYPE_CHECKING:
+    from .model import LeNet5
 
 
 def _pyplot():
@@ -220,10 +224,11 @@ def plot_predictions(
     )
 
 
-def plot_filters(model: torch.nn.Module, out: str | os.PathLike) -> Path:
+def plot_filters(model: LeNet5, out: str | os.PathLike) -> Path:
     """The six 5x5 conv1 filters: red adds where the ink is, blue takes away."""
     plt = _pyplot()
     w = model.conv1.weight.detach().cpu()[:, 0]  # (6, 5, 5)
+    assert model.conv1.bias is not None  # a LeNet5's convolutions have biases
     b = model.conv1.bias.detach().cpu()
     limit = float(w.abs().max())
     fig, axes = plt.subplots(1, len(w), figsize=(2 * len(w) + 1, 2.6), dpi=110)

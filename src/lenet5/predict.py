@@ -7,14 +7,18 @@ import glob
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .metrics import predict_logits
 
+if TYPE_CHECKING:
+    from .model import LeNet5
+
 
 def classify(
-    model: torch.nn.Module, images: torch.Tensor, mean: float, std: float, device: torch.device | str = "cpu"
+    model: LeNet5, images: torch.Tensor, mean: float, std: float, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
     """Probabilities (N, 10) for uint8 images (N, 28, 28), uncalibrated (temperature 1): the
     reader's forward (fast/forward.py) for a bare model. A Reader's `probabilities` are calibrated."""
@@ -111,7 +115,7 @@ def predict_numbers(reader, files: list[Path]) -> list[dict]:
     right; or {file, error}."""
     from .images import ImageError
 
-    results = []
+    results: list[dict] = []
     for f in files:
         try:
             number = reader.read_number(f, str(f))

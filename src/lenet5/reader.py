@@ -19,12 +19,16 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 
 from .errors import CheckpointError, Lenet5Error
 from .rundir import BEST
+
+if TYPE_CHECKING:
+    from .model import LeNet5
 
 # A checkpoint without a calibration (the seed's mnist_lenet5.pth alone, an old run, a state_dict
 # from elsewhere) is read at temperature 1 with this threshold: still "not a digit" for what the
@@ -124,7 +128,7 @@ class Reader:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: LeNet5,
         mean: float,
         std: float,
         source: str = "",
@@ -220,7 +224,7 @@ class Reader:
             return [
                 p
                 for start in range(0, len(many), inputs.CHUNK)
-                for p in self.predict(many[start : start + inputs.CHUNK])
+                for p in cast(list[Prediction], self.predict(many[start : start + inputs.CHUNK]))  # many
             ]
         pixels, single, blank = inputs.pixels_of(x)
         out = [

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import uuid
+from collections.abc import Collection
 from dataclasses import fields
 from pathlib import Path
 
@@ -91,7 +92,7 @@ class RunDir:
         try:
             import fcntl
         except ImportError:
-            fcntl = None
+            fcntl = None  # type: ignore[assignment]  # None marks no fcntl (Windows): no lock
         fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
             if fcntl:
@@ -174,7 +175,7 @@ class RunDir:
         record = {**config, RUN_ID: run_id} if run_id else config
         write_text(self.config, json.dumps(record, indent=2) + "\n")
 
-    def check_owns(self, saved: dict, checkpoint: Path, free: set[str] = frozenset()) -> None:
+    def check_owns(self, saved: dict, checkpoint: Path, free: Collection[str] = frozenset()) -> None:
         """Refuse a checkpoint this run did not write (another run's last.pt copied in), and a
         config.json that does not match it (hand-edited or garbled), naming the field; the fields
         in `free` may differ (those a resume may change). config.json is read, never written.
@@ -194,7 +195,9 @@ class RunDir:
                 f"{self.config.name} says {str(mine)[:12]}): it was copied in from elsewhere; resume "
                 "that run in its own folder, or start a new run"
             )
-        config = saved.get("config") if isinstance(saved.get("config"), dict) else {}
+        config = saved.get("config")
+        if not isinstance(config, dict):
+            config = {}
         known = {f.name for f in fields(Config)}
         for key, value in values.items():
             if key == RUN_ID or key in free:

@@ -16,6 +16,8 @@ so a plain step does the same arithmetic as the recorded one of fast/cuda_graph.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 
@@ -30,10 +32,11 @@ def sgd_update(optimizer: torch.optim.SGD, lr: Number, momentum: Number) -> None
     lr and momentum are the group's values as floats, or 0-dim tensors on the parameters' device:
     then no value is baked into the kernels, so a CUDA graph can record the update.
     """
-    optimizer._opt_called = True  # what LR schedulers check for, to warn when step() never ran
+    # what LR schedulers check for, to warn when step() never ran
+    optimizer._opt_called = True  # type: ignore[attr-defined]  # torch's private flag, set by step()
     group = optimizer.param_groups[0]
     params = group["params"]
-    grads = [p.grad for p in params]
+    grads: list[torch.Tensor] | tuple[torch.Tensor, ...] = [p.grad for p in params]
     tensors = isinstance(lr, torch.Tensor)
     if group["weight_decay"] != 0:
         grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
@@ -50,13 +53,13 @@ def sgd_update(optimizer: torch.optim.SGD, lr: Number, momentum: Number) -> None
                 else:
                     bufs[i].mul_(momentum).add_(grads[i], alpha=1 - group["dampening"])
         if group["nesterov"]:
-            if tensors:
+            if isinstance(momentum, torch.Tensor):  # as `tensors`: lr and momentum are of one kind
                 torch._foreach_add_(grads, torch._foreach_mul(bufs, momentum))
             else:
                 torch._foreach_add_(grads, bufs, alpha=momentum)
         else:
             grads = bufs
-    if tensors:
+    if isinstance(lr, torch.Tensor):  # `tensors`, said so that the type checker follows
         torch._foreach_add_(params, torch._foreach_mul(grads, -lr))
     else:
         torch._foreach_add_(params, grads, alpha=-lr)
@@ -162,7 +165,7 @@ class TrainStep:
                 loss.backward()
         with torch.no_grad():
             if self.plain_sgd:
-                sgd_update(self.optimizer, lr, momentum)
+                sgd_update(cast(torch.optim.SGD, self.optimizer), lr, momentum)  # plain_sgd: an SGD
             else:
                 self.optimizer.step()
             self.loss_sum += loss * (global_n / self.world)

@@ -11,7 +11,8 @@ import torch.nn as nn
 def layers(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> list[dict]:
     """One row per layer call, in the order the forward pass makes them (the pool layer runs twice):
     name, kind, output shape (without the batch), parameters, multiply-adds for one input."""
-    rows, seen = [], set()
+    rows: list[dict] = []
+    seen: set[str] = set()
 
     def hook(module, inputs, output):
         name = names[module]
@@ -80,7 +81,8 @@ def format_layers(rows: list[dict], input_shape: tuple[int, ...] = (1, 28, 28)) 
 def feature_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """What conv1 and conv2 output for a normalised batch x (B, 1, 28, 28), after their ReLU:
     {"conv1": (B, 6, 24, 24), "conv2": (B, 16, 8, 8)}, plus "logits" (B, 10)."""
-    maps, handles = {}, []
+    maps: dict[str, torch.Tensor] = {}
+    handles = []
     for name in ("conv1", "conv2"):
         handles.append(
             getattr(model, name).register_forward_hook(

@@ -140,7 +140,7 @@ def start_wandb(cfg, run: RunDir) -> WandbTracker | None:
 
     def init(mode: str):
         settings = wandb.Settings(
-            mode=mode,
+            mode=mode,  # type: ignore[arg-type]  # WANDB_MODE as the user set it: wandb checks it
             init_timeout=INIT_TIMEOUT_S,
             finish_timeout=FINISH_TIMEOUT_S,
             silent=True,
@@ -282,7 +282,7 @@ def _quiet_writer_threads() -> None:
             return
         previous(args)
 
-    hook.lenet5_quiet = True  # type: ignore[attr-defined]  (installed once per process)
+    hook.lenet5_quiet = True  # type: ignore[attr-defined]  # a mark: installed once per process
     threading.excepthook = hook
 
 

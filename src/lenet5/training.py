@@ -25,6 +25,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -267,10 +268,10 @@ class Dist:
 class Hooks:
     """The caller's hooks (see `fit`); each runs on the primary process only."""
 
-    on_start: object = None
-    on_epoch: object = None
-    on_step: object = None
-    on_end: object = None
+    on_start: Callable[[choose.Path], object] | None = None  # the compute path
+    on_epoch: Callable[[dict], object] | None = None
+    on_step: Callable[[int, int], object] | None = None
+    on_end: Callable[[Path, dict | None], object] | None = None
 
     def start(self, path) -> None:
         if self.on_start:
@@ -411,7 +412,7 @@ class State:
     def new(cls, cfg: Config, device: torch.device, steps: int) -> State:
         model = LeNet5().to(device)
         if use_channels_last(cfg, device):
-            model = model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack memory_format
         optimizer = make_optimizer(cfg, model)
         scheduler, every = make_scheduler(cfg, optimizer, steps)
         gen_device = device if device.type == "cuda" else torch.device("cpu")
@@ -538,14 +539,16 @@ def start_trackers(cfg: Config, run: RunDir, job: Dist) -> list:
     could not start are left out (each said why)."""
     if not (job.primary and (cfg.tensorboard or cfg.wandb)):
         return []
-    from .tracking import start_tensorboard, start_wandb
+    from .tracking import TensorBoardTracker, WandbTracker, start_tensorboard, start_wandb
 
+    trackers: list[TensorBoardTracker | WandbTracker | None]
     trackers = [start_tensorboard(cfg, run)] if cfg.tensorboard else []
     try:
         trackers += [start_wandb(cfg, run)] if cfg.wandb else []
     except BaseException:  # wandb missing: training does not start, so close what did
-        for tracker in filter(None, trackers):
-            tracker.finish(run, {})
+        for tracker in trackers:
+            if tracker:
+                tracker.finish(run, {})
         raise
     return [t for t in trackers if t]
 
@@ -626,7 +629,7 @@ class Loop:
     device: torch.device
     state: State
     run: RunDir
-    train_step: object  # step.TrainStep or fast.cuda_graph.GraphedStep
+    train_step: TrainStep  # or fast.cuda_graph.GraphedStep, a TrainStep too
     stops: Stops
     writer: checkpoint.Writer
 

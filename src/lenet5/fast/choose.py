@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import torch
 
@@ -118,14 +119,15 @@ def measured(kernels: Kernels) -> dict:
     key = f"torch {torch.__version__}, {kernels.threads()} threads"
     decisions = native.read_decisions(kernels)
     entry = decisions.get(key)
-    if not _valid(entry):
-        entry = {"train": _time_pair(kernels, train=True), "infer": _time_pair(kernels, train=False)}
-        decisions[key] = entry
-        native.write_decisions(kernels, decisions)
+    if _valid(entry):
+        return entry
+    entry = {"train": _time_pair(kernels, train=True), "infer": _time_pair(kernels, train=False)}
+    decisions[key] = entry
+    native.write_decisions(kernels, decisions)
     return entry
 
 
-def _valid(entry) -> bool:
+def _valid(entry) -> TypeGuard[dict]:
     return isinstance(entry, dict) and all(
         isinstance(entry.get(p), dict)
         and all(
@@ -148,7 +150,7 @@ def _time_pair(
     batch = batch or (64 if train else 1024)
     reps = reps or (12 if train else 5)
     gen = torch.Generator().manual_seed(0)
-    model = LeNet5().to(memory_format=torch.channels_last)
+    model = LeNet5().to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack memory_format
     x = torch.randn(batch, 1, 28, 28, generator=gen).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), generator=gen)
 
@@ -218,7 +220,7 @@ def _autograd_ms(train: bool) -> float:
     import torch.nn.functional as F
 
     batch, reps = (64, 12) if train else (1024, 5)
-    model = LeNet5().to(memory_format=torch.channels_last)
+    model = LeNet5().to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack memory_format
     x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
     best = float("inf")

@@ -95,6 +95,7 @@ class Convs:
         self.r2, self.arg2 = torch.empty(chunks, 256, lanes), torch.empty(chunks, 256, lanes)
         self.out = torch.empty(n, 256)
         self.rows = x.reshape(n, 28 * 28).contiguous()  # one image a row (a view for NHWC input)
+        assert m.conv1.bias is not None and m.conv2.bias is not None  # a LeNet5's convolutions have them
         with record_function("lenet5::convs_forward"):  # a row of its own in torch.profiler
             kernels.forward(
                 _ptr(self.rows),

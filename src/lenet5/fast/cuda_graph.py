@@ -7,6 +7,8 @@ and momentum from device tensors, so plain and recorded steps do the same arithm
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ..step import TrainStep
@@ -48,7 +50,7 @@ class GraphedStep(TrainStep):
         self.y = torch.zeros(rows, dtype=torch.long, device=device)
         self.on_device = True  # what the graph records, so every step here does the same
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.replay = None  # set once the step is recorded
+        self.replay: Callable[[], None] | None = None  # set once the step is recorded
         self.warm = 0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, global_n: int) -> None:
@@ -76,7 +78,7 @@ class GraphedStep(TrainStep):
             super().__call__(self.x, self.y, global_n)
         torch.cuda.current_stream(device).wait_stream(side)
 
-    def _record(self):
+    def _record(self) -> Callable[[], None]:
         """Capture one step over the fixed buffers (nothing runs yet); return what replays it."""
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):

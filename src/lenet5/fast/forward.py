@@ -63,6 +63,7 @@ class Forward:
             if len(self.packed) != self.kernels.lib.lenet_packed_size():
                 raise RuntimeError("lenet_read's packed weights differ in size from fast/forward.py's")
             self._read = self.kernels.lib.lenet_read
+            self._threads = self.kernels.threads
             self._weights = _address(self.packed)
 
     @property
@@ -99,7 +100,7 @@ class Forward:
             self._weights,
             _address(logits),
             _address(feats) if feats is not None else None,
-            self.kernels.threads(),
+            self._threads(),
         )
 
     @torch.no_grad()

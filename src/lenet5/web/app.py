@@ -47,6 +47,7 @@ import warnings
 from collections.abc import Sequence
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -301,7 +302,7 @@ def declared_size(data: bytes) -> tuple[int, int] | None:
                 factory, accept = Image.OPEN[kind]
                 if accept is None or accept(data[:16]):
                     with contextlib.suppress(Exception):
-                        return factory(io.BytesIO(data)).size
+                        return factory(io.BytesIO(data), "").size  # no file name, as Image.open says
         except Exception:  # not an image Pillow knows: load_digit says so properly
             pass
     return None
@@ -349,7 +350,7 @@ class NumberReading(BaseModel):
     digits: list[NumberDigit]
 
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "description": text}
     for code, text in (
         (400, "empty body, or a form without the field `file`"),
@@ -477,8 +478,8 @@ def create_app(
         readers = DEFAULT_READERS
     if readers < 0:
         raise ConfigError(f"--readers {readers}: must be 0 (read on the server's threads) or more")
-    device = choose_device(device)
-    reader = Reader.load(checkpoint, str(device))
+    chosen = choose_device(device)
+    reader = Reader.load(checkpoint, str(chosen))
     limit_arenas()
     pool = shared_readers(readers) if readers else None
     # Pictures read at once: one a reader process; on the server's own threads, one a core and at
@@ -509,7 +510,7 @@ def create_app(
         checkpoint=shown_file(checkpoint),
         name=model_name,
         test_accuracy=accuracy,
-        device=str(device),
+        device=str(chosen),
         mean=reader.mean,
         std=reader.std,
         max_upload_bytes=max_upload,
@@ -611,7 +612,7 @@ def check_uvicorn(protocol: type = H11Protocol, cycle: type = RequestResponseCyc
         cycle: (set(), {"disconnected", "response_complete", "message_event"}),
     }
     for cls, (methods, attributes) in wanted.items():
-        code = getattr(cls.__init__, "__code__", None)
+        code = getattr(getattr(cls, "__init__", None), "__code__", None)
         assigned = set(code.co_names) if code is not None else set()  # __init__ sets the attributes
         missing = {m for m in methods if not callable(getattr(cls, m, None))} | (attributes - assigned)
         if missing:
@@ -668,6 +669,7 @@ class GuardedH11(H11Protocol):
     # (or none is begun after an answer); "closing": answered, dropping what still comes; "closed".
     _phase: str | None = None
     _since = 0.0  # when the phase began (loop time): the longest waiting is the first shed
+    conn: _Connection  # h11's connection as __init__ makes it
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -709,7 +711,10 @@ class GuardedH11(H11Protocol):
     def _make_room(self) -> None:
         """Beyond max_connections: close one that is answered already, or shed the one waiting
         longest on its client, or, when every other one has a request in the app, refuse this one."""
-        others = [c for c in self.connections if c is not self and getattr(c, "_phase", None) != "closed"]
+        # The server's connections are all of this class (serve's protocol); uvicorn's types allow any
+        # of its own protocols there.
+        connections = cast("set[GuardedH11]", self.connections)
+        others = [c for c in connections if c is not self and getattr(c, "_phase", None) != "closed"]
         if len(others) < self.max_connections:
             return
         answered = [c for c in others if c._phase == "closing"]

@@ -101,9 +101,11 @@ class PictureProcess:
                 f"a picture reader process could not be started ({e.strerror or e}); "
                 "--readers 0 reads pictures in the server itself"
             ) from None
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both asked for as pipes
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
 
     def ready(self) -> PictureProcess:
-        said = self.proc.stdout.readline()
+        said = self.stdout.readline()
         if said != READY:
             self.close()
             raise ReaderFailed(
@@ -117,13 +119,13 @@ class PictureProcess:
         """(status, payload) for one picture; ReaderDied if the process ends first."""
         encoded = name.encode("utf-8", "replace")
         try:
-            self.proc.stdin.write(ASK.pack(len(encoded), len(data), trim) + encoded)
-            self.proc.stdin.write(data)
-            self.proc.stdin.flush()
-            head = self.proc.stdout.read(ANSWER.size)
+            self.stdin.write(ASK.pack(len(encoded), len(data), trim) + encoded)
+            self.stdin.write(data)
+            self.stdin.flush()
+            head = self.stdout.read(ANSWER.size)
             if len(head) == ANSWER.size:
                 status, length = ANSWER.unpack(head)
-                payload = self.proc.stdout.read(length)
+                payload = self.stdout.read(length)
                 if len(payload) == length:
                     return status, payload
         except OSError:  # a broken pipe: the process is gone
@@ -134,13 +136,13 @@ class PictureProcess:
     def close(self) -> None:
         """End the process: its input closed, it exits; killed if it has not within 5 s."""
         with contextlib.suppress(OSError):
-            self.proc.stdin.close()
+            self.stdin.close()
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self.proc.stdout.close()
+        self.stdout.close()
 
 
 class Readers:
@@ -152,7 +154,7 @@ class Readers:
             raise ValueError("at least one reader")
         self.count = count
         self.idle: queue.SimpleQueue[PictureProcess] = queue.SimpleQueue()
-        self.started: list[PictureProcess] = []
+        self.started: list[PictureProcess | None] = []  # None: a place held while one starts
         self.lock = threading.Lock()
         self.failed = False  # a reader could not be started: pictures are read in the caller
         atexit.register(self.close)
