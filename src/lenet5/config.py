@@ -68,7 +68,7 @@ class Config:
     mean: float = opt(MEAN, "normalisation mean, stored in every checkpoint")
     std: float = opt(STD, "normalisation standard deviation, stored in every checkpoint")
     # early stopping: off by default, as OneCycle does its best work in its last low-rate epochs
-    # (README, "Recipes")
+    # (docs/02-training.md, "Validation, the best epoch, early stopping")
     monitor: str = opt(
         "val_loss",
         "what best.pt and early stopping watch: val_loss | val_acc | train_loss (the seed's choice) | none",

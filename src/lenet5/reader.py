@@ -47,8 +47,9 @@ class Calibration:
     about 90 % of the time on the pictures people bring (distorted digits, not clean MNIST alone).
     threshold: a picture whose score, the network's own top probability (the softmax of its
     logits as they are, temperature 1), is below it is "not a digit". The score is kept apart
-    from the calibrated probability because it separates digits from the rest better (README,
-    "Not a digit"). `fitted`: what it was fitted on, in words ("" where it never was)."""
+    from the calibrated probability because it separates digits from the rest better
+    (docs/03-reading-your-digits.md, "Not a digit"). `fitted`: what it was fitted on, in words
+    ("" where it never was)."""
 
     temperature: float = 1.0
     threshold: float = UNCALIBRATED_THRESHOLD
