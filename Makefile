@@ -1,6 +1,7 @@
 # One command each for the main job and the tests; both set up .venv first.
 #   make train    train with the default recipe, then score it on the MNIST test set
 #   make test     run the test suite (as root, first installs Debian's chromium for the browser test)
+#   make lesson   open notebooks/lesson.ipynb, the first hour with LeNet-5, in JupyterLab
 # TORCH is the PyTorch requirement installed before lenet5; GPU users may set it to the build they
 # want, e.g. `make train TORCH="torch==2.13.0"` after choosing a CUDA wheel index in pip's config.
 PYTHON ?= python3
@@ -9,7 +10,7 @@ TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 READY   = $(VENV)/.ready
 
-.PHONY: setup browser train test lint bench bench-web clean
+.PHONY: setup browser train test lint lesson bench bench-web clean
 
 setup: $(READY)
 
@@ -21,6 +22,9 @@ $(READY): pyproject.toml Makefile
 
 train: setup
 	$(BIN)/lenet5 train
+
+lesson: setup
+	$(BIN)/jupyter lab notebooks/lesson.ipynb
 
 # The code as ruff formats it, free of ruff's findings (pyproject.toml says which rules; ruff is pinned
 # there, as each version formats a little differently), and its types as mypy checks them ([tool.mypy]).

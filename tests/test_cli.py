@@ -85,9 +85,9 @@ def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     if argv[:3] == ["train", "--data-dir", "/nonexistent/mnist"]:
         import lenet5.data
 
-        monkeypatch.setattr(lenet5.data, "MIRRORS", ())
-        monkeypatch.setattr(lenet5.data.download, "__defaults__",
-                            (None, (), lenet5.data._urllib_fetch, 1, False))
+        offline = lenet5.data.download  # no mirror, one try: the offline message at once
+        monkeypatch.setattr(lenet5.data, "download", lambda root, names, **kw: offline(
+            root, names, **{**kw, "mirrors": (), "retries": 1, "show_progress": False}))
     assert main(argv) != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("lenet5: error:") and len(err.splitlines()) == 1, err

@@ -40,9 +40,11 @@ def train(recipe: str = "default", *, data=None, **overrides) -> dict:
 def evaluate(
     source: str | os.PathLike | None = None, data_dir: str | None = None, device: str = "cpu"
 ) -> dict:
-    """Test-set metrics of a checkpoint (the shipped weights with none): what `lenet5 evaluate
-    --json` prints (loss, accuracy, count, per_class, confusion, calibration and "not a digit")."""
-    from .data import load_mnist
+    """Test-set metrics of a checkpoint (the shipped weights with none) on the test set it was
+    trained for (MNIST, or its --dataset): what `lenet5 evaluate --json` prints (loss, accuracy,
+    count, per_class, confusion, calibration and "not a digit")."""
+    from .data import load_dataset
     from .metrics import score
 
-    return score(load(source, device), load_mnist(data_dir))
+    reader = load(source, device)
+    return score(reader, load_dataset(reader.dataset, data_dir))

@@ -299,6 +299,23 @@ def normalization(obj: dict, path: str | os.PathLike = "checkpoint") -> tuple[fl
     return mean, std
 
 
+def dataset_of(obj: dict) -> tuple[str, tuple[str, ...]]:
+    """(the set a checkpoint's model was trained on, its ten class names): the run's --dataset, or a
+    safetensors export's metadata; MNIST for one that names none (the seed's files, a plain
+    state_dict, a run from before --dataset)."""
+    from .datasets import DATASETS, DIGITS
+
+    config, meta = obj.get("config"), obj.get("metadata")
+    name = (config.get("dataset") if isinstance(config, dict) else None) or (
+        meta.get("dataset") if isinstance(meta, dict) else None
+    )
+    name = name if isinstance(name, str) and name else DIGITS
+    classes = obj.get("classes")
+    if not (isinstance(classes, list) and len(classes) == 10 and all(isinstance(c, str) for c in classes)):
+        classes = DATASETS[name].classes if name in DATASETS else DATASETS[DIGITS].classes
+    return name, tuple(classes)
+
+
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[LeNet5, dict]:
     """A ready LeNet5 (eval mode) and the loaded checkpoint dict."""
     obj = load(path)

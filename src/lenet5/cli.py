@@ -47,11 +47,13 @@ def _add_config_flags(parser: argparse.ArgumentParser, recipe: str) -> None:
             )
 
 
-DATA_HOME = "./data if it holds MNIST, else $LENET5_DATA, else ~/.cache/lenet5/data"
+DATA_HOME = "./data if it holds the set, else $LENET5_DATA, else ~/.cache/lenet5/data"
 
 
 def _location_flags(
-    p: argparse.ArgumentParser, data_help: str | None = "MNIST root", device: bool = True
+    p: argparse.ArgumentParser,
+    data_help: str | None = "data root (MNIST/raw/ or the checkpoint's set)",
+    device: bool = True,
 ) -> None:
     """--data-dir, --out-dir (where the newest run is looked for) and --device."""
     if data_help:
@@ -162,7 +164,7 @@ def _predict_command(sub) -> None:
         action="store_false",
         help="no progress bar (it only shows on a terminal anyway)",
     )
-    _location_flags(p, data_help="MNIST root, for --index")
+    _location_flags(p, data_help="data root, for --index")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
@@ -255,7 +257,7 @@ def _export_command(sub) -> None:
         help="run the export on all 10,000 MNIST test images and compare with PyTorch "
         "(not for web: its forward pass runs in a browser)",
     )
-    _location_flags(p, data_help="MNIST root, for --verify", device=False)
+    _location_flags(p, data_help="data root, for --verify", device=False)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -448,19 +450,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _say_finished(finished: dict) -> None:
     """The run's last stage, as training.finish did it: the test, the reader, the plots."""
+    from .datasets import get
     from .reader import percent
 
     m = finished["test"]
     cal = m["calibration"]
     print(
         f"test accuracy {100 * m['accuracy']:.2f}%  test loss {m['loss']:.4f}  "
-        f"(best.pt, 10,000 MNIST test images)",
+        f"(best.pt, {m['count']:,} {get(m.get('dataset', 'mnist')).title} test images)",
         flush=True,
     )
     print(
-        f"reader: temperature {cal['temperature']:.3f} (ECE {percent(cal['ece'], 2)}); not a digit "
-        f"below {percent(cal['threshold'])}: {percent(m['accepted_and_right'], 2)} of the test "
-        "digits accepted and read right",
+        f"reader: temperature {cal['temperature']:.3f} (ECE {percent(cal['ece'], 2)}); "
+        f"{_none_of(m.get('dataset', 'mnist'))} below {percent(cal['threshold'])}: "
+        f"{percent(m['accepted_and_right'], 2)} of the test {_items(m.get('dataset', 'mnist'))} "
+        "accepted and read right",
         flush=True,
     )
     if finished["plots"]:
@@ -496,32 +500,47 @@ def _load_for_inference(args: argparse.Namespace):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .data import load_mnist
+    from .data import load_dataset
+    from .datasets import get
     from .metrics import format_report, score
     from .reader import percent
 
     if args.batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
     path, reader = _load_for_inference(args)
-    data = load_mnist(args.data_dir)
+    data = load_dataset(reader.dataset, args.data_dir)  # the set it was trained on
     metrics = score(reader, data)
     if args.json:
         print(json.dumps({"checkpoint": str(path), **metrics}))
         return 0
+    title = get(reader.dataset).title
     print(
-        format_report(metrics, f"{path} on the MNIST test set (normalised with {reader.mean}, {reader.std})")
+        format_report(
+            metrics, f"{path} on the {title} test set (normalised with {reader.mean}, {reader.std})"
+        )
     )
     cal = metrics["calibration"]
     print(
         f"\ncalibration: temperature {cal['temperature']:.3f}, expected calibration error "
-        f"{percent(cal['ece'], 2)}; not a digit below {percent(cal['threshold'])}"
+        f"{percent(cal['ece'], 2)}; {_none_of(reader.dataset)} below {percent(cal['threshold'])}"
         f"{' (' + cal['fitted'] + ')' if cal['fitted'] else ' (never fitted for these weights)'}"
     )
+    items = _items(reader.dataset)
     print(
-        f"test digits read as digits: {percent(metrics['accepted'], 2)}; as digits and right: "
+        f"test {items} read as {items}: {percent(metrics['accepted'], 2)}; as {items} and right: "
         f"{percent(metrics['accepted_and_right'], 2)}"
     )
     return 0
+
+
+def _items(dataset: str) -> str:
+    """What a set's pictures are called in a sentence: digits (MNIST), else images."""
+    return "digits" if dataset == "mnist" else "images"
+
+
+def _none_of(dataset: str) -> str:
+    """The reader's answer for a picture unlike all it knows: "not a digit" for MNIST's."""
+    return "not a digit" if dataset == "mnist" else "unlike its classes"
 
 
 def _check_indices(indices: list[int], count: int) -> None:
@@ -579,17 +598,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_indices(args: argparse.Namespace) -> int:
-    from .data import load_mnist
+    from .data import load_dataset
+    from .datasets import DIGITS
+    from .reader import percent
 
     path, reader = _load_for_inference(args)
-    data = load_mnist(args.data_dir)
+    data = load_dataset(reader.dataset, args.data_dir)  # the test set of the set it was trained on
     _check_indices(args.index, len(data.test_images))
     readings = reader.read(data.test_images[args.index])
+    names = reader.classes
     results = [
         {
             "index": i,
             "label": int(data.test_labels[i]),
             **{k: v for k, v in p.to_dict().items() if k != "probabilities"},
+            **(
+                {}
+                if reader.dataset == DIGITS
+                else {"class": names[p.digit], "label_class": names[data.test_labels[i]]}
+            ),
         }
         for i, p in zip(args.index, readings, strict=False)
     ]
@@ -597,6 +624,13 @@ def _predict_indices(args: argparse.Namespace) -> int:
         print(json.dumps({"checkpoint": str(path), "results": results}))
         return 0
     for r, p in zip(results, readings, strict=False):
+        if reader.dataset != DIGITS:  # no "not a digit" here: the class it is closest to, by name
+            mark = "" if r["label"] == r["prediction"] else "   <- wrong"
+            print(
+                f"test image {r['index']}: true label {r['label']} ({r['label_class']}), "
+                f"{r['prediction']} {r['class']} ({percent(p.probability)}){mark}"
+            )
+            continue
         mark = "" if r["label"] == r["prediction"] and p.is_digit else "   <- wrong"
         print(f"test image {r['index']}: true label {r['label']}, {_answer(p)}{mark}")
     return 0
@@ -609,6 +643,16 @@ def _answer(p) -> str:
     if not p.is_digit and p.reason != "unlike any digit":
         return verdict(p)
     return f"{verdict(p)}   top 3: " + "  ".join(f"{d} {percent(v)}" for d, v in p.top3)
+
+
+def _digits_only(reader, path, why: str) -> None:
+    """Refuse a checkpoint trained on a set other than MNIST where only digits make sense."""
+    from .datasets import DIGITS, get
+
+    if reader.dataset != DIGITS:
+        raise ConfigError(
+            f"{path}: trained on {get(reader.dataset).title}, and {why}; give a checkpoint trained on MNIST"
+        )
 
 
 MANY_FILES = 1000  # `lenet5 predict` says how many it reads from this many on (seconds of work)
@@ -628,6 +672,9 @@ def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
             "another so none is overwritten"
         )
     path, reader = _load_for_inference(args)
+    _digits_only(
+        reader, path, "picture files are prepared as handwritten digits (its test images: --index N)"
+    )
     if args.number:
         return _print_numbers(args, path, predict_numbers(reader, files), problems, show)
     results = predict_files(reader, files, args.batch_size, args.progress)
@@ -711,9 +758,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         image, label, name = load_digit(args.image), None, Path(args.image).stem
         what = f"{args.image}:"
     else:
-        from .data import load_mnist
+        from .data import load_dataset
 
-        data = load_mnist(args.data_dir)
+        # with --activations, the test set of the set the checkpoint was trained on
+        data = load_dataset(
+            _load_for_inference(args)[1].dataset if args.activations else "mnist", args.data_dir
+        )
         index = args.index if args.index is not None else 0
         _check_indices([index], len(data.test_images))
         image, label, name = data.test_images[index], int(data.test_labels[index]), str(index)
@@ -742,6 +792,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .checkpoint import is_shipped
+    from .datasets import get
     from .export import default_path, export, verify
     from .reader import Reader
 
@@ -752,6 +803,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     path = _checkpoint(args.checkpoint, args.out_dir)
     reader = Reader.load(path, "cpu")
+    if args.format == "web":
+        _digits_only(reader, path, "the drawing page reads digits drawn by hand")
     model, mean, std = reader.model, reader.mean, reader.std
     # beside the checkpoint, except the shipped weights': here, not inside the installed package
     beside = Path("lenet5-default.pt") if is_shipped(path) else path
@@ -759,9 +812,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     info = export(reader, args.format, out, source=str(path), force=args.force)
     check = None
     if args.verify:
-        from .data import load_mnist
+        from .data import load_dataset
 
-        data = load_mnist(args.data_dir)
+        data = load_dataset(reader.dataset, args.data_dir)
         check = verify(out, model, data.test_images, mean, std)
     if args.json:
         print(json.dumps({**info, "verify": check}))
@@ -784,7 +837,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {out} ({args.format}{opset}, {info['bytes'] / 1024:.0f} KiB): {what}")
         if check:
             print(
-                f"verified on {check['count']:,} MNIST test images against PyTorch: "
+                f"verified on {check['count']:,} {get(reader.dataset).title} test images against PyTorch: "
                 f"{check['identical']}/{check['count']} predictions identical, "
                 f"max |logit difference| {check['max_abs_diff']:.2e}"
             )
@@ -797,10 +850,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import torch
 
+    from .reader import Reader
     from .web.app import allowed_hosts, bind, create_app, server
 
     hosts = allowed_hosts(args.host, args.allowed_host)
     path = _checkpoint(args.checkpoint, args.out_dir)
+    _digits_only(Reader.load(path, "cpu"), path, "the drawing page reads digits drawn by hand")
     # One torch thread: the server reads several pictures at once, and splitting one picture's
     # small forward pass over the cores as well only makes the threads wait on each other (half
     # the CPU a reading, the same time).
@@ -829,14 +884,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .checkpoint import resolve
+    from .checkpoint import dataset_of, load, resolve
     from .config import choose_device
-    from .data import load_mnist
+    from .data import load_dataset
     from .plots import draw_run
 
     device = choose_device(args.device)
     path = resolve(args.run, args.out_dir)
-    data = load_mnist(args.data_dir)
+    data = load_dataset(dataset_of(load(path))[0], args.data_dir)
     for out in draw_run(path, data.test_images, data.test_labels, device, args.out):
         print(f"saved {out}")
     return 0

@@ -8,15 +8,17 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
+from .datasets import DATASETS, DIGITS
 from .errors import ConfigError, clip, short
 
 if TYPE_CHECKING:
     import torch
 
 # The statistics of the MNIST training images, as in the seed: every checkpoint stores the pair it
-# was trained with (`data.normalize` applies them). Here, not in data.py, so that reading the flags
-# (`lenet5 --help`, a mistyped flag) needs no torch.
-MEAN, STD = 0.1307, 0.3081
+# was trained with (`data.normalize` applies them); another --dataset has its own (datasets.py).
+# Here and there, not in data.py, so that reading the flags (`lenet5 --help`, a mistyped flag)
+# needs no torch.
+MEAN, STD = DATASETS["mnist"].mean, DATASETS["mnist"].std
 
 
 def opt(default, help: str):
@@ -30,10 +32,15 @@ def opt(default, help: str):
 class Config:
     # what to run
     recipe: str = opt("default", "the preset the other values start from: seed | default | best | fast")
+    dataset: str = opt(
+        "mnist",
+        "the images to learn: mnist (digits) | fashion-mnist (clothes) | kmnist (cursive Japanese); "
+        "the last two bring their own --mean, --std and no --outliers",
+    )
     data_dir: str = opt(
         "",
-        "MNIST root: <data_dir>/MNIST/raw/ or the files directly in it; empty: "
-        "./data if it holds MNIST, else $LENET5_DATA, else ~/.cache/lenet5/data",
+        "data root: <data_dir>/MNIST/raw/ (FashionMNIST/raw/, KMNIST/raw/), MNIST's files also "
+        "directly in it; empty: ./data if it holds the set, else $LENET5_DATA, else ~/.cache/lenet5/data",
     )
     out_dir: str = opt("runs", "where run folders go")
     name: str = opt("", "run folder name; empty: <recipe>-<date>-<time>")
@@ -65,8 +72,10 @@ class Config:
     outlier_weight: float = opt(0.5, "weight of the non-digit pictures' loss beside the digits'")
     val_size: int = opt(5000, "training images held out for validation (a fixed, seeded split)")
     limit: int = opt(0, "train on only the first N training images (0: all); for quick runs and tests")
-    mean: float = opt(MEAN, "normalisation mean, stored in every checkpoint")
-    std: float = opt(STD, "normalisation standard deviation, stored in every checkpoint")
+    mean: float = opt(MEAN, "normalisation mean, stored in every checkpoint (another --dataset: its own)")
+    std: float = opt(
+        STD, "normalisation standard deviation, stored in every checkpoint (another --dataset: its own)"
+    )
     # early stopping: off by default, as OneCycle does its best work in its last low-rate epochs
     # (docs/02-training.md, "Validation, the best epoch, early stopping")
     monitor: str = opt(
@@ -117,6 +126,13 @@ class Config:
             raise ConfigError(f"--shift {self.shift} would push digits out of the 28x28 field; use 0-8")
         if self.monitor.startswith("val") and self.val_size == 0:
             raise ConfigError(f"--monitor {self.monitor} needs a validation split: set --val-size > 0")
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"--dataset {short(self.dataset)}: choose one of {', '.join(DATASETS)}")
+        if self.dataset != DIGITS and self.outliers > 0:
+            raise ConfigError(
+                f"--outliers {self.outliers:g} with --dataset {self.dataset}: the non-digit pictures are "
+                "made to be unlike digits, not unlike this set's images; use --outliers 0"
+            )
         if self.name and (os.sep in self.name or self.name in (".", "..") or "\0" in self.name):
             raise ConfigError(f"--name {short(self.name)} must be a plain folder name")
         return self
@@ -195,8 +211,13 @@ def from_recipe(recipe: str = "default", **overrides) -> Config:
 
 
 def from_dict(values: dict) -> Config:
-    """A Config from plain values (a checkpoint's or config.json's), checked field by field."""
+    """A Config from plain values (a checkpoint's or config.json's), checked field by field. A set
+    other than MNIST brings its own normalisation and no non-digit pictures, unless given."""
     values = dict(values)
+    name = values.get("dataset")
+    dataset = DATASETS.get(name) if isinstance(name, str) else None
+    if dataset is not None and dataset.name != DIGITS:
+        values = {"mean": dataset.mean, "std": dataset.std, "outliers": 0.0, **values}
     known = {f.name: f for f in fields(Config)}
     unknown = sorted(set(values) - set(known))
     if unknown:

@@ -1,8 +1,10 @@
-"""MNIST on disk and in memory: find, download, verify and parse the IDX files; cut batches.
+"""MNIST (or --dataset's set) on disk and in memory: find, download, verify and parse the IDX
+files; cut batches.
 
 The whole data set lives in memory as uint8 tensors (47 MB for the training images). Batches are
 cut by index on the training device and normalised there, so no per-sample Python code runs on the
-hot path.
+hot path. Which files a set has, where they come from and what they are checked against:
+datasets.py.
 """
 
 from __future__ import annotations
@@ -21,35 +23,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import datasets
 from .config import MEAN, STD  # the statistics of the MNIST training images, as in the seed
 from .errors import DataError
 from .files import atomic_path
 
-# name -> (IDX magic, shape, MD5 of the uncompressed file)
-FILES = {
-    "train-images-idx3-ubyte": (2051, (60000, 28, 28), "6bbc9ace898e44ae57da46a324031adb"),
-    "train-labels-idx1-ubyte": (2049, (60000,), "a25bea736e30d166cdddb491f175f624"),
-    "t10k-images-idx3-ubyte": (2051, (10000, 28, 28), "2646ac647ad5339dbf082846283269ea"),
-    "t10k-labels-idx1-ubyte": (2049, (10000,), "27ae3e4e09519cfbb04c329615203637"),
-}
-
-# Tried in order; the first is the one torchvision uses.
-MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "http://yann.lecun.com/exdb/mnist/",
-)
+_MNIST = datasets.DATASETS["mnist"]
+# name -> (IDX magic, shape, MD5 of the uncompressed file): MNIST's files
+FILES = {n: (*spec, _MNIST.checksums[n]["md5"]) for n, spec in _MNIST.files().items()}
+MIRRORS = _MNIST.mirrors  # tried in order; the first is the one torchvision uses
 
 Fetcher = Callable[[str, Path, Callable[[int, int], None]], None]
 
 
 @dataclass
 class MNIST:
-    """The four arrays as tensors: images uint8 (N, 28, 28), labels int64 (N,)."""
+    """The four arrays as tensors: images uint8 (N, 28, 28), labels int64 (N,); `dataset` says
+    which set they are (MNIST, or one made like it: datasets.py)."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
+    dataset: str = "mnist"
 
 
 def _check_header(raw: bytes, name: str, expect_magic: int, expect_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -60,7 +56,7 @@ def _check_header(raw: bytes, name: str, expect_magic: int, expect_shape: tuple[
     if magic != expect_magic:
         raise DataError(
             f"{name}: wrong magic number {magic:#010x} (expected {expect_magic:#010x}); "
-            "this is not an MNIST IDX file of that kind"
+            "this is not an IDX file of that kind (images or labels)"
         )
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
@@ -68,7 +64,7 @@ def _check_header(raw: bytes, name: str, expect_magic: int, expect_shape: tuple[
         raise DataError(f"{name}: file is truncated inside its header; delete it and download again")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     if tuple(shape) != tuple(expect_shape):
-        raise DataError(f"{name}: dimensions {tuple(shape)} do not match MNIST's {tuple(expect_shape)}")
+        raise DataError(f"{name}: dimensions {tuple(shape)} do not match the set's {tuple(expect_shape)}")
     return header, int(np.prod(shape))
 
 
@@ -84,6 +80,11 @@ def parse_idx(raw: bytes, name: str, expect_magic: int, expect_shape: tuple[int,
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(expect_shape)
 
 
+def _gzipped(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
 def read_raw(path: Path, expect_magic: int, expect_shape: tuple[int, ...]) -> bytes:
     """The uncompressed content of an IDX file, gzipped or not, as far as its header allows.
 
@@ -92,9 +93,7 @@ def read_raw(path: Path, expect_magic: int, expect_shape: tuple[int, ...]) -> by
     never costs more memory than the real file would.
     """
     try:
-        with open(path, "rb") as f:
-            gzipped = f.read(2) == b"\x1f\x8b"
-        with gzip.open(path, "rb") if gzipped else open(path, "rb") as f:
+        with gzip.open(path, "rb") if _gzipped(path) else open(path, "rb") as f:
             raw = f.read(4 + 4 * len(expect_shape))
             header, count = _check_header(raw, str(path), expect_magic, expect_shape)
             return raw + f.read(header + count + 1 - len(raw))
@@ -102,24 +101,58 @@ def read_raw(path: Path, expect_magic: int, expect_shape: tuple[int, ...]) -> by
         raise DataError(f"{path}: cannot be read ({e}); delete it and download again") from None
 
 
-def verify(path: Path, name: str) -> np.ndarray:
-    """Read, check and return one MNIST file as a uint8 array."""
-    magic, shape, md5 = FILES[name]
+def verify(path: Path, name: str, dataset: str = "mnist") -> np.ndarray:
+    """Read, check and return one file of a set (MNIST's by default) as a uint8 array."""
+    spec = datasets.get(dataset)
+    magic, shape = spec.files()[name]
     raw = read_raw(path, magic, shape)
     array = parse_idx(raw, str(path), magic, shape)
-    digest = hashlib.md5(raw).hexdigest()
-    if digest != md5:
-        raise DataError(
-            f"{path}: MD5 {digest} does not match the canonical MNIST file ({md5}); "
-            "the file is damaged or altered: delete it and download again"
-        )
+    _check_digest(path, name, raw, spec)
+    if name.endswith("labels-idx1-ubyte") and array.size and int(array.max()) >= len(spec.classes):
+        raise DataError(f"{path}: holds label {int(array.max())}; {spec.title} has labels 0 to 9")
     return array
 
 
-def find_file(root: Path, name: str) -> Path | None:
-    """Look for `name` (gzipped or not) in the torchvision layout and in the plain folder."""
-    for folder in (root / "MNIST" / "raw", root):
-        for candidate in (folder / name, folder / f"{name}.gz"):
+def _check_digest(path: Path, name: str, raw: bytes, spec: datasets.Dataset) -> None:
+    """The file against its published checksum (datasets.py says which kind)."""
+    want = spec.checksums[name]
+    if spec.checked == "content":
+        digest = hashlib.md5(raw).hexdigest()
+        if digest != want["md5"]:
+            raise DataError(
+                f"{path}: MD5 {digest} does not match the canonical {spec.title} file ({want['md5']}); "
+                "the file is damaged or altered: delete it and download again"
+            )
+        return
+    if not _gzipped(path):
+        raise DataError(
+            f"{path}: {spec.title}'s published checksums are of its .gz files, so an unpacked file "
+            f"cannot be checked; put {name}.gz, as downloaded, in {path.parent}/"
+        )
+    sha256, md5 = hashlib.sha256(), hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha256.update(chunk)
+            md5.update(chunk)
+    if sha256.hexdigest() != want["sha256"] and md5.hexdigest() != want["md5"]:
+        raise DataError(
+            f"{path}: SHA-256 {sha256.hexdigest()} does not match the published {spec.title} file "
+            f"({want['sha256']}); the file is damaged or altered: delete it and download again"
+        )
+
+
+def find_file(root: Path, name: str, dataset: str = "mnist") -> Path | None:
+    """Look for `name` in the torchvision layout (<root>/MNIST/raw/, <root>/FashionMNIST/raw/, ...);
+    MNIST's also in the plain folder and unpacked. A set checked by its .gz files is found as .gz
+    first (torchvision keeps both)."""
+    spec = datasets.get(dataset)
+    folders = (
+        (root / spec.folder / "raw", root) if spec.name == datasets.DIGITS else (root / spec.folder / "raw",)
+    )
+    packed = spec.checked == "download"
+    for folder in folders:
+        plain, gz = folder / name, folder / f"{name}.gz"
+        for candidate in (gz, plain) if packed else (plain, gz):
             if candidate.is_file():
                 return candidate
     return None
@@ -136,71 +169,117 @@ def _urllib_fetch(url: str, dest: Path, progress: Callable[[int, int], None]) ->
 def download(
     root: Path,
     names: list[str] | None = None,
-    mirrors: tuple[str, ...] = MIRRORS,
+    mirrors: tuple[str, ...] | None = None,
     fetch: Fetcher = _urllib_fetch,
     retries: int = 3,
     show_progress: bool = True,
+    dataset: str = "mnist",
 ) -> None:
-    """Fetch the missing files into `<root>/MNIST/raw/`, each verified before it is moved into place."""
-    from tqdm import tqdm
-
-    raw_dir = root / "MNIST" / "raw"
+    """Fetch the missing files into `<root>/<folder>/raw/` (MNIST/raw/ by default) from the set's
+    mirrors (or `mirrors`), each verified before it is moved into place."""
+    spec = datasets.get(dataset)
+    raw_dir = root / spec.folder / "raw"
     raw_dir.mkdir(parents=True, exist_ok=True)
     unreachable: list[str] = []  # mirrors that failed every attempt: tried last for later files
-    for name in names or list(FILES):
+    for name in names or list(spec.checksums):
         dest = raw_dir / f"{name}.gz"
-        errors = []
-        for mirror in sorted(mirrors, key=lambda m: m in unreachable):
-            url = f"{mirror}{name}.gz"
-            for attempt in range(retries):
-                try:
-                    with atomic_path(dest) as tmp:  # in place only once it verifies
-                        with tqdm(
-                            desc=f"{name}.gz",
-                            unit="B",
-                            unit_scale=True,
-                            disable=None if show_progress else True,
-                            leave=False,
-                        ) as bar:
-
-                            def progress(n: int, total: int) -> None:
-                                bar.total = total or None
-                                bar.update(n)
-
-                            fetch(url, tmp, progress)
-                        verify(tmp, name)
-                    break
-                except DataError as e:  # a bad file will not get better by retrying this mirror
-                    errors.append(f"{url}: {e}")
-                    break
-                except Exception as e:  # network trouble: wait a little and retry
-                    errors.append(f"{url}: {e}")
-                    if attempt + 1 < retries:
-                        time.sleep(min(2**attempt, 4))
-                    elif mirror not in unreachable:
-                        unreachable.append(mirror)
-            if dest.exists():
+        errors: list[str] = []
+        for mirror in sorted(spec.mirrors if mirrors is None else mirrors, key=lambda m: m in unreachable):
+            got = _fetch_from(mirror, name, dest, fetch, retries, show_progress, spec.name, errors)
+            if got == "ok":
                 break
+            if got == "down" and mirror not in unreachable:
+                unreachable.append(mirror)
         if not dest.exists():
             raise DataError(
-                f"could not download {name}.gz ({errors[-1] if errors else 'no mirror'}); "
-                f"if this machine is offline, copy the four MNIST *-ubyte.gz files into {raw_dir}/"
+                f"could not download {name}.gz ({errors[-1] if errors else 'no mirror'}); if this "
+                f"machine is offline, copy the four {spec.title} *-ubyte.gz files into {raw_dir}/"
             )
 
 
-def data_home(given: str | os.PathLike | None = None) -> Path:
-    """Where MNIST lives: the folder given (--data-dir), else ./data when it holds MNIST, else
-    $LENET5_DATA, else the user's cache ($XDG_CACHE_HOME/lenet5/data or ~/.cache/lenet5/data):
-    an installed lenet5 finds, or downloads, one copy per user, wherever it runs."""
+def _fetch_from(mirror, name, dest, fetch, retries, show_progress, dataset, errors) -> str:
+    """One mirror's tries for one file, each failure noted in `errors`: "ok" (`dest` in place,
+    verified), "bad" (a file that fails its checks: it will not get better by retrying) or "down"
+    (network trouble at every try)."""
+    from tqdm import tqdm
+
+    url = f"{mirror}{name}.gz"
+    for attempt in range(retries):
+        try:
+            with atomic_path(dest) as tmp:  # in place only once it verifies
+                with tqdm(
+                    desc=f"{name}.gz",
+                    unit="B",
+                    unit_scale=True,
+                    disable=None if show_progress else True,
+                    leave=False,
+                ) as bar:
+
+                    def progress(n: int, total: int) -> None:
+                        bar.total = total or None
+                        bar.update(n)
+
+                    fetch(url, tmp, progress)
+                verify(tmp, name, dataset)
+            return "ok"
+        except DataError as e:
+            errors.append(f"{url}: {e}")
+            return "bad"
+        except Exception as e:  # network trouble: wait a little and retry
+            errors.append(f"{url}: {e}")
+            if attempt + 1 < retries:
+                time.sleep(min(2**attempt, 4))
+    return "down"
+
+
+def data_home(given: str | os.PathLike | None = None, dataset: str = "mnist") -> Path:
+    """Where the data sets live: the folder given (--data-dir), else ./data when it holds the set
+    (MNIST by default), else $LENET5_DATA, else the user's cache ($XDG_CACHE_HOME/lenet5/data or
+    ~/.cache/lenet5/data): an installed lenet5 finds, or downloads, one copy per user, wherever it
+    runs."""
     if given:
         return Path(given)
     here = Path("data")
-    if all(find_file(here, name) for name in FILES):
+    if all(find_file(here, name, dataset) for name in datasets.NAMES):
         return here
     if os.environ.get("LENET5_DATA"):
         return Path(os.environ["LENET5_DATA"])
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "lenet5" / "data"
+
+
+def load_dataset(
+    dataset: str = "mnist",
+    root: str | os.PathLike | None = None,
+    download_missing: bool = True,
+    fetch: Fetcher = _urllib_fetch,
+    mirrors: tuple[str, ...] | None = None,
+) -> MNIST:
+    """Find (or download) and verify a set's four files under `root` (default: `data_home()`);
+    return them as tensors."""
+    spec = datasets.get(dataset)
+    root = data_home(root, dataset)
+    missing = [n for n in datasets.NAMES if find_file(root, n, dataset) is None]
+    if missing:
+        if not download_missing:
+            raise DataError(
+                f"{spec.title} files not found under {root}/ (missing {', '.join(missing)}); "
+                f"put the four *-ubyte.gz files in {root}/{spec.folder}/raw/ or allow downloading"
+            )
+        download(root, missing, mirrors=mirrors, fetch=fetch, dataset=dataset)
+    arrays = {}
+    for n in datasets.NAMES:
+        path = find_file(root, n, dataset)
+        assert path is not None  # found above, or downloaded just now
+        arrays[n] = verify(path, n, dataset)
+    as_tensor = lambda a, dtype: torch.from_numpy(a.copy()).to(dtype)  # noqa: E731 (copy: owned, writable)
+    return MNIST(
+        train_images=as_tensor(arrays["train-images-idx3-ubyte"], torch.uint8),
+        train_labels=as_tensor(arrays["train-labels-idx1-ubyte"], torch.int64),
+        test_images=as_tensor(arrays["t10k-images-idx3-ubyte"], torch.uint8),
+        test_labels=as_tensor(arrays["t10k-labels-idx1-ubyte"], torch.int64),
+        dataset=spec.name,
+    )
 
 
 def load_mnist(
@@ -209,29 +288,8 @@ def load_mnist(
     fetch: Fetcher = _urllib_fetch,
     mirrors: tuple[str, ...] = MIRRORS,
 ) -> MNIST:
-    """Find (or download) and verify the four files under `root` (default: `data_home()`);
-    return them as tensors."""
-    root = data_home(root)
-    missing = [n for n in FILES if find_file(root, n) is None]
-    if missing:
-        if not download_missing:
-            raise DataError(
-                f"MNIST files not found under {root}/ (missing {', '.join(missing)}); "
-                f"put the four *-ubyte.gz files in {root}/MNIST/raw/ or allow downloading"
-            )
-        download(root, missing, mirrors=mirrors, fetch=fetch)
-    arrays = {}
-    for n in FILES:
-        path = find_file(root, n)
-        assert path is not None  # found above, or downloaded just now
-        arrays[n] = verify(path, n)
-    as_tensor = lambda a, dtype: torch.from_numpy(a.copy()).to(dtype)  # noqa: E731 (copy: owned, writable)
-    return MNIST(
-        train_images=as_tensor(arrays["train-images-idx3-ubyte"], torch.uint8),
-        train_labels=as_tensor(arrays["train-labels-idx1-ubyte"], torch.int64),
-        test_images=as_tensor(arrays["t10k-images-idx3-ubyte"], torch.uint8),
-        test_labels=as_tensor(arrays["t10k-labels-idx1-ubyte"], torch.int64),
-    )
+    """MNIST's four files as tensors: `load_dataset("mnist", ...)`."""
+    return load_dataset("mnist", root, download_missing, fetch, mirrors)
 
 
 def split_validation(images: torch.Tensor, labels: torch.Tensor, size: int, seed: int):

@@ -117,6 +117,8 @@ def export(reader, fmt: str, out: str | os.PathLike, source: str = "", force: bo
         if fmt == "safetensors"
         else metadata(mean, std, source, cal)
     )
+    if reader.dataset != "mnist":  # which set it reads, so that the export loads as that set's
+        meta = {**meta, "dataset": reader.dataset, "classes": ", ".join(reader.classes)}
     write = {"onnx": _write_onnx, "torchscript": _write_torchscript, "safetensors": _write_safetensors}[fmt]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -137,9 +137,9 @@ def calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE
 
 
 def score(reader, data) -> dict:
-    """What `lenet5 evaluate` reports for a Reader on the MNIST test set: metrics_from_logits's,
-    plus ECE with its calibrated probabilities and how many test digits it accepts (and reads
-    right) as digits."""
+    """What `lenet5 evaluate` reports for a Reader on a test set (MNIST's, or another --dataset's):
+    metrics_from_logits's, plus ECE with its calibrated probabilities, how many test images it
+    accepts (and reads right) as one of its classes, and which set it was."""
     pixels = data.test_images.numpy()
     logits = reader.forward(pixels)[0]
     out = metrics_from_logits(torch.from_numpy(logits), data.test_labels)
@@ -154,6 +154,7 @@ def score(reader, data) -> dict:
         "fitted": reader.calibration.fitted,
         "ece": calibration_error(probs, data.test_labels)["ece"],
     }
+    out["dataset"] = getattr(data, "dataset", "mnist")
     out["accepted"] = int(accepted.sum()) / n
     out["accepted_and_right"] = int((accepted & right).sum()) / n
     return out

@@ -1,4 +1,4 @@
-"""Figures, saved as PNG files. matplotlib is imported inside each function (headless: Agg).
+"""Figures, saved as PNG files. matplotlib is imported inside each function (no pyplot: headless).
 
 After training the run folder holds curves.png, confusion.png, mistakes.png, predictions.png and
 filters.png (`draw_run`); `lenet5 plot RUN` redraws them, `lenet5 show --activations` draws what
@@ -21,33 +21,43 @@ if TYPE_CHECKING:
     from .model import LeNet5
 
 
-def _pyplot():
+class _Figures:
+    """matplotlib's figures without pyplot: no backend is chosen or changed, so a notebook's inline
+    plots go on working after lenet5 draws, and no figure is kept open anywhere (`savefig` renders
+    with Agg by itself)."""
+
+    def __init__(self):
+        from matplotlib.figure import Figure
+
+        self._new = Figure
+
+    def figure(self, **kwargs):
+        return self._new(**kwargs)
+
+    def subplots(self, *args, figsize=None, dpi=None, **kwargs):
+        fig = self._new(figsize=figsize, dpi=dpi)
+        return fig, fig.subplots(*args, **kwargs)
+
+
+def _figures() -> _Figures:
     try:
-        import matplotlib
+        return _Figures()
     except ImportError:
         from .errors import Lenet5Error
 
         raise Lenet5Error("plots need matplotlib: pip install 'lenet5[plots]'") from None
-    matplotlib.use("Agg")  # files, never windows: works on servers and in CI
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _save(fig, out: str | os.PathLike) -> Path:
-    plt = _pyplot()
     out = Path(out)
-    try:
-        with atomic_path(out) as tmp:  # a crash leaves the old picture or the new one
-            fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight", format=out.suffix.lstrip(".") or "png")
-    finally:
-        plt.close(fig)
+    with atomic_path(out) as tmp:  # a crash leaves the old picture or the new one
+        fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight", format=out.suffix.lstrip(".") or "png")
     return out
 
 
 def show_digit(image: torch.Tensor, title: str, out: str | os.PathLike) -> Path:
     """The seed's view of one test image: the digit in gray, the title, axes off."""
-    plt = _pyplot()
+    plt = _figures()
     fig, ax = plt.subplots(figsize=(3, 3.3), dpi=100)
     ax.imshow(image.squeeze().cpu().numpy(), cmap="gray")
     ax.set_title(title)
@@ -60,7 +70,7 @@ def plot_curves(
 ) -> Path:
     """Loss and accuracy per epoch, train and validation, with the learning rate on a second axis;
     a dotted line marks the epoch best.pt was saved at."""
-    plt = _pyplot()
+    plt = _figures()
     epochs = [r["epoch"] for r in rows]
     has_val = any(math.isfinite(r.get("val_loss", math.nan)) for r in rows)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
@@ -124,7 +134,7 @@ def plot_curves(
 def plot_confusion(confusion: list[list[int]], out: str | os.PathLike, title: str = "") -> Path:
     """The confusion matrix as a heatmap: counts in each cell, colour on a log scale so that the
     few mistakes show beside the thousand right answers on the diagonal."""
-    plt = _pyplot()
+    plt = _figures()
     from matplotlib.colors import LogNorm
 
     c = torch.tensor(confusion, dtype=torch.float64)
@@ -162,7 +172,7 @@ def plot_confusion(confusion: list[list[int]], out: str | os.PathLike, title: st
 
 
 def _grid(images, titles, colours, out, suptitle, cols=8):
-    plt = _pyplot()
+    plt = _figures()
     n = max(len(images), 1)
     rows = math.ceil(n / cols)
     height = 1.75 * rows + 0.5
@@ -226,7 +236,7 @@ def plot_predictions(
 
 def plot_filters(model: LeNet5, out: str | os.PathLike) -> Path:
     """The six 5x5 conv1 filters: red adds where the ink is, blue takes away."""
-    plt = _pyplot()
+    plt = _figures()
     w = model.conv1.weight.detach().cpu()[:, 0]  # (6, 5, 5)
     assert model.conv1.bias is not None  # a LeNet5's convolutions have biases
     b = model.conv1.bias.detach().cpu()
@@ -250,7 +260,7 @@ def plot_activations(
 ) -> Path:
     """One digit, its six conv1 feature maps and its sixteen conv2 feature maps (after ReLU), each
     layer on one colour scale so that the maps that fire most stand out."""
-    plt = _pyplot()
+    plt = _figures()
     fig = plt.figure(figsize=(15, 5.2), dpi=110, layout="constrained")
     left, mid, right = fig.subfigures(1, 3, width_ratios=[1.2, 2.4, 2.2], wspace=0.03)
     ax = left.subplots()
@@ -320,7 +330,7 @@ def draw_run(
 def plot_reliability(table: dict, out: str | os.PathLike, temperature: float = 1.0) -> Path:
     """The reliability diagram: in each bin of the top answer's probability, how often it was
     right. On the diagonal, the percentages mean what they say; bars under it, over-confident."""
-    plt = _pyplot()
+    plt = _figures()
     fig, (ax, hx) = plt.subplots(2, 1, figsize=(6, 6.5), dpi=110, height_ratios=[3, 1], sharex=True)
     bins = table["bins"]
     for b in bins:

@@ -135,11 +135,17 @@ class Reader:
         source: str = "",
         device: torch.device | str = "cpu",
         calibration: Calibration | None = None,
+        dataset: str = "mnist",
+        classes: tuple[str, ...] | None = None,
     ):
+        from .datasets import DATASETS
         from .fast import choose
         from .fast.forward import Forward
 
         self.model, self.mean, self.std, self.source = model.eval(), float(mean), float(std), source
+        # what it was trained on (--dataset) and its labels 0-9 in words; "mnist": digits
+        self.dataset = dataset
+        self.classes = tuple(classes or DATASETS.get(dataset, DATASETS["mnist"]).classes)
         self.device = torch.device(device)
         self.calibration = calibration or Calibration()
         path = choose.for_reading(model, self.device)
@@ -160,14 +166,17 @@ class Reader:
     @classmethod
     def load(cls, source: str | os.PathLike | None = None, device: str = "cpu") -> Reader:
         """The reader of a checkpoint file or run folder; with none, the weights that ship."""
-        from .checkpoint import load_model, normalization, resolve
+        from .checkpoint import dataset_of, load_model, normalization, resolve
         from .config import choose_device
         from .weights import shipped
 
         dev = choose_device(device)
         path = shipped() if source is None else resolve(source)
         model, obj = load_model(path, dev)
-        return cls(model, *normalization(obj), str(path), dev, calibration_of(path, obj, model))
+        name, classes = dataset_of(obj)
+        return cls(
+            model, *normalization(obj), str(path), dev, calibration_of(path, obj, model), name, classes
+        )
 
     # --- the forward pass and what it means --------------------------------------------------
 

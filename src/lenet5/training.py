@@ -34,7 +34,8 @@ import torch
 
 from . import checkpoint
 from .config import RUN_ID, Config, choose_device, flag, from_dict, to_dict, usable_threads
-from .data import MNIST, EpochPlan, load_mnist, split_validation
+from .data import MNIST, EpochPlan, load_dataset, split_validation
+from .datasets import DATASETS
 from .errors import ConfigError, TrainingError
 from .fast import choose
 from .fast.cuda_graph import GraphedStep
@@ -110,7 +111,11 @@ def fit(
 def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup, test) -> dict:
     # prepare: data, the model and all that last.pt holds, the run folder, the step
     seed_everything(cfg)
-    data = data or load_mnist(cfg.data_dir)
+    data = data or load_dataset(cfg.dataset, cfg.data_dir)
+    if data.dataset != cfg.dataset:
+        raise ConfigError(
+            f"--dataset {cfg.dataset}, but the data given holds {data.dataset}: give the same set"
+        )
     (train_x, train_y), (val_x, val_y) = training_data(cfg, data, device)
     n = len(train_x)
     bank, per_step = non_digits(cfg, train_x, device)
@@ -441,6 +446,7 @@ class State:
             "best_metrics": self.best_metrics,
             "config": to_dict(self.cfg),
             "normalize": {"mean": self.cfg.mean, "std": self.cfg.std},
+            "classes": list(DATASETS[self.cfg.dataset].classes),  # label 0 to 9, in words
             "history": self.history,  # metrics.csv's rows: a resume rewrites the file from these
             **({RUN_ID: self.run_id} if self.run_id else {}),  # a resume checks it is this run's
         }
