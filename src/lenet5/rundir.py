@@ -1,7 +1,9 @@
 """The run folder and the names of the files in it: one owner for both.
 
 runs/<name>/ holds config.json, env.json, metrics.csv, best.pt, last.pt, mnist_lenet5.pth,
-test_metrics.json and the plots; RunDir names each one, and everything else asks it. Trackers
+test_metrics.json and the plots; RunDir names each one, and everything else asks it. The commands
+that look at a run save what they draw there too, when not told where: `lenet5 plot`, `show`,
+`predict --explain` (into explain/), `export`. Trackers
 (tracking.py: wandb, TensorBoard) only mirror these files; TensorBoard's event files go in
 tensorboard/, where `tensorboard --logdir runs` finds every run under its folder's name.
 
@@ -32,6 +34,7 @@ BEST = "best.pt"  # the best epoch so far, in the same format
 WEIGHTS = "mnist_lenet5.pth"  # the best weights as a plain state_dict: the seed's own file
 TEST_METRICS = "test_metrics.json"  # written after the plots: its presence marks a finished run
 TENSORBOARD = "tensorboard"  # the folder of TensorBoard's event files (--tensorboard)
+EXPLAIN = "explain"  # the folder of `lenet5 predict --explain`'s pictures, when not told another
 PLOTS = ("curves.png", "confusion.png", "mistakes.png", "predictions.png", "filters.png", "reliability.png")
 # What a training writes into its folder (--overwrite clears these)
 RUN_FILES = (LAST, BEST, WEIGHTS, "metrics.csv", "config.json", "env.json", TEST_METRICS, *PLOTS)
