@@ -14,7 +14,7 @@ what the ink did, not where ink is missing.
 
 Why this, and why by hand: LeNet-5 is 44,426 parameters and one input is 28x28, so the whole
 path for the read digit and its two runners-up is one batch of 3 x STEPS pictures, one forward
-and one backward on the CPU (about 12 ms on one core), in the twenty lines of
+and one backward on the CPU (milliseconds: the README's figures), in the twenty lines of
 `integrated_gradients`.
 captum does the same, plus much this model never needs, as another dependency to install and
 keep in step with torch. Occlusion (blanking patches and watching the logit fall) needs no
@@ -34,7 +34,7 @@ import torch
 
 # Points on the path from the blank picture. The parts add up to the logit's rise within 2 % (the
 # median over test digits; 10 % at worst in 9 of 10): a map's look does not change with more, and
-# the page computes the same in JavaScript after each stroke (~0.1 s). The error falls as 1/STEPS
+# the page computes the same in JavaScript after each stroke. The error falls as 1/STEPS
 # (64: 0.7 %, 1024: 0.05 %), which tests/test_explain.py checks.
 STEPS = 32
 TOP = 3  # the read digit and its two runners-up
