@@ -2,25 +2,34 @@
 #   make train    train with the default recipe, then score it on the MNIST test set
 #   make test     run the test suite (as root, first installs Debian's chromium for the browser test)
 #   make lesson   open notebooks/lesson.ipynb, the first hour with LeNet-5, in JupyterLab
+# `make train` installs only what training and reading need: PyTorch, lenet5 and its `plots` extra
+# (a run draws its pictures at the end). `make test` (and `make setup`) adds the `dev` extra to the
+# same .venv: every other extra (web, onnx, wandb, tensorboard, notebook), pytest, Playwright, ruff, mypy.
 # TORCH is the PyTorch requirement installed before lenet5; GPU users may set it to the build they
 # want, e.g. `make train TORCH="torch==2.13.0"` after choosing a CUDA wheel index in pip's config.
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
-READY   = $(VENV)/.ready
+READY_TRAIN = $(VENV)/.ready-train
+READY_DEV   = $(VENV)/.ready-dev
 
-.PHONY: setup browser train test lint lesson bench bench-web clean
+.PHONY: setup setup-train browser train test lint lesson bench bench-web clean
 
-setup: $(READY)
+setup: $(READY_DEV)
+setup-train: $(READY_TRAIN)
 
-$(READY): pyproject.toml Makefile
+$(READY_TRAIN): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[plots]"
+	touch $@
+
+$(READY_DEV): $(READY_TRAIN)
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
-train: setup
+train: setup-train
 	$(BIN)/lenet5 train
 
 lesson: setup
@@ -45,7 +54,7 @@ browser:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	fi
 
-bench: setup
+bench: setup-train
 	$(BIN)/python bench/bench_speed.py
 
 bench-web: setup

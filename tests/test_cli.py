@@ -66,6 +66,28 @@ def test_show_writes_a_png(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_what_commands_draw_or_write_goes_into_the_run_folder_never_here(trained, tmp_path, monkeypatch, capsys):
+    """Untold where, `show` saves into the newest run's folder (as `plot` does), `export` beside the
+    checkpoint; with only the shipped weights (which lie in the installed package) each asks where,
+    in one line, and writes nothing. The current folder is never written to."""
+    monkeypatch.chdir(tmp_path)
+    runs = str(trained.parent)
+    assert main(["show", "--index", "3", "--data-dir", str(DATA), "--out-dir", runs]) == 0
+    assert capsys.readouterr().out == f"saved {trained / 'digit-3.png'}\n"
+    assert main(["export", "--format", "safetensors", "--out-dir", runs]) == 0
+    assert (trained / "best.safetensors").is_file()
+    capsys.readouterr()
+    for argv, example in ((["show", "--index", "3"], "--out digit-3.png"),
+                          (["show", "--index", "3", "--activations"], "--out activations-3.png"),
+                          (["export", "--format", "web"], "--out lenet5-default-web"),
+                          (["predict", "--index", "3", "--explain"], "--explain=DIR")):
+        assert main([*argv, "--data-dir", str(DATA)] if argv[0] != "export" else argv) == 1
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and err.startswith("lenet5: error: no run in runs/ to save ")
+        assert err.rstrip().endswith(f"(the shipped weights have none); say where: {example}"), err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--lr", "-1"], "--lr must be positive"),
     (["train", "--device", "tpu"], "--device 'tpu'"),

@@ -30,6 +30,33 @@ def test_every_field_has_help_and_a_flag(capsys):
             assert " ".join(f.metadata["help"].split()[:3]) in " ".join(shown.split()), f.name
 
 
+def test_train_help_groups_the_flags_and_says_each_default_once(capsys):
+    """`lenet5 train --help` in groups (data, optimisation, schedule, ...), each Config flag in its
+    field's group; every command's flags each say their default at most once."""
+    import re
+
+    from lenet5.cli import main
+    from lenet5.config import GROUPS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    parts = re.split(r"^(\S[^\n]*):\n", out, flags=re.M)
+    sections = dict(zip(parts[1::2], parts[2::2]))
+    assert list(sections) == ["options", *GROUPS]
+    for f in fields(Config):
+        if f.name != "recipe":
+            group = f.metadata["group"]
+            assert re.search(rf"^  --{f.name.replace('_', '-')}\b", sections[group], re.M), (f.name, group)
+    assert "--recipe" in sections["run"] and "--resume" in sections["run"] and "--overwrite" in sections["output"]
+    assert out.count("(default:") == len(fields(Config))  # each field's flag once, --recipe's for its own
+    for command in ("train", "evaluate", "predict", "show", "plot", "export", "serve", "info"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        for entry in re.split(r"^  (?=-)", capsys.readouterr().out, flags=re.M):
+            assert entry.count("(default:") <= 1, (command, entry)
+
+
 @pytest.mark.parametrize("recipe", list(RECIPES))
 def test_help_shows_the_chosen_recipes_defaults(recipe, capsys):
     from lenet5.cli import main

@@ -73,7 +73,7 @@ def test_train_wandb_without_an_account_logs_offline_everything_the_run_folder_h
                  "--wandb-name", "first try", "--wandb-tags", "lenet", "cpu"])
     assert code == 0
     err = capsys.readouterr().err
-    (offline,) = (no_account / "wandb").glob("offline-run-*")
+    (offline,) = (no_account / "runs" / "w" / "wandb").glob("offline-run-*")
     said = [line for line in err.splitlines() if line.startswith("lenet5: wandb:")]
     assert said == [f"lenet5: wandb: offline (no W&B API key): logging to {offline.resolve()}; "
                     f"upload later with: wandb sync {offline.resolve()}"]
@@ -121,7 +121,7 @@ def test_wandb_mode_is_honoured(no_account, monkeypatch, capsys):
     tracker = start_wandb(from_recipe("default", wandb=True), run)
     tracker.log_epoch({"epoch": 1, "lr": 0.1})
     tracker.finish(run, {"epoch": 1})
-    assert not (no_account / "wandb").exists()
+    assert not (no_account / "runs" / "d" / "wandb").exists() and not (no_account / "wandb").exists()
 
 
 def test_an_unreachable_server_falls_back_to_offline_quickly(no_account, monkeypatch, capsys):
@@ -138,7 +138,7 @@ def test_an_unreachable_server_falls_back_to_offline_quickly(no_account, monkeyp
     tracker.finish(run, {"epoch": 1})
     err = capsys.readouterr().err
     assert "lenet5: wandb: offline (W&B online failed" in err and "wandb sync" in err
-    (offline,) = (no_account / "wandb").glob("offline-run-*")
+    (offline,) = (no_account / "runs" / "u" / "wandb").glob("offline-run-*")
     assert [e.exit_code for e in of_kind(records(offline), "exit")] == [0]
 
 
@@ -150,7 +150,7 @@ def test_a_run_that_raises_is_marked_failed(no_account, capsys):
         raise RuntimeError("the loss became NaN")
     except RuntimeError:
         tracker.finish(run, {})  # as fit's `finally` calls it while the error goes up
-    (offline,) = (no_account / "wandb").glob("offline-run-*")
+    (offline,) = (no_account / "runs" / "f" / "wandb").glob("offline-run-*")
     assert [e.exit_code for e in of_kind(records(offline), "exit")] == [1]
 
 
@@ -267,5 +267,5 @@ def test_a_server_that_never_answers_is_given_up_on_in_time(no_account, monkeypa
             conn.close()
     err = capsys.readouterr().err
     assert "lenet5: wandb: offline (W&B online failed: TimeoutError)" in err and "Traceback" not in err
-    (offline,) = (no_account / "wandb").glob("offline-run-*")
+    (offline,) = (no_account / "runs" / "h" / "wandb").glob("offline-run-*")
     assert [e.exit_code for e in of_kind(records(offline), "exit")] == [0]

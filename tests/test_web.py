@@ -142,6 +142,31 @@ def test_predict_matches_the_file_preprocessing_and_the_model(client, ckpt, mnis
     assert answer["digit"] == int(mnist.test_labels[7])  # and it reads a clear digit right
 
 
+def test_predict_explains_on_request_what_the_reader_explains(client, ckpt, mnist):
+    """?explain=true: the why view of the digit read and its two runners-up, the maps as the
+    reader's `explain` draws them for the input the server saw, adding up to each logit's rise."""
+    import numpy as np
+
+    data = paper_digit(mnist.test_images[0])
+    plain = client.post("/api/predict", files={"file": ("d.jpg", data, "image/jpeg")}).json()
+    assert "explain" not in plain  # asked for only: it costs milliseconds, reading microseconds
+    answer = client.post("/api/predict?explain=true", files={"file": ("d.jpg", data, "image/jpeg")}).json()
+    assert {k: v for k, v in answer.items() if k != "explain"} == plain
+    why = answer["explain"]
+    want = lenet5.load(ckpt).explain(np.array(answer["image"], np.uint8))
+    assert why["method"].startswith("integrated gradients from the blank picture")
+    assert [d["digit"] for d in why["digits"]] == [m.digit for m in want.maps]
+    assert why["digits"][0]["digit"] == answer["digit"] == 7
+    for got, m in zip(why["digits"], want.maps, strict=True):
+        assert np.allclose(got["map"], m.pixels, atol=1e-4)
+        assert got["probability"] == answer["probabilities"][m.digit]
+        assert sum(map(sum, got["map"])) == pytest.approx(got["logit"] - got["blank"], rel=0.1, abs=0.1)
+    blank = client.post("/api/predict?explain=true", files={"file": ("w.png", _blank_png(), "image/png")})
+    assert blank.json()["reason"] == "no ink" and blank.json()["explain"]["digits"] == []
+    params = client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]["parameters"]
+    assert [p["name"] for p in params] == ["explain"]
+
+
 def _blank_png():
     return png(torch.full((40, 40), 255, dtype=torch.uint8))
 
@@ -285,6 +310,14 @@ def test_drawing_on_the_page_shows_a_prediction(live, browser, mnist):
     ink = page.evaluate("() => { const c = document.querySelector('#seen').getContext('2d');"
                         " return c.getImageData(0, 0, 28, 28).data.reduce((a, b) => a + b, 0) - 28*28*255; }")
     assert ink > 0  # the 28x28 input is drawn, not blank
+    # at the stroke's end, the why view: the 1's map and the runners-up', red where the ink spoke for
+    page.wait_for_selector("#why:not(.none):not(.stale)")
+    labels = page.locator("#why-maps span").all_inner_texts()
+    assert len(labels) == 3 and labels[0].startswith("read 1: ") and all(t.startswith("or ") for t in labels[1:])
+    red = page.evaluate("() => { const d = document.querySelector('#why-maps canvas').getContext('2d')"
+                        ".getImageData(0, 0, 28, 28).data; let n = 0;"
+                        " for (let i = 0; i < d.length; i += 4) n += d[i] > 200 && d[i + 2] < 120; return n; }")
+    assert red > 5
 
     page.click("#clear")
     assert page.inner_text("#digit") == "?"

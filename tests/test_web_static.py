@@ -81,6 +81,7 @@ def shown(page):
     return page.evaluate("""() => ({digit: document.querySelector('#digit').textContent,
         number: document.querySelector('#number').textContent,
         boxes: [...document.querySelectorAll('#boxes .box')].map((b) => b.style.cssText),
+        why: [...document.querySelectorAll('#why-maps span')].map((s) => s.textContent.split(':')[0]),
         status: document.querySelector('#status').textContent})""")
 
 
@@ -143,6 +144,8 @@ def test_the_page_from_disk_reads_as_the_served_page_and_asks_nothing_outside(ex
                     page.wait_for_function(expect)
                     page.wait_for_function("document.querySelectorAll('#boxes .box').length === "
                                            f"{len(want.get('digits', []))}")
+                    if mode == "digit":  # and the why view of the stroke's end, in the page's own script
+                        page.wait_for_selector("#why:not(.stale):not(.none)")
                 assert shown(static) == shown(served) and shown(static)["status"] == ""
         # uploads are read in the page too; a file that is no picture is one line, as the server's
         static.check("input[name=mode][value=digit]")
@@ -154,6 +157,28 @@ def test_the_page_from_disk_reads_as_the_served_page_and_asks_nothing_outside(ex
         assert static.inner_text("#status").startswith("note.txt: not an image file lenet5 reads")
         assert static.inner_text("#digit") == "?"
     assert requested and all(url.startswith(folder) for url in requested), requested
+
+
+def test_the_pages_why_view_equals_pythons(exported, browser, mnist):
+    """reader.js's integrated gradients (its own backward pass) against explain.py's (torch's
+    autograd), map for map, on test digits read right and wrong."""
+    reader = lenet5.load()
+    cases, want = [], []
+    for i in (0, 8, 247):
+        why = reader.explain(mnist.test_images[i])
+        cases.append({"px": mnist.test_images[i].flatten().tolist(), "digits": [m.digit for m in why.maps]})
+        want.append(why)
+    with opened(browser, exported.as_uri() + "/index.html") as (page, _):
+        got = page.evaluate("""(cases) => {
+            const model = Lenet5Reader.loadModel(window.LENET5_MODEL);
+            return cases.map(({px, digits}) => Lenet5Reader.explain(model, Uint8Array.from(px), digits)); }""",
+                            cases)
+    for g, w in zip(got, want, strict=True):
+        assert g["method"] == w.to_dict()["method"]
+        assert [d["digit"] for d in g["digits"]] == [m.digit for m in w.maps]
+        for d, m in zip(g["digits"], w.maps, strict=True):
+            assert np.abs(np.array(d["map"]) - m.pixels).max() < 1e-5
+            assert (d["logit"], d["blank"]) == pytest.approx((m.logit, m.blank), abs=1e-4)
 
 
 def _paper_seven() -> bytes:
@@ -377,7 +402,7 @@ def test_the_pages_reader_uses_pythons_constants():
     import json
     import re
 
-    from lenet5 import images, numbers
+    from lenet5 import explain, images, numbers
     from lenet5.web import STATIC
 
     found = {}
@@ -389,5 +414,6 @@ def test_the_pages_reader_uses_pythons_constants():
               **{k: getattr(numbers, k) for k in (
                   "ONE_DIGIT", "WIDEST", "NARROWEST", "OVERLAP", "NEAR", "SPECK", "THIN", "DRIFT",
                   "SPACING", "MAX_CUTS", "MAX_PARTS", "PER_GAP", "PER_CUT", "SHORT", "MIN_HEIGHT", "NOT_DIGIT", "IN_A_NUMBER",
-                  "MAX_WORK", "ASPECTS", "LOG_SHARE")}}
+                  "MAX_WORK", "ASPECTS", "LOG_SHARE")},
+              "STEPS": explain.STEPS}
     assert {name: found.get(name) for name in shared} == shared

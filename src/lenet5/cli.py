@@ -11,16 +11,17 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
-from .config import RECIPES, RUN_ID, Config, flag, from_recipe, read_file, to_dict, usable_threads
+from .config import GROUPS, RECIPES, RUN_ID, Config, flag, from_recipe, read_file, to_dict, usable_threads
 from .errors import ConfigError, Lenet5Error
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, recipe: str) -> None:
-    """A flag for every Config field, its help from the field, its default the recipe's."""
+def _add_config_flags(groups: dict, recipe: str) -> None:
+    """A flag for every Config field in its group, its help from the field, its default the recipe's."""
     defaults = from_recipe(recipe) if recipe in RECIPES else Config()
     for f in fields(Config):
         if f.name == "recipe":
             continue
+        parser = groups[f.metadata["group"]]
         default = getattr(defaults, f.name)
         help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help text
         shown = default if not isinstance(default, str) or default else "''"
@@ -88,16 +89,9 @@ def _train_command(sub, recipe: str) -> None:
         help="train a model (then score it on the test set)",
         description="Train LeNet-5. A recipe sets the defaults; any flag overrides it.",
     )
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        help="start from this JSON or YAML file of config values (a run folder's "
-        "config.json reruns that run); flags override it",
-    )
-    p.add_argument(
-        "--print-config", action="store_true", help="print the config these flags give, as JSON, and stop"
-    )
-    p.add_argument(
+    groups = {name: p.add_argument_group(name, about) for name, about in GROUPS.items()}
+    run = groups["run"]
+    run.add_argument(
         "--recipe",
         default=None,
         choices=list(RECIPES),
@@ -105,15 +99,26 @@ def _train_command(sub, recipe: str) -> None:
         "default for 30 epochs; fast: time to 99%%. What each reaches: the README "
         "(default: default)",
     )
-    p.add_argument("--resume", metavar="RUN", help="continue a run exactly: its folder or last.pt")
-    p.add_argument("--overwrite", action="store_true", help="reuse an existing run folder --name")
-    p.add_argument(
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start from this JSON or YAML file of config values (a run folder's "
+        "config.json reruns that run); flags override it",
+    )
+    run.add_argument(
+        "--print-config", action="store_true", help="print the config these flags give, as JSON, and stop"
+    )
+    run.add_argument("--resume", metavar="RUN", help="continue a run exactly: its folder or last.pt")
+    run.add_argument(
         "--no-test",
         dest="test",
         action="store_false",
         help="skip scoring the best checkpoint on the test set at the end",
     )
-    _add_config_flags(p, recipe)
+    groups["output"].add_argument(
+        "--overwrite", action="store_true", help="reuse an existing run folder --name"
+    )
+    _add_config_flags(groups, recipe)
 
 
 def _evaluate_command(sub) -> None:
@@ -138,34 +143,48 @@ def _predict_command(sub) -> None:
         metavar="FILE",
         help="image files, folders or globs; or the checkpoint / run folder to use",
     )
-    p.add_argument("--checkpoint", help="checkpoint file or run folder (default: newest run)")
-    p.add_argument(
+    read = p.add_argument_group("what to read")
+    read.add_argument("--checkpoint", help="checkpoint file or run folder (default: newest run)")
+    read.add_argument(
         "--index",
         type=int,
         action="append",
         metavar="N",
         help="MNIST test-set image number, 0-9999 (repeat for several)",
     )
-    p.add_argument(
-        "--show-input",
-        metavar="DIR",
-        help="save the 28x28 image the model saw for each file as DIR/<name>-input.png",
-    )
-    p.add_argument(
+    read.add_argument(
         "--number",
         action="store_true",
         help="each picture is a whole number: find its digits, read them left to right "
         "(--json adds each digit's probability and box)",
     )
-    p.add_argument("--batch-size", type=int, default=256, help="files per batch (default: 256)")
-    p.add_argument(
+    out = p.add_argument_group("what to show and save")
+    out.add_argument("--json", action="store_true", help="print the results as JSON")
+    out.add_argument(
+        "--explain",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="save why each digit was read so, as DIR/<name>-explain.png: the 28x28 input "
+        "and, for the digit read and the two runners-up, the pixels that spoke for it (red) "
+        "and against it (blue); put it after the pictures, or write --explain=DIR "
+        "(default DIR: explain/ in the checkpoint's run folder; needs lenet5[plots])",
+    )
+    out.add_argument(
+        "--show-input",
+        metavar="DIR",
+        help="save the 28x28 image the model saw for each file as DIR/<name>-input.png",
+    )
+    out.add_argument(
         "--no-progress",
         dest="progress",
         action="store_false",
         help="no progress bar (it only shows on a terminal anyway)",
     )
-    _location_flags(p, data_help="data root, for --index")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    where = p.add_argument_group("where things are, and how many at once")
+    where.add_argument("--batch-size", type=int, default=256, help="files per batch (default: 256)")
+    _location_flags(where, data_help="data root, for --index")
 
 
 def _show_command(sub) -> None:
@@ -175,27 +194,35 @@ def _show_command(sub) -> None:
         description="Save MNIST test image N (or your own picture, --image) as a PNG "
         "titled with its label (the seed's view), or with --activations the "
         "input, the six conv1 and the sixteen conv2 feature maps a trained "
-        "model computes for it.",
+        "model computes for it. The PNG goes into the run folder, or where --out says.",
     )
     p.add_argument(
-        "checkpoint", nargs="?", help="checkpoint or run folder, for --activations (default: newest run)"
+        "checkpoint",
+        nargs="?",
+        help="checkpoint or run folder: the folder the PNG goes in, and the model for "
+        "--activations (default: newest run)",
     )
-    p.add_argument("--index", type=int, default=None, metavar="N", help="test-set image number (default: 0)")
-    p.add_argument(
+    what = p.add_argument_group("what to show")
+    what.add_argument(
+        "--index", type=int, default=None, metavar="N", help="test-set image number (default: 0)"
+    )
+    what.add_argument(
         "--image",
         metavar="FILE",
         help="a digit picture of your own instead, shown as the 28x28 input the model sees",
     )
-    p.add_argument(
+    what.add_argument(
         "--activations", action="store_true", help="draw the conv1 and conv2 feature maps for the digit"
     )
-    p.add_argument(
+    where = p.add_argument_group("where")
+    where.add_argument(
         "--out",
         default=None,
-        help="PNG to write (default: digit-<N>.png, or activations-<N>.png; <N> is the "
-        "picture's name with --image)",
+        metavar="FILE",
+        help="PNG to write (default: digit-<N>.png, or activations-<N>.png, in the run "
+        "folder; <N> is the picture's name with --image)",
     )
-    _location_flags(p)
+    _location_flags(where)
 
 
 def _plot_command(sub) -> None:
@@ -234,31 +261,35 @@ def _export_command(sub) -> None:
         "no server, opened from disk or from any static host.",
     )
     p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
-    p.add_argument(
+    what = p.add_argument_group("what to write, and where")
+    what.add_argument(
         "--format",
         default="onnx",
         choices=["onnx", "torchscript", "safetensors", "web"],
         help="(default: onnx)",
     )
-    p.add_argument(
+    what.add_argument(
         "--out",
         default=None,
         help="file to write, or folder for web (default: beside the checkpoint, "
         "<name>.onnx, <name>.torchscript.pt, <name>.safetensors or <name>-web/)",
     )
-    p.add_argument(
+    what.add_argument(
         "--force",
         action="store_true",
         help="replace a file at --out that is not an earlier export (never a checkpoint)",
     )
-    p.add_argument(
+    check = p.add_argument_group("checking")
+    check.add_argument(
         "--verify",
         action="store_true",
         help="run the export on all 10,000 MNIST test images and compare with PyTorch "
         "(not for web: its forward pass runs in a browser)",
     )
-    _location_flags(p, data_help="data root, for --verify", device=False)
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    what.add_argument("--json", action="store_true", help="print the result as JSON")
+    _location_flags(
+        p.add_argument_group("where things are"), data_help="data root, for --verify", device=False
+    )
 
 
 def _serve_command(sub) -> None:
@@ -268,13 +299,14 @@ def _serve_command(sub) -> None:
         description="Serve the drawing page at / and the API at /api (OpenAPI at /docs).",
     )
     p.add_argument("checkpoint", nargs="?", help="checkpoint file or run folder (default: newest run)")
-    p.add_argument(
+    listen = p.add_argument_group("where it listens")
+    listen.add_argument(
         "--host",
         default="127.0.0.1",
         help="address to listen on; 0.0.0.0 opens it to the network (default: 127.0.0.1)",
     )
-    p.add_argument("--port", type=int, default=8000, help="TCP port, 0 picks a free one (default: 8000)")
-    p.add_argument(
+    listen.add_argument("--port", type=int, default=8000, help="TCP port, 0 picks a free one (default: 8000)")
+    listen.add_argument(
         "--allowed-host",
         action="append",
         default=[],
@@ -282,20 +314,21 @@ def _serve_command(sub) -> None:
         help="a Host name the server answers to besides --host and localhost (repeat it; "
         "'*.example.org' for subdomains, '*' for any); others get a 400",
     )
-    p.add_argument(
+    limits = p.add_argument_group("limits against slow and hostile clients")
+    limits.add_argument(
         "--header-timeout",
         type=float,
         default=10.0,
         help="seconds a client has to send "
         "a request's headers; slower ones get a 408 and are closed (default: 10)",
     )
-    p.add_argument(
+    limits.add_argument(
         "--body-timeout",
         type=float,
         default=30.0,
         help="seconds a client has to send a request's body once its headers are in (default: 30)",
     )
-    p.add_argument(
+    limits.add_argument(
         "--max-connections",
         type=int,
         default=200,
@@ -303,7 +336,7 @@ def _serve_command(sub) -> None:
         "(at most half the open-file limit); a new one beyond them closes the slowest "
         "client with a 408, or gets a 503 when none is idle (default: 200)",
     )
-    p.add_argument(
+    limits.add_argument(
         "--readers",
         type=int,
         default=None,
@@ -311,7 +344,7 @@ def _serve_command(sub) -> None:
         "uploaded pictures side by side, about 60 MiB each; 0 reads them on the "
         "server's own threads (default: 2, so that a drawing never waits behind a photo)",
     )
-    _location_flags(p, data_help=None)
+    _location_flags(p.add_argument_group("where things are"), data_help=None)
 
 
 def _info_command(sub) -> None:
@@ -473,12 +506,15 @@ def _say_finished(finished: dict) -> None:
         print(f"lenet5: plots skipped: {finished['plots_skipped']}", file=sys.stderr)
 
 
-def _checkpoint(given, out_dir: str) -> Path:
+def _checkpoint(given, out_dir: str, saving: tuple[str, str] | None = None) -> Path:
     """The checkpoint a command uses: the one given, else the newest run's, else the shipped
-    weights (said in one line on stderr)."""
+    weights (said in one line on stderr). `saving`: what a command saves beside the checkpoint
+    when not told where, checked before anything is said (`_folder`)."""
     from .checkpoint import is_shipped, resolve
 
     path = resolve(given, out_dir, shipped=True)
+    if saving:
+        _folder(path, given, out_dir, saving)
     if not given and is_shipped(path):
         from .weights import card
 
@@ -491,11 +527,28 @@ def _checkpoint(given, out_dir: str) -> Path:
     return path
 
 
-def _load_for_inference(args: argparse.Namespace):
+def _folder(path: Path, given, out_dir: str, saving: tuple[str, str]) -> Path:
+    """Where a command saves what it draws or writes when not told: the checkpoint's folder (its
+    run folder, or wherever the file lies), never the current directory. The shipped weights lie
+    inside the installed package, no place for a user's files: then the command needs to be told,
+    in one line that says how. `saving`: (what is saved, the flag that says where, as an example)."""
+    from .checkpoint import is_shipped
+
+    if not is_shipped(path):
+        return path.parent
+    what, example = saving
+    if given:
+        raise ConfigError(f"the shipped weights have no run folder to save {what} in; say where: {example}")
+    raise ConfigError(
+        f"no run in {out_dir}/ to save {what} in (the shipped weights have none); say where: {example}"
+    )
+
+
+def _load_for_inference(args: argparse.Namespace, saving: tuple[str, str] | None = None):
     """(checkpoint path, Reader) for the command's checkpoint flags."""
     from .reader import Reader
 
-    path = _checkpoint(args.checkpoint, args.out_dir)
+    path = _checkpoint(args.checkpoint, args.out_dir, saving)
     return path, Reader.load(path, args.device)
 
 
@@ -580,14 +633,22 @@ def _split_paths(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    _explain_picture(args)
     sources = _split_paths(args)
     if not args.index and not sources:
+        taken = f" (--explain took {args.explain} as the folder to save in)" if args.explain else ""
         raise ConfigError(
             "give picture files, folders or globs to classify, or --index N for MNIST "
-            "test images (see lenet5 predict --help)"
+            f"test images (see lenet5 predict --help){taken}"
         )
     if args.batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.number and args.explain is not None:
+        raise ConfigError("--explain draws its maps for single digits; leave out --number, or --explain")
+    if args.explain is not None:
+        from .plots import check_matplotlib
+
+        check_matplotlib()  # the one-line hint now, not after every picture was read
     if args.index:
         if args.number:
             raise ConfigError(
@@ -597,12 +658,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return _predict_files(args, sources)
 
 
+def _explain_picture(args: argparse.Namespace) -> None:
+    """`predict --explain seven.png`: argparse gives the picture to --explain as its folder; a
+    picture is no folder to save in, so it is read (and explained, into the default folder)."""
+    from .images import EXTENSIONS
+
+    if args.explain and (Path(args.explain).suffix.lower() in EXTENSIONS or Path(args.explain).is_file()):
+        args.paths.insert(0, args.explain)
+        args.explain = ""
+
+
+EXPLAINING = ("the why views", "--explain=DIR")
+
+
+def _explain_folder(args: argparse.Namespace) -> tuple[str, str] | None:
+    """What `_checkpoint` checks for --explain without a folder (None when not explaining)."""
+    return EXPLAINING if args.explain == "" else None
+
+
 def _predict_indices(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .datasets import DIGITS
-    from .reader import percent
+    from .reader import percent, verdict
 
-    path, reader = _load_for_inference(args)
+    path, reader = _load_for_inference(args, _explain_folder(args))
     data = load_dataset(reader.dataset, args.data_dir)  # the test set of the set it was trained on
     _check_indices(args.index, len(data.test_images))
     readings = reader.read(data.test_images[args.index])
@@ -620,6 +699,12 @@ def _predict_indices(args: argparse.Namespace) -> int:
         }
         for i, p in zip(args.index, readings, strict=False)
     ]
+    if args.explain is not None:
+        folder = _explain_to(args, path)
+        for r, p in zip(results, readings, strict=True):
+            title = f"test image {r['index']}: true label {r['label']}, read as {verdict(p)}"
+            image = data.test_images[r["index"]].numpy()
+            r["explain_png"] = str(_save_explanation(reader, image, p, folder / f"test-{r['index']}", title))
     if args.json:
         print(json.dumps({"checkpoint": str(path), "results": results}))
         return 0
@@ -633,7 +718,38 @@ def _predict_indices(args: argparse.Namespace) -> int:
             continue
         mark = "" if r["label"] == r["prediction"] and p.is_digit else "   <- wrong"
         print(f"test image {r['index']}: true label {r['label']}, {_answer(p)}{mark}")
+    _say_explained(args, results)
     return 0
+
+
+def _explain_to(args: argparse.Namespace, path: Path) -> Path:
+    """The folder for --explain's pictures: the one given, else explain/ in the run folder."""
+    from .rundir import EXPLAIN
+
+    return (
+        Path(args.explain)
+        if args.explain
+        else _folder(path, args.checkpoint, args.out_dir, EXPLAINING) / EXPLAIN
+    )
+
+
+def _save_explanation(reader, image, reading, stem: Path, title: str) -> Path:
+    """The why view of one reading as <stem>-explain.png (explain.py, plots.py)."""
+    from .explain import explain
+    from .plots import plot_explanation
+
+    return plot_explanation(
+        explain(reader, image, reading), stem.with_name(f"{stem.name}-explain.png"), title
+    )
+
+
+def _say_explained(args: argparse.Namespace, results: list[dict]) -> None:
+    saved = [r["explain_png"] for r in results if "explain_png" in r]
+    if saved:
+        print(
+            f"saved why each was read so in {Path(saved[0]).parent}/ (<name>-explain.png: red "
+            "pixels spoke for the digit, blue against it)"
+        )
 
 
 def _answer(p) -> str:
@@ -661,6 +777,7 @@ MANY_FILES = 1000  # `lenet5 predict` says how many it reads from this many on (
 def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
     from .images import save_input
     from .predict import find_images, predict_files, predict_numbers
+    from .reader import verdict
 
     files, problems = find_images(sources)
     if len(files) >= MANY_FILES:  # their results print at the end: say at once that work began
@@ -671,24 +788,25 @@ def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
             f"--show-input {show}: that folder holds the pictures being read; choose "
             "another so none is overwritten"
         )
-    path, reader = _load_for_inference(args)
+    path, reader = _load_for_inference(args, _explain_folder(args))
     _digits_only(
         reader, path, "picture files are prepared as handwritten digits (its test images: --index N)"
     )
     if args.number:
         return _print_numbers(args, path, predict_numbers(reader, files), problems, show)
     results = predict_files(reader, files, args.batch_size, args.progress)
-    if show:
-        taken: set[str] = set()
-        for r in results:
-            if "input" in r:
-                stem = name = Path(r["file"]).stem
-                n = 1
-                while name in taken:  # a.png and other/a.png: a-input.png, a-2-input.png
-                    n += 1
-                    name = f"{stem}-{n}"
-                taken.add(name)
+    names = _names([r["file"] for r in results if "input" in r])
+    explain = _explain_to(args, path) if args.explain is not None else None
+    for r in results:
+        if "input" in r:
+            name = names[r["file"]]
+            if show:
                 r["input_png"] = str(save_input(r["input"], show / f"{name}-input.png"))
+            if explain:
+                title = f"{r['file']}: read as {verdict(r['reading'])}"
+                r["explain_png"] = str(
+                    _save_explanation(reader, r["input"].numpy(), r["reading"], explain / name, title)
+                )
     failed = _say_failures(problems, results)
     if args.json:
         rows = [{k: v for k, v in r.items() if k not in ("input", "reading")} for r in results]
@@ -700,12 +818,26 @@ def _predict_files(args: argparse.Namespace, sources: list[str]) -> int:
                 print(f"{r['file']}: {_answer(r['reading'])}")
         if show and any("input_png" in r for r in results):
             print(f"saved the 28x28 inputs the model saw in {show}/")
+        _say_explained(args, results)
     if failed and len(problems) + len(results) > 1:
         print(
             f"lenet5: {len(failed)} of {len(problems) + len(results)} inputs could not be read",
             file=sys.stderr,
         )
     return 1 if failed else 0
+
+
+def _names(files: list[str]) -> dict[str, str]:
+    """A file name stem for each file's pictures, each once: a.png and other/a.png are a, a-2."""
+    taken: dict[str, str] = {}
+    for file in files:
+        stem = name = Path(file).stem
+        n = 1
+        while name in taken.values():
+            n += 1
+            name = f"{stem}-{n}"
+        taken.setdefault(file, name)
+    return taken
 
 
 def _say_failures(problems: list, results: list[dict]) -> list[str]:
@@ -768,12 +900,26 @@ def cmd_show(args: argparse.Namespace) -> int:
         _check_indices([index], len(data.test_images))
         image, label, name = data.test_images[index], int(data.test_labels[index]), str(index)
         what = f"test image {index}: true label {label},"
+    file = f"{'activations' if args.activations else 'digit'}-{name}.png"
+    saving = (file, f"--out {file}")
     if not args.activations:
+        from .checkpoint import resolve
         from .plots import show_digit
 
+        if args.out:
+            out = Path(args.out)
+        else:  # the newest run's folder (no model needed), as `lenet5 plot` draws into it
+            out = (
+                _folder(
+                    resolve(args.checkpoint, args.out_dir, shipped=True),
+                    args.checkpoint,
+                    args.out_dir,
+                    saving,
+                )
+                / file
+            )
         title = f"true label: {label}" if label is not None else f"{args.image}, as the model sees it"
-        out = show_digit(image, title, args.out or f"digit-{name}.png")
-        print(f"saved {out}")
+        print(f"saved {show_digit(image, title, out)}")
         return 0
     from .checkpoint import is_shipped
     from .data import normalize
@@ -781,17 +927,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     from .reader import verdict
     from .summary import feature_maps
 
-    path, reader = _load_for_inference(args)
+    path, reader = _load_for_inference(args, None if args.out else saving)
+    out = Path(args.out) if args.out else path.parent / file
     maps = feature_maps(reader.model, normalize(image[None].to(reader.device), reader.mean, reader.std))
     by = "lenet5's shipped weights" if is_shipped(path) else path
     title = f"{what} read as {verdict(reader.read(image[None])[0])} by {by}"
-    out = plot_activations(image, maps, args.out or f"activations-{name}.png", title)
-    print(f"saved {out}")
+    print(f"saved {plot_activations(image, maps, out, title)}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import is_shipped
     from .datasets import get
     from .export import default_path, export, verify
     from .reader import Reader
@@ -801,14 +946,16 @@ def cmd_export(args: argparse.Namespace) -> int:
             "--verify: not available for --format web, whose forward pass runs in a "
             "browser (tests/test_web_static.py checks it there); leave --verify out"
         )
-    path = _checkpoint(args.checkpoint, args.out_dir)
+    # beside the checkpoint; the shipped weights' lie inside the installed package: --out is needed
+    example = default_path(Path("lenet5-default.pt"), args.format).name
+    path = _checkpoint(
+        args.checkpoint, args.out_dir, None if args.out else ("the export", f"--out {example}")
+    )
     reader = Reader.load(path, "cpu")
     if args.format == "web":
         _digits_only(reader, path, "the drawing page reads digits drawn by hand")
     model, mean, std = reader.model, reader.mean, reader.std
-    # beside the checkpoint, except the shipped weights': here, not inside the installed package
-    beside = Path("lenet5-default.pt") if is_shipped(path) else path
-    out = Path(args.out) if args.out else default_path(beside, args.format)
+    out = Path(args.out) if args.out else default_path(path, args.format)
     info = export(reader, args.format, out, source=str(path), force=args.force)
     check = None
     if args.verify:

@@ -21,89 +21,129 @@ if TYPE_CHECKING:
 MEAN, STD = DATASETS["mnist"].mean, DATASETS["mnist"].std
 
 
-def opt(default, help: str):
-    """A Config field: its default and its --help text (a list default is given as `list`)."""
+# The groups `lenet5 train --help` shows the flags in, in this order, each with a line on what
+# its flags set. Every field names its group (cli.py builds the help from them).
+GROUPS = {
+    "run": "the recipe, a config file, resuming, a dry run",
+    "data": "the MNIST files, the split and the normalisation",
+    "optimisation": "the optimiser and the loss",
+    "schedule": "how long, the learning-rate schedule, best.pt and early stopping",
+    "augmentation": "what training images are changed into, and the non-digits added to them",
+    "output": "the run folder and what is printed",
+    "tracking": "Weights & Biases and TensorBoard, mirroring the run folder",
+    "system": "seed, device, threads and the compute path",
+}
+
+
+def opt(default, help: str, group: str):
+    """A Config field: its default, its --help text and its help group (a list default is given
+    as `list`)."""
+    assert group in GROUPS, group
+    metadata = {"help": help, "group": group}
     if default is list:
-        return field(default_factory=list, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=list, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class Config:
+    # Each field: its default, its help, its group in `lenet5 train --help` (GROUPS above).
     # what to run
-    recipe: str = opt("default", "the preset the other values start from: seed | default | best | fast")
+    recipe: str = opt(
+        "default", "the preset the other values start from: seed | default | best | fast", "run"
+    )
     dataset: str = opt(
         "mnist",
         "the images to learn: mnist (digits) | fashion-mnist (clothes) | kmnist (cursive Japanese); "
         "the last two bring their own --mean, --std and no --outliers",
+        "data",
     )
     data_dir: str = opt(
         "",
         "data root: <data_dir>/MNIST/raw/ (FashionMNIST/raw/, KMNIST/raw/), MNIST's files also "
         "directly in it; empty: ./data if it holds the set, else $LENET5_DATA, else ~/.cache/lenet5/data",
+        "data",
     )
-    out_dir: str = opt("runs", "where run folders go")
-    name: str = opt("", "run folder name; empty: <recipe>-<date>-<time>")
-    # optimisation
-    epochs: int = opt(20, "passes over the training images")
-    batch_size: int = opt(128, "images per step (the global batch, split across processes under torchrun)")
-    optimizer: str = opt("sgd", "sgd | adamw")
-    lr: float = opt(0.05, "learning rate: the peak for onecycle, the starting one otherwise")
-    momentum: float = opt(0.9, "SGD momentum (0: plain SGD)")
-    nesterov: bool = opt(True, "Nesterov momentum")
-    weight_decay: float = opt(5e-4, "L2 weight decay")
-    schedule: str = opt("onecycle", "onecycle (per step) | step (per epoch, StepLR) | constant")
-    step_size: int = opt(5, "StepLR: epochs between decays")
-    gamma: float = opt(0.1, "StepLR: decay factor")
-    warmup: float = opt(0.25, "onecycle: the share of steps spent rising to --lr")
-    label_smoothing: float = opt(0.0, "cross-entropy label smoothing (0: none)")
-    # data
-    shift: int = opt(2, "random shifts of training images, up to this many pixels each way (0: none)")
+    out_dir: str = opt("runs", "where run folders go", "output")
+    name: str = opt("", "run folder name; empty: <recipe>-<date>-<time>", "output")
+    # optimisation and schedule
+    epochs: int = opt(20, "passes over the training images", "schedule")
+    batch_size: int = opt(
+        128, "images per step (the global batch, split across processes under torchrun)", "optimisation"
+    )
+    optimizer: str = opt("sgd", "sgd | adamw", "optimisation")
+    lr: float = opt(0.05, "learning rate: the peak for onecycle, the starting one otherwise", "optimisation")
+    momentum: float = opt(0.9, "SGD momentum (0: plain SGD)", "optimisation")
+    nesterov: bool = opt(True, "Nesterov momentum", "optimisation")
+    weight_decay: float = opt(5e-4, "L2 weight decay", "optimisation")
+    schedule: str = opt("onecycle", "onecycle (per step) | step (per epoch, StepLR) | constant", "schedule")
+    step_size: int = opt(5, "StepLR: epochs between decays", "schedule")
+    gamma: float = opt(0.1, "StepLR: decay factor", "schedule")
+    warmup: float = opt(0.25, "onecycle: the share of steps spent rising to --lr", "schedule")
+    label_smoothing: float = opt(0.0, "cross-entropy label smoothing (0: none)", "optimisation")
+    # augmentation and data
+    shift: int = opt(
+        2, "random shifts of training images, up to this many pixels each way (0: none)", "augmentation"
+    )
     augment: float = opt(
         1.0,
         "random turns, scales, shears and elastic bends of training images, "
         "as a strength (0: none; 1: up to 12 degrees, 0.87-1.1x, shear 0.25)",
+        "augmentation",
     )
     outliers: float = opt(
         0.25,
         "non-digit pictures added to each batch, as a share of its digits, "
         "trained to read as no digit (outlier exposure; 0: none)",
+        "augmentation",
     )
-    outlier_weight: float = opt(0.5, "weight of the non-digit pictures' loss beside the digits'")
-    val_size: int = opt(5000, "training images held out for validation (a fixed, seeded split)")
-    limit: int = opt(0, "train on only the first N training images (0: all); for quick runs and tests")
-    mean: float = opt(MEAN, "normalisation mean, stored in every checkpoint (another --dataset: its own)")
+    outlier_weight: float = opt(
+        0.5, "weight of the non-digit pictures' loss beside the digits'", "augmentation"
+    )
+    val_size: int = opt(5000, "training images held out for validation (a fixed, seeded split)", "data")
+    limit: int = opt(
+        0, "train on only the first N training images (0: all); for quick runs and tests", "data"
+    )
+    mean: float = opt(
+        MEAN, "normalisation mean, stored in every checkpoint (another --dataset: its own)", "data"
+    )
     std: float = opt(
-        STD, "normalisation standard deviation, stored in every checkpoint (another --dataset: its own)"
+        STD,
+        "normalisation standard deviation, stored in every checkpoint (another --dataset: its own)",
+        "data",
     )
     # early stopping: off by default, as OneCycle does its best work in its last low-rate epochs
     # (docs/02-training.md, "Validation, the best epoch, early stopping")
     monitor: str = opt(
         "val_loss",
         "what best.pt and early stopping watch: val_loss | val_acc | train_loss (the seed's choice) | none",
+        "schedule",
     )
-    patience: int = opt(0, "epochs without improvement before stopping (0: never stop early)")
+    patience: int = opt(0, "epochs without improvement before stopping (0: never stop early)", "schedule")
     # machinery
-    seed: int = opt(0, "random seed: initial weights, the validation split, batch order, shifts")
-    deterministic: bool = opt(False, "deterministic kernels (slower on a GPU)")
-    device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps")
-    threads: int = opt(0, "CPU threads for torch and the native kernels (0: torch's default)")
-    channels_last: bool = opt(True, "NHWC on the CPU, which the fast CPU paths need")
-    compile: bool = opt(False, "torch.compile the model")
+    seed: int = opt(0, "random seed: initial weights, the validation split, batch order, shifts", "system")
+    deterministic: bool = opt(False, "deterministic kernels (slower on a GPU)", "system")
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps", "system")
+    threads: int = opt(0, "CPU threads for torch and the native kernels (0: torch's default)", "system")
+    channels_last: bool = opt(True, "NHWC on the CPU, which the fast CPU paths need", "system")
+    compile: bool = opt(False, "torch.compile the model", "system")
     cuda_graphs: bool = opt(
-        True, "CUDA: replay each step as one recorded graph (SGD, one process, no --compile)"
+        True, "CUDA: replay each step as one recorded graph (SGD, one process, no --compile)", "system"
     )
-    eval_batch_size: int = opt(1024, "images per batch when scoring the validation set")
-    dist_timeout: int = opt(300, "seconds a process waits for the others under torchrun before giving up")
-    progress: bool = opt(True, "progress bars (on a terminal)")
-    dry_run: bool = opt(False, "a few steps of one epoch through the real path, then stop")
-    wandb: bool = opt(False, "mirror the run to Weights & Biases (offline without an account)")
-    wandb_project: str = opt("lenet5", "Weights & Biases project")
-    wandb_name: str = opt("", "Weights & Biases run name (empty: the run folder's name)")
-    wandb_tags: list[str] = opt(list, "Weights & Biases tags")
+    eval_batch_size: int = opt(1024, "images per batch when scoring the validation set", "system")
+    dist_timeout: int = opt(
+        300, "seconds a process waits for the others under torchrun before giving up", "system"
+    )
+    progress: bool = opt(True, "progress bars (on a terminal)", "output")
+    dry_run: bool = opt(False, "a few steps of one epoch through the real path, then stop", "run")
+    wandb: bool = opt(False, "mirror the run to Weights & Biases (offline without an account)", "tracking")
+    wandb_project: str = opt("lenet5", "Weights & Biases project", "tracking")
+    wandb_name: str = opt("", "Weights & Biases run name (empty: the run folder's name)", "tracking")
+    wandb_tags: list[str] = opt(list, "Weights & Biases tags", "tracking")
     tensorboard: bool = opt(
         False,
         "write TensorBoard event files into <run folder>/tensorboard/ (pip install 'lenet5[tensorboard]')",
+        "tracking",
     )
 
     def validate(self) -> Config:

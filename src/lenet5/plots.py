@@ -48,6 +48,11 @@ def _figures() -> _Figures:
         raise Lenet5Error("plots need matplotlib: pip install 'lenet5[plots]'") from None
 
 
+def check_matplotlib() -> None:
+    """The one-line hint now, when matplotlib is missing, for a command that draws at its end."""
+    _figures()
+
+
 def _save(fig, out: str | os.PathLike) -> Path:
     out = Path(out)
     with atomic_path(out) as tmp:  # a crash leaves the old picture or the new one
@@ -285,6 +290,42 @@ def plot_activations(
         )
     if title:
         fig.suptitle(title, fontsize=12)
+    return _save(fig, out)
+
+
+def plot_explanation(why, out: str | os.PathLike, title: str = "") -> Path:
+    """The why view of one reading (explain.Explanation): the 28x28 input, then a map for the
+    digit read and one for each runner-up: red where the ink spoke for that digit, blue where it
+    spoke against, all on one colour scale (a runner-up's pale map is weak evidence), with the
+    input's outline drawn over each."""
+    from .reader import percent
+
+    plt = _figures()
+    maps = why.maps
+    limit = max([float(abs(m.pixels).max()) for m in maps] + [1e-6])
+    fig, axes = plt.subplots(1, 1 + len(maps), figsize=(2.6 * (1 + len(maps)) + 0.8, 3.4), dpi=110)
+    axes[0].imshow(why.input, cmap="gray", vmin=0, vmax=255)
+    axes[0].set_title("input, 28×28", fontsize=10)
+    for k, (ax, m) in enumerate(zip(axes[1:], maps, strict=True)):
+        im = ax.imshow(m.pixels, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        if why.input.max() > 0:
+            ax.contour(why.input, levels=[64], colors="0.35", linewidths=0.6)
+        what = "read" if k == 0 else "runner-up"
+        ax.set_title(f"{what}: {m.digit} ({percent(m.probability)})", fontsize=10)
+        # + 0.0: no "-0.0"
+        ax.set_xlabel(
+            f"logit {round(m.logit, 1) + 0.0:+.1f} (blank {round(m.blank, 1) + 0.0:+.1f})", fontsize=8
+        )
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=list(axes), fraction=0.02, pad=0.02, label="part in the logit")
+    fig.suptitle(
+        f"{title}\nred: the ink spoke for the digit, blue: against it (integrated gradients)"
+        if title
+        else "red: the ink spoke for the digit, blue: against it (integrated gradients)",
+        fontsize=10,
+    )
     return _save(fig, out)
 
 

@@ -4,6 +4,7 @@
     reader.predict("seven.jpg")             # Prediction(7, 99.1 %)
     reader.predict(array)                   # (28, 28) or (N, 28, 28) MNIST-style, or any picture
     reader.read(pixels)                     # uint8 (N, 28, 28) -> [Prediction, ...]
+    reader.explain("seven.jpg")             # which pixels made it say 7, and the runners-up
 
 It owns the loaded model, the normalisation it was trained with, its device, the one forward pass
 (fast/forward.py: lenet5's native forward where it is faster, torch's elsewhere, in bounded
@@ -242,6 +243,20 @@ class Reader:
             for p, why in zip(self.read(pixels), blank, strict=False)
         ]
         return out[0] if single else out
+
+    def explain(self, x, top: int = 3):
+        """Why it reads one picture (anything `predict` takes) as it does: which pixels spoke for
+        the digit read and for its runners-up, and which against (explain.Explanation)."""
+        from . import inputs
+        from .explain import explain
+
+        pixels, _, blank = inputs.pixels_of(x)
+        if len(pixels) != 1:
+            raise Lenet5Error(f"explain: one picture at a time, got {len(pixels)}")
+        p = self.read(pixels)[0]
+        if blank[0]:
+            p = replace(p, is_digit=False, reason=blank[0])
+        return explain(self, pixels[0], p, top)
 
     def read_number(self, source, name: str | None = None):
         """The number in a picture (a file path or its bytes): numbers.Number, digit by digit."""

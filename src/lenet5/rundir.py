@@ -1,7 +1,9 @@
 """The run folder and the names of the files in it: one owner for both.
 
 runs/<name>/ holds config.json, env.json, metrics.csv, best.pt, last.pt, mnist_lenet5.pth,
-test_metrics.json and the plots; RunDir names each one, and everything else asks it. Trackers
+test_metrics.json and the plots; RunDir names each one, and everything else asks it. The commands
+that look at a run save what they draw there too, when not told where: `lenet5 plot`, `show`,
+`predict --explain` (into explain/), `export`. Trackers
 (tracking.py: wandb, TensorBoard) only mirror these files; TensorBoard's event files go in
 tensorboard/, where `tensorboard --logdir runs` finds every run under its folder's name.
 
@@ -41,6 +43,7 @@ CURVES, CONFUSION, MISTAKES = "curves.png", "confusion.png", "mistakes.png"
 PREDICTIONS, FILTERS, RELIABILITY = "predictions.png", "filters.png", "reliability.png"
 PLOTS = (CURVES, CONFUSION, MISTAKES, PREDICTIONS, FILTERS, RELIABILITY)
 CHECKPOINTS = (BEST, LAST, WEIGHTS)  # a folder holding one of these is a run to read from
+EXPLAIN = "explain"  # the folder of `lenet5 predict --explain`'s pictures, when not told another
 # What a training writes into its folder (--overwrite clears these)
 RUN_FILES = (LAST, BEST, WEIGHTS, METRICS, CONFIG, ENV, TEST_METRICS, *PLOTS)
 

@@ -102,7 +102,7 @@ def start_wandb(cfg, run: RunDir) -> WandbTracker | None:
     """Start mirroring `run` to wandb, as `cfg` says; None when wandb cannot start (said in one line).
 
     Mode: WANDB_MODE when set; otherwise online with an API key, offline without one (an offline
-    run lands in ./wandb/offline-run-*, for `wandb sync` later). Online start-up is bounded by
+    run lands in <run folder>/wandb/offline-run-*, for `wandb sync` later). Online start-up is bounded by
     INIT_TIMEOUT_S and falls back to offline.
     """
     from .config import to_dict
@@ -118,9 +118,10 @@ def start_wandb(cfg, run: RunDir) -> WandbTracker | None:
         mode, why = "online", ""
     else:
         mode, why = "offline", "no W&B API key"
-    # dir: wandb remembers the first run's folder for the whole process; say where, every time.
+    # dir: wandb/ in the run folder (WANDB_DIR overrides it), never the current directory; given
+    # every time, as wandb would otherwise keep the first run's for the whole process.
     kwargs = dict(
-        dir=os.environ.get("WANDB_DIR") or os.getcwd(),
+        dir=os.environ.get("WANDB_DIR") or str(run.path.resolve()),
         project=cfg.wandb_project,
         name=cfg.wandb_name or run.path.name,
         tags=list(cfg.wandb_tags),

@@ -1,7 +1,9 @@
 """The web demo's server: the drawing page at / and the JSON API it calls, as one FastAPI app.
 
 POST /api/predict takes an image (a multipart upload in the field `file`, or the raw bytes as the
-body) and answers with the digit, the ten probabilities and the 28x28 input the model saw. The
+body) and answers with the digit, the ten probabilities and the 28x28 input the model saw; with
+?explain=true also the why view: a 28x28 map for the digit read and each of its two runners-up
+(explain.py). The
 image goes through `images.load_pixels`, the same preprocessing as `lenet5 predict FILE`, in one
 of the picture reader processes (`readers.py`), so that pictures are read on every core at once;
 the model runs here.
@@ -93,6 +95,26 @@ class Prediction(BaseModel):
     probabilities: list[float] = Field(description="probability of each digit 0-9")
     image: list[list[int]] = Field(
         description="the 28x28 input the model saw, rows of 0-255, white ink on black"
+    )
+    explain: Why | None = Field(
+        None, description="with ?explain=true: which pixels spoke for the digit read and its runners-up"
+    )
+
+
+class DigitMap(BaseModel):
+    digit: int = Field(description="the digit this map is for")
+    probability: float = Field(description="its probability, calibrated")
+    logit: float = Field(description="its logit for the picture")
+    blank: float = Field(description="its logit for the blank picture; the map adds up to logit - blank")
+    map: list[list[float]] = Field(
+        description="28 rows of 28: each pixel's part in the logit, + for the digit, - against it"
+    )
+
+
+class Why(BaseModel):
+    method: str = Field(description="how the maps were made")
+    digits: list[DigitMap] = Field(
+        description="the digit read first, then the two runners-up; none for a picture with no ink"
     )
 
 
@@ -397,22 +419,33 @@ class Reading:
         except NoDigit as e:
             return np.zeros((28, 28), np.uint8), e.reason
 
-    def prediction(self, digit) -> Response:
+    def prediction(self, digit, explain: bool = False) -> Response:
         """The answer for the (28, 28) input: a Prediction, as JSON written by pydantic itself
-        (FastAPI would check it against the model once more and write it with json.dumps)."""
+        (FastAPI would check it against the model once more and write it with json.dumps).
+        `explain`: with the why view (explain.py), for a picture with ink."""
         blank = ""
         if isinstance(digit, tuple):
             digit, blank = digit
         p = self.reader.read(digit[None])[0]
+        reason, why = blank or p.reason, None
+        if explain:
+            from ..explain import METHOD
+            from ..explain import explain as explained
+            from ..reader import UNLIKE
+
+            nothing = reason not in ("", UNLIKE)  # no ink, a speck: no maps to draw
+            maps = [] if nothing else explained(self.reader, digit, p).to_dict()["digits"]
+            why = Why(method=METHOD, digits=[DigitMap(**m) for m in maps])
         answer = Prediction(
             digit=p.digit,
             probability=p.probability,
             probabilities=p.probabilities,
             is_digit=p.is_digit and not blank,
-            reason=blank or p.reason,
+            reason=reason,
             image=digit.tolist(),
+            explain=why,
         )
-        return Response(answer.model_dump_json(), media_type="application/json")
+        return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
 
     def number(self, data: bytes, name: str, pixels: int) -> NumberReading:
         from ..images import NoDigit
@@ -543,9 +576,13 @@ def _routes(app: FastAPI, reading: Reading, health: Health) -> None:
         openapi_extra=BODY_DOC,
         summary="Read the digit in an image",
     )
-    async def post_predict(request: Request) -> Response:
-        """An image file (PNG, JPEG, ...) as the multipart field `file` or as the raw body."""
+    async def post_predict(request: Request, explain: bool = False) -> Response:
+        """An image file (PNG, JPEG, ...) as the multipart field `file` or as the raw body.
+        `?explain=true` adds the why view: for the digit read and its two runners-up, each
+        pixel's part in the digit's logit (integrated gradients from the blank picture)."""
         digit = await reading.read(request, reading.pixels)
+        if explain:  # milliseconds of autograd: on a worker thread, never holding up the event loop
+            return await run_in_threadpool(reading.prediction, digit, True)
         # The network runs here, on the event loop: tens of microseconds for one picture, less
         # than handing it to a thread and back would cost.
         return reading.prediction(digit)

@@ -4,7 +4,9 @@
 // canvas is sent as a PNG to api/predict or api/number and prepared as `lenet5 predict FILE` does)
 // or in the page (`lenet5 export --format web`: static/model.js holds the weights and reader.js,
 // the same steps ported, reads the pad's pixels). Both answer in the API's JSON shapes, shown by
-// the same code.
+// the same code. When a stroke ends (or a picture is uploaded) a digit's reading comes with its why
+// view: for the digit read and the two runners-up, which pixels spoke for it and which against
+// (api/predict?explain=true, or reader.js's `explain` in the page); while drawing, without it.
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -19,6 +21,7 @@ const hint = document.getElementById("hint");
 const numberEl = document.getElementById("number");
 const digitsList = document.getElementById("digits");
 const boxes = document.getElementById("boxes");
+const why = document.getElementById("why");
 
 const PAD_WIDTH = { digit: 280, number: 840 }; // pixels sent; the height is always 280
 const ENDPOINT = { digit: "api/predict", number: "api/number" }; // relative: the page's own server
@@ -41,6 +44,18 @@ for (let d = 0; d <= 9; d++) {
                  `<span class="pct"></span>`;
   bars.appendChild(li);
 }
+
+// The why view: a small map for the digit read and for each runner-up, with its label.
+const whyCells = [0, 1, 2].map(() => {
+  const cell = document.createElement("div");
+  const canvas = document.createElement("canvas");
+  canvas.width = canvas.height = 28;
+  const label = document.createElement("span");
+  cell.append(canvas, label);
+  document.getElementById("why-maps").appendChild(cell);
+  return { cell, canvas, label };
+});
+let whyShown = false; // a why view is drawn (it stays, dimmed, while the next stroke is read)
 
 function blank() {
   ctx.fillStyle = "#fff"; // paper, not transparency: the server reads what a photo would show
@@ -76,7 +91,7 @@ pad.addEventListener("pointermove", (event) => {
   const p = point(event);
   stroke(last, p);
   last = p;
-  if (timer === null) timer = setTimeout(() => { timer = null; predictPad(); }, THROTTLE_MS);
+  if (timer === null) timer = setTimeout(() => { timer = null; predictPad(false); }, THROTTLE_MS);
 });
 
 function endStroke() {
@@ -84,7 +99,7 @@ function endStroke() {
   drawing = false;
   clearTimeout(timer);
   timer = null;
-  predictPad();
+  predictPad(true);
 }
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
@@ -116,12 +131,13 @@ document.getElementById("upload").addEventListener("change", (event) => {
   if (!file) return;
   generation++;
   blank();
-  send(() => reader.file(file), false);
+  send(() => reader.file(file, true), false);
   event.target.value = ""; // choosing the same file again still counts
 });
 
-function predictPad() {
-  return send(() => reader.pad(), true);
+// withWhy: the why view too (a digit's, at the end of a stroke)
+function predictPad(withWhy) {
+  return send(() => reader.pad(withWhy), true);
 }
 
 // A picture that cannot be read (not an image, no ink, ...): its reason is shown instead of an answer.
@@ -129,16 +145,18 @@ class Unreadable extends Error {}
 
 // Reading through the server: the picture is posted, the answer is the API's JSON.
 const serverReader = {
-  pad: () => new Promise((resolve) => pad.toBlob(resolve, "image/png")).then((png) => ask(png, "drawing.png")),
-  file: (file) => ask(file, file.name),
+  pad: (withWhy) => new Promise((resolve) => pad.toBlob(resolve, "image/png"))
+    .then((png) => ask(png, "drawing.png", withWhy)),
+  file: (file, withWhy) => ask(file, file.name, withWhy),
 };
 
-async function ask(body, name) {
+async function ask(body, name, withWhy) {
   const form = new FormData();
   form.append("file", body, name);
+  const url = ENDPOINT[mode()] + (withWhy && mode() === "digit" ? "?explain=true" : "");
   let response;
   try {
-    response = await fetch(ENDPOINT[mode()], { method: "POST", body: form });
+    response = await fetch(url, { method: "POST", body: form });
   } catch (err) {
     throw new Error(`no answer from the server (${err.message})`);
   }
@@ -150,9 +168,9 @@ async function ask(body, name) {
 // Reading in the page: pixels -> gray -> reader.js, as the server does it for the same pixels.
 const MAX_PIXELS = 100000000; // images.MAX_PIXELS: larger pictures are refused, as there
 const pageReader = {
-  pad: async () => readGray(Lenet5Reader.toGray(ctx.getImageData(0, 0, pad.width, pad.height).data,
-                                                pad.width, pad.height), "drawing.png"),
-  file: async (file) => {
+  pad: async (withWhy) => readGray(Lenet5Reader.toGray(ctx.getImageData(0, 0, pad.width, pad.height).data,
+                                                       pad.width, pad.height), "drawing.png", withWhy),
+  file: async (file, withWhy) => {
     let bitmap;
     try { // pixels as the file has them (no colour profile applied), as Pillow reads them
       bitmap = await createImageBitmap(file, { colorSpaceConversion: "none" });
@@ -174,16 +192,31 @@ const pageReader = {
     c.drawImage(bitmap, 0, 0);
     bitmap.close();
     const gray = Lenet5Reader.toGray(c.getImageData(0, 0, width, height).data, width, height);
-    return readGray(Lenet5Reader.shrink(gray), file.name);
+    return readGray(Lenet5Reader.shrink(gray), file.name, withWhy);
   },
 };
 
-function readGray(gray, name) {
+function readGray(gray, name, withWhy) {
+  let answer;
   try {
-    return mode() === "number" ? Lenet5Reader.readNumber(model, gray, name) : Lenet5Reader.readDigit(model, gray, name);
+    if (mode() === "number") return Lenet5Reader.readNumber(model, gray, name);
+    answer = Lenet5Reader.readDigit(model, gray, name);
   } catch (err) {
     throw err instanceof Lenet5Reader.ImageError ? new Unreadable(err.message) : err;
   }
+  if (withWhy) answer.explain = explained(answer);
+  return answer;
+}
+
+// The why view of a digit's answer, as the server gives it: the read digit and the two runners-up
+// (most probable first, the lower digit first among equals, as numpy's stable sort has them).
+function explained(answer) {
+  const p = answer.probabilities;
+  const nothing = answer.reason && answer.reason !== "unlike any digit"; // no ink, a speck: no maps
+  const top = nothing ? [] : [...p.keys()].sort((a, b) => p[b] - p[a] || a - b).slice(0, 3);
+  const why = Lenet5Reader.explain(model, Uint8Array.from(answer.image.flat()), top);
+  why.digits.forEach((d) => { d.probability = p[d.digit]; });
+  return why;
 }
 
 // static/model.js decides: the weights (an exported page) or null (the served page's stub).
@@ -254,6 +287,36 @@ function showDigit(answer) {
     });
   }
   sctx.putImageData(img, 0, 0);
+  showWhy(answer);
+}
+
+// Red where the ink spoke for the digit, blue where against, on one scale for the three maps (a
+// runner-up's pale map is weak evidence), over the input's ink in light gray.
+function showWhy(answer) {
+  const maps = answer && answer.explain ? answer.explain.digits : null;
+  if (!answer || (maps && !maps.length)) whyShown = false;
+  else if (maps) whyShown = true;
+  why.classList.toggle("none", !whyShown);
+  why.classList.toggle("stale", whyShown && !maps);
+  if (!maps || !maps.length) return;
+  const scale = Math.max(1e-6, ...maps.flatMap((m) => m.map.flat().map(Math.abs)));
+  const ink = answer.image.flat();
+  whyCells.forEach(({ cell, canvas, label }, k) => {
+    const m = maps[k];
+    cell.hidden = !m;
+    if (!m) return;
+    const c = canvas.getContext("2d");
+    const img = c.createImageData(28, 28);
+    m.map.flat().forEach((v, i) => {
+      const t = Math.max(-1, Math.min(1, v / scale));
+      const paper = 255 - 60 * ink[i] / 255;
+      const colour = t >= 0 ? [214, 39, 40] : [33, 102, 172];
+      const a = Math.sqrt(Math.abs(t)); // a few strong pixels would leave the rest too pale to see
+      img.data.set([...colour.map((x) => paper + (x - paper) * a), 255], 4 * i);
+    });
+    c.putImageData(img, 0, 0);
+    label.textContent = `${k ? "or" : "read"} ${m.digit}: ${pct(m.probability)}`;
+  });
 }
 
 function percent(answerDigit) {

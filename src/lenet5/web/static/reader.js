@@ -648,7 +648,9 @@
     return scratch.get(length);
   }
 
-  function convPool(x, inC, size, weight, bias, outC) {
+  // `from`, when given, is filled with the conv output each pooled one came from (for the
+  // backward pass of `explain`): the first of equal ones, as torch's max-pool picks it.
+  function convPool(x, inC, size, weight, bias, outC, from = null) {
     const conv = size - 4, half = conv / 2, K = inC * 25;
     const patches = reused(conv * conv * K);
     for (let y = 0; y < conv; y++) {
@@ -673,7 +675,12 @@
         for (let xx = 0; xx < half; xx++) {
           const p = 2 * y * conv + 2 * xx;
           const v = Math.max(c[p], c[p + 1], c[p + conv], c[p + conv + 1]);
-          out[(o * half + y) * half + xx] = v > 0 ? v : 0;
+          const at = (o * half + y) * half + xx;
+          out[at] = v > 0 ? v : 0;
+          if (from) {
+            const won = c[p] === v ? p : c[p + 1] === v ? p + 1 : c[p + conv] === v ? p + conv : p + conv + 1;
+            from[at] = o * conv * conv + won;
+          }
         }
       }
     }
@@ -705,14 +712,100 @@
 
   // A 28x28 uint8 input (white ink on black) -> the 10 logits.
   function logits(model, input) {
-    const t = model.tensors;
     const x = new Float64Array(784);
     for (let i = 0; i < 784; i++) x[i] = (input[i] / 255 - model.mean) / model.std;
-    const a = convPool(x, 1, 28, t["conv1.weight"], t["conv1.bias"], 6);
-    const b = convPool(a, 6, 12, t["conv2.weight"], t["conv2.bias"], 16);
-    const c = linear(b, t["fc1.weight"], t["fc1.bias"], true);
-    const d = linear(c, t["fc2.weight"], t["fc2.bias"], true);
+    return forward(model, x);
+  }
+
+  // Normalised pixels (784) -> the 10 logits; `kept`, when given, gets what `gradient` needs.
+  function forward(model, x, kept = null) {
+    const t = model.tensors;
+    const aFrom = kept && new Int32Array(6 * 12 * 12), bFrom = kept && new Int32Array(16 * 4 * 4);
+    const a = convPool(x, 1, 28, t["conv1.weight"], t["conv1.bias"], 6, aFrom); // (6, 12, 12)
+    const b = convPool(a, 6, 12, t["conv2.weight"], t["conv2.bias"], 16, bFrom); // (16, 4, 4)
+    const c = linear(b, t["fc1.weight"], t["fc1.bias"], true); // 120
+    const d = linear(c, t["fc2.weight"], t["fc2.bias"], true); // 84
+    if (kept) Object.assign(kept, { a, aFrom, b, bFrom, c, d });
     return Array.from(linear(d, t["fc3.weight"], t["fc3.bias"], false));
+  }
+
+  // ---- why: integrated gradients from the blank picture (explain.py, which says why) -----------
+
+  const STEPS = 32; // explain.STEPS: points on the path from the blank picture to the input
+
+  // d logits[digit] / d pixels (784, normalised) at the input `kept` holds: the forward pass run
+  // backwards, through each ReLU where it let the value through, each max-pool to the conv output
+  // that won it, each layer's weights transposed.
+  function gradient(model, kept, digit) {
+    const t = model.tensors;
+    let g = t["fc3.weight"].subarray(84 * digit, 84 * digit + 84); // d logit / d fc2's output
+    g = linearBack(g, kept.d, t["fc2.weight"], 120);
+    g = linearBack(g, kept.c, t["fc1.weight"], 256);
+    g = convPoolBack(g, kept.b, kept.bFrom, t["conv2.weight"], 6, 12, 16);
+    return convPoolBack(g, kept.a, kept.aFrom, t["conv1.weight"], 1, 28, 6);
+  }
+
+  // g: d/d a linear layer's output after its ReLU (`out`) -> d/d its input (k numbers).
+  function linearBack(g, out, weight, k) {
+    const back = new Float64Array(k);
+    for (let o = 0; o < out.length; o++) {
+      if (!(out[o] > 0)) continue;
+      const go = g[o], w0 = o * k;
+      for (let i = 0; i < k; i++) back[i] += go * weight[w0 + i];
+    }
+    return back;
+  }
+
+  // g: d/d convPool's output (`out`, `from` as it kept them) -> d/d its input (inC, size, size).
+  function convPoolBack(g, out, from, weight, inC, size, outC) {
+    const conv = size - 4, K = inC * 25;
+    const back = new Float64Array(inC * size * size);
+    for (let at = 0; at < out.length; at++) {
+      if (!(out[at] > 0) || g[at] === 0) continue;
+      const o = Math.floor(from[at] / (conv * conv)), p = from[at] % (conv * conv);
+      const y = Math.floor(p / conv), xx = p % conv;
+      for (let i = 0; i < inC; i++) {
+        for (let ky = 0; ky < 5; ky++) {
+          const row = i * size * size + (y + ky) * size + xx, w = o * K + i * 25 + ky * 5;
+          for (let kx = 0; kx < 5; kx++) back[row + kx] += g[at] * weight[w + kx];
+        }
+      }
+    }
+    return back;
+  }
+
+  // Which pixels of a 28x28 uint8 input spoke for each of `digits` and which against: for each, a
+  // 28x28 map of each pixel's part in the digit's logit, adding up to logit - blank (the logit
+  // of the picture with no ink). The shape /api/predict?explain=true answers with, but for each
+  // digit's probability, which the caller knows.
+  function explain(model, input, digits, steps = STEPS) {
+    const base = -model.mean / model.std; // the blank picture, normalised
+    const x = new Float64Array(784), point = new Float64Array(784);
+    for (let i = 0; i < 784; i++) x[i] = (input[i] / 255 - model.mean) / model.std;
+    const sums = digits.map(() => new Float64Array(784));
+    for (let s = 0; s < steps; s++) {
+      const alpha = (s + 0.5) / steps; // the midpoint rule
+      for (let i = 0; i < 784; i++) point[i] = base + alpha * (x[i] - base);
+      const kept = {};
+      forward(model, point, kept);
+      digits.forEach((digit, k) => {
+        const g = gradient(model, kept, digit);
+        for (let i = 0; i < 784; i++) sums[k][i] += g[i];
+      });
+    }
+    const z = forward(model, x), zBlank = forward(model, new Float64Array(784).fill(base));
+    return {
+      method: `integrated gradients from the blank picture, ${steps} steps`,
+      digits: digits.map((digit, k) => {
+        const map = [];
+        for (let y = 0; y < 28; y++) {
+          const row = [];
+          for (let xx = 0; xx < 28; xx++) row.push((x[28 * y + xx] - base) * sums[k][28 * y + xx] / steps);
+          map.push(row);
+        }
+        return { digit, logit: z[digit], blank: zBlank[digit], map };
+      }),
+    };
   }
 
   function softmax(z) {
@@ -1032,6 +1125,6 @@
   }
 
   // What the page (app.js) and its checks use; the steps inside stay private.
-  root.Lenet5Reader = { ImageError, toGray, shrink, prepare, loadModel, logits, readDigit, readNumber };
+  root.Lenet5Reader = { ImageError, toGray, shrink, prepare, loadModel, logits, readDigit, readNumber, explain };
   if (typeof module !== "undefined") module.exports = root.Lenet5Reader;
 })(typeof window !== "undefined" ? window : globalThis);
