@@ -169,16 +169,16 @@ def folder(tmp_path, monkeypatch, mnist):
     shutil.copytree(PICTURES, tmp_path / "docs" / "pictures")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LENET5_DATA", str(DATA))
-    real = lenet5.data.load_mnist
+    real = lenet5.data.load_dataset
 
-    def load_mnist(root=None, *args, **kwargs):
-        if not root and not args and not kwargs:
+    def load_dataset(dataset="mnist", root=None, *args, **kwargs):
+        if dataset == "mnist" and not root and not args and not kwargs:
             assert lenet5.data.data_home().resolve() == DATA.resolve()
             return mnist
-        return real(root, *args, **kwargs)
+        return real(dataset, root, *args, **kwargs)
 
-    monkeypatch.setattr(lenet5.data, "load_mnist", load_mnist)
-    monkeypatch.setattr(lenet5.training, "load_mnist", load_mnist)
+    monkeypatch.setattr(lenet5.data, "load_dataset", load_dataset)
+    monkeypatch.setattr(lenet5.training, "load_dataset", load_dataset)
     return tmp_path
 
 
@@ -299,8 +299,10 @@ def check_other(env: dict, words: list[str]) -> None:
         app = (ROOT / "src" / "lenet5" / "web" / "app.py").read_text()
         for w in rest:
             if w.startswith("http"):
-                path = "/" + w.split("/", 3)[3]
+                path, _, query = ("/" + w.split("/", 3)[3]).partition("?")
                 assert f'"{path}"' in app, f"curl: the server has no route {path}"
+                for name in (q.split("=")[0] for q in query.split("&") if q):
+                    assert re.search(rf"\b{name}\b", app), f"curl: {path} takes no {name}"
             elif "@" in w:
                 assert (ROOT / w.split("@", 1)[1]).is_file(), f"curl: no file {w}"
     elif name == "tensorboard":

@@ -884,24 +884,24 @@ def _print_numbers(args: argparse.Namespace, path, results: list[dict], problems
 def cmd_show(args: argparse.Namespace) -> int:
     if args.image is not None and args.index is not None:
         raise ConfigError("show: give --index N (a test image) or --image FILE (your own), not both")
+    index = args.index if args.index is not None else 0
+    name = Path(args.image).stem if args.image is not None else str(index)
+    file = f"{'activations' if args.activations else 'digit'}-{name}.png"
+    saving = (file, f"--out {file}")
+    # with --activations, the model first: where its picture goes, and the set it was trained on
+    loaded = _load_for_inference(args, None if args.out else saving) if args.activations else None
     if args.image is not None:
         from .images import load_digit
 
-        image, label, name = load_digit(args.image), None, Path(args.image).stem
+        image, label = load_digit(args.image), None
         what = f"{args.image}:"
     else:
         from .data import load_dataset
 
-        # with --activations, the test set of the set the checkpoint was trained on
-        data = load_dataset(
-            _load_for_inference(args)[1].dataset if args.activations else "mnist", args.data_dir
-        )
-        index = args.index if args.index is not None else 0
+        data = load_dataset(loaded[1].dataset if loaded else "mnist", args.data_dir)
         _check_indices([index], len(data.test_images))
-        image, label, name = data.test_images[index], int(data.test_labels[index]), str(index)
+        image, label = data.test_images[index], int(data.test_labels[index])
         what = f"test image {index}: true label {label},"
-    file = f"{'activations' if args.activations else 'digit'}-{name}.png"
-    saving = (file, f"--out {file}")
     if not args.activations:
         from .checkpoint import resolve
         from .plots import show_digit
@@ -927,7 +927,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from .reader import verdict
     from .summary import feature_maps
 
-    path, reader = _load_for_inference(args, None if args.out else saving)
+    assert loaded is not None  # loaded above for --activations
+    path, reader = loaded
     out = Path(args.out) if args.out else path.parent / file
     maps = feature_maps(reader.model, normalize(image[None].to(reader.device), reader.mean, reader.std))
     by = "lenet5's shipped weights" if is_shipped(path) else path
