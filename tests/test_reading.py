@@ -13,7 +13,7 @@ from PIL import Image
 import lenet5
 import nondigits
 from lenet5.cli import main
-from lenet5.data import restyle, warp, warp_params
+from lenet5.data import normalize, restyle, shift, take, warp, warp_params
 from lenet5.errors import CheckpointError, Lenet5Error
 from lenet5.fast import native as kernels
 from lenet5.fast.forward import Forward
@@ -53,6 +53,28 @@ def test_the_native_warp_equals_torchs(mnist, level, monkeypatch):
     monkeypatch.setattr(kernels, "load", lambda *a: None)  # data.warp's torch branch
     want = warp(images, params)
     assert (got - want).abs().max() < 0.05  # of 255: float rounding only
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_the_native_take_equals_torchs_gather_and_shift_exactly(mnist, level, monkeypatch):
+    """A training batch's images picked, shifted and normalised natively are torch's, bit for bit:
+    every offset from -3 to 3 each way, none, and an empty batch."""
+    images = mnist.train_images[:1000].contiguous()
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randperm(1000, generator=gen)[:343]
+    offsets = torch.stack(torch.meshgrid(torch.arange(-3, 4), torch.arange(-3, 4), indexing="ij"), -1)
+    offsets = offsets.reshape(49, 2).repeat(7, 1)  # every (dy, dx), 7 times
+    k = kernels.load(level)
+    assert k is not None, kernels.status(level)
+    assert torch.equal(k.take(images, idx, offsets), shift(images[idx], offsets, 3))
+    assert torch.equal(k.take(images, idx, None), images[idx])
+    assert k.take(images, idx[:0], None).shape == (0, 28, 28)
+    for norm in ((0.1307, 0.3081), (0.5, 0.25)):  # normalised in the same pass, bit for bit
+        assert torch.equal(k.take(images, idx, offsets, norm), normalize(shift(images[idx], offsets, 3), *norm))
+        assert torch.equal(k.take(images, idx, None, norm), normalize(images[idx], *norm))
+    monkeypatch.setattr(kernels, "load", lambda *a: None)  # data.take's torch branch
+    assert torch.equal(take(images, idx, offsets, 3), shift(images[idx], offsets, 3))
+    assert torch.equal(take(images, idx, None, 0, (0.1307, 0.3081)), normalize(images[idx]))
 
 
 def test_blank_and_inkless_inputs_are_no_digit_with_the_reason(reader, tmp_path, capsys):

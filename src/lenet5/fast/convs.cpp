@@ -364,6 +364,45 @@ extern "C" void warp_images(const uint8_t *in, int n, const float *params, float
     for (int b = 0; b < n; b++) warp_one(in + b * 784, params + b * 36, out + b * 784);
 }
 
+// ---- Training batches: images picked by index and shifted, in one pass (data.take's arithmetic) ----
+// out[b] = images[idx[b]] moved down dy and right dx (offsets[b] = (dy, dx)), paper (0) where it
+// moved from beyond the edge; offsets NULL: no shift. A copy, so it equals torch's gather exactly.
+// take_normalized: the same, written as data.normalize writes it, (v - sub) * mul in float (sub =
+// 255 mean, mul = 1 / (255 std)): two roundings, as torch's sub_ then mul_ make them.
+template <typename T, typename F>
+static void take(const uint8_t *images, const int64_t *idx, int n, const int64_t *offsets, T *out, F put) {
+    const T paper = put(0);
+    for (int b = 0; b < n; b++) {
+        const uint8_t *in = images + idx[b] * 784;
+        T *o = out + b * 784;
+        const int dy = offsets ? (int)offsets[2 * b] : 0, dx = offsets ? (int)offsets[2 * b + 1] : 0;
+        // the columns that come from the picture, [j0, j1); paper left and right of them
+        const int j0 = dx > 0 ? (dx < 28 ? dx : 28) : 0, j1 = dx < 0 ? (28 + dx > 0 ? 28 + dx : 0) : 28;
+        for (int i = 0; i < 28; i++, o += 28) {
+            const int si = i - dy;
+            if (si < 0 || si >= 28 || j0 >= j1) {
+                for (int j = 0; j < 28; j++) o[j] = paper;
+                continue;
+            }
+            const uint8_t *row = in + si * 28 - dx;
+            for (int j = 0; j < j0; j++) o[j] = paper;
+            for (int j = j0; j < j1; j++) o[j] = put(row[j]);
+            for (int j = j1; j < 28; j++) o[j] = paper;
+        }
+    }
+}
+
+extern "C" void take_images(const uint8_t *images, const int64_t *idx, int n, const int64_t *offsets,
+                            uint8_t *out) {
+    take(images, idx, n, offsets, out, [](uint8_t v) { return v; });
+}
+
+extern "C" void take_normalized(const uint8_t *images, const int64_t *idx, int n, const int64_t *offsets,
+                                float sub, float mul, float *out) {
+    // a difference then a product: no fused multiply-add can join them, so the roundings are torch's
+    take(images, idx, n, offsets, out, [=](uint8_t v) { return ((float)v - sub) * mul; });
+}
+
 // ---- Reading: the whole forward pass, one image at a time -------------------------------------
 // Inference keeps nothing for a backward pass, and one digit must cost microseconds, so here each
 // image goes through every layer on its own, in buffers that stay in L1: the vectors run along an

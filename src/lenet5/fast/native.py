@@ -17,6 +17,7 @@ line and training uses torch's kernels: slower, not wrong.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -63,6 +64,9 @@ class Kernels:
         self.lib.convs_backward.argtypes = [p, i, p, p, p, p, p, p, p, p, p, p, p, p, p, i]
         self.lib.convs_backward.restype = None
         self.lib.warp_images.argtypes, self.lib.warp_images.restype = [p, i, p, p, i], None
+        self.lib.take_images.argtypes, self.lib.take_images.restype = [p, p, i, p, p], None
+        self.lib.take_normalized.restype = None
+        self.lib.take_normalized.argtypes = [p, p, i, p, ctypes.c_float, ctypes.c_float, p]
         f = ctypes.c_float
         self.lib.lenet_read.argtypes, self.lib.lenet_read.restype = [p, p, i, f, f, p, p, p, i], None
         self.lib.lenet_packed_size.argtypes, self.lib.lenet_packed_size.restype = [], i
@@ -88,6 +92,31 @@ class Kernels:
         )
         return out
 
+    def take(
+        self,
+        images: torch.Tensor,
+        idx: torch.Tensor,
+        offsets: torch.Tensor | None,
+        norm: tuple[float, float] | None = None,
+    ) -> torch.Tensor:
+        """data.take on the CPU: uint8 (N, 28, 28) images, int64 (B,) indices and (B, 2) shifts or
+        None -> uint8 (B, 28, 28), or with `norm` = (mean, std) normalised float (B, 1, 28, 28)."""
+        idx = idx.to(torch.int64).contiguous()
+        if offsets is not None:
+            offsets = offsets.to(torch.int64).contiguous()
+        shifts, n = (None if offsets is None else offsets.data_ptr()), idx.shape[0]
+        if norm is None:
+            out = torch.empty((n, 28, 28), dtype=torch.uint8)
+            if n:
+                self.lib.take_images(images.data_ptr(), idx.data_ptr(), n, shifts, out.data_ptr())
+            return out
+        # the constants as data.normalize hands them to torch: float32 scalars of these doubles
+        sub, mul = 255.0 * norm[0], 1.0 / (255.0 * norm[1])
+        out = torch.empty((n, 1, 28, 28), dtype=torch.float32)
+        if n:
+            self.lib.take_normalized(images.data_ptr(), idx.data_ptr(), n, shifts, sub, mul, out.data_ptr())
+        return out
+
     def describe(self) -> str:
         omp = "" if self.openmp else ", no OpenMP: one thread"
         return f"{self.level}, {self.lanes} images per vector{omp}"
@@ -104,14 +133,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lenet5"
 
 
-def cpu_flags() -> set[str]:
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's instruction-set flags, read once: `load()` runs before every training batch."""
     try:  # Linux: the flags line lists the CPU's instruction sets
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
-                return set(line.split(":", 1)[1].split())
+                return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
 def cpu_model() -> str:
@@ -159,9 +190,13 @@ def load(level: str | None = None) -> Kernels | None:
     cannot be had, with the reason in `status()`. `LENET5_NATIVE=0` turns them off."""
     if _switched_off():
         return None
-    level = level or default_level()
+    if level is None and "" in _loaded:  # the default, asked for before every training batch
+        return _loaded[""]
+    given, level = level, level or default_level()
     if level not in _loaded:
         _loaded[level], _why[level] = _load(level)
+    if given is None:
+        _loaded[""] = _loaded[level]
     return _loaded[level]
 
 
