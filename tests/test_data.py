@@ -219,3 +219,18 @@ def test_damaged_deflate_data_is_a_clear_error(raw_copy):
     path.write_bytes(bytes(data))
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: cannot be read"):
         verify(path, "t10k-labels-idx1-ubyte")
+
+
+def test_batches_made_ahead_are_each_steps_own(mnist):
+    """Without per-step drawing a CPU epoch makes its batches AHEAD_ROWS at a time: every step,
+    the last short one too, is exactly what that step's own pass makes, at any batch size."""
+    from lenet5.data import EpochPlan
+
+    x, y = mnist.train_images[:10_000].contiguous(), mnist.train_labels[:10_000]
+    for size, shift in ((64, 0), (100, 2), (3000, 0)):
+        ahead = EpochPlan(len(x), size, shift, torch.Generator().manual_seed(1), torch.device("cpu"))
+        own = EpochPlan(len(x), size, shift, torch.Generator().manual_seed(1), torch.device("cpu"))
+        for step in [*range(ahead.steps - 1, -1, -3), 0, 1]:  # backwards, then again from the start
+            got = ahead.batch(step, x, y, 0.1307, 0.3081)
+            want = own._cut(slice(step * size, (step + 1) * size), x, y, 0.1307, 0.3081)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), (size, step)

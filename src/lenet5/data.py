@@ -445,6 +445,9 @@ def restyle(images: torch.Tensor, seed: int) -> torch.Tensor:
 IGNORE = -100  # the label of a non-digit picture in a batch: cross-entropy's ignore_index
 
 
+AHEAD_ROWS = 2048  # images a CPU epoch without per-step drawing prepares in one pass (EpochPlan._ahead)
+
+
 class EpochPlan:
     """One epoch's order and augmentation, drawn up front from a generator.
 
@@ -465,6 +468,7 @@ class EpochPlan:
     ):
         self.batch_size = batch_size
         self.shift_px = shift_px
+        self.made: tuple | None = None  # the batches `_ahead` made: (their key, x, y)
         self.order = torch.randperm(n, generator=generator, device=generator.device).to(device)
         self.offsets = None
         if shift_px > 0:
@@ -508,6 +512,8 @@ class EpochPlan:
         world: int = 1,
     ):
         """The (x, y) of one step; under data parallelism each rank takes every world-th sample."""
+        if world == 1 and self.picks is None and self.bends is None and images.device.type == "cpu":
+            return self._ahead(step, images, labels, mean, std)
         sl = slice(step * self.batch_size + rank, (step + 1) * self.batch_size, world)
         x, y = self._cut(sl, images, labels, mean, std)
         if self.picks is None or self.outliers is None:  # picks are drawn only when there are outliers
@@ -520,6 +526,19 @@ class EpochPlan:
             torch.cat([x, normalize(picks, mean, std)]),
             torch.cat([y, torch.full((len(picks),), IGNORE, dtype=y.dtype, device=y.device)]),
         )
+
+    def _ahead(self, step: int, images, labels, mean: float, std: float):
+        """`batch` where nothing is drawn per step (no bends, no non-digits): the batches of
+        AHEAD_ROWS images at once, in one native pass, each step then a view. A step's own pass
+        cost more in calls than in copying (bench/epoch_split.py)."""
+        steps = max(1, AHEAD_ROWS // self.batch_size)
+        first = step - step % steps
+        key = (first, id(images), id(labels), mean, std)  # the same tensors: their ids
+        if self.made is None or self.made[0] != key:
+            rows = slice(first * self.batch_size, (first + steps) * self.batch_size)
+            self.made = (key, *self._cut(rows, images, labels, mean, std))
+        at = (step - first) * self.batch_size
+        return self.made[1][at : at + self.batch_size], self.made[2][at : at + self.batch_size]
 
     def outlier_rows(self, rank: int = 0, world: int = 1) -> int:
         """How many of this process's rows in each step are non-digit pictures."""
