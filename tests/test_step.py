@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from conftest import Crash, crash_after_epoch_1
+from lenet5 import step as step_mod
 from lenet5 import training as train_mod
-from lenet5.fast import native as kernels
+from lenet5.fast import choose
 from lenet5.checkpoint import load
 from lenet5.config import from_recipe
 from lenet5.model import LeNet5
@@ -136,10 +137,13 @@ class ReplayOnCPU(GraphedStep):
 
 def test_graph_mode_trains_and_resumes_as_plain_steps(tmp_path, mnist, monkeypatch):
     monkeypatch.setattr(train_mod, "GraphedStep", ReplayOnCPU)
-    # torch's kernels, as on CUDA: the native conv1 sums in its own order, and over 40 steps the
-    # float and tensor learning rates' last-bit differences grow past the tolerance below
-    monkeypatch.setenv("LENET5_NATIVE", "0")
-    kernels.forget()
+    # The update reads lr and momentum from the step's tensors as floats: the float and tensor forms
+    # round differently where a CPU fuses a multiply-add (test_update_from_device_tensors_matches_floats
+    # checks the two forms), and over 40 steps that last bit grows past any fair tolerance. What is
+    # checked here is the rest: the values the schedule writes, the buffers, the short batch, resume.
+    monkeypatch.setattr(step_mod, "sgd_update", lambda opt, lr, m: sgd_update(opt, float(lr), float(m)))
+    # plain steps as on CUDA: torch's kernels through autograd, the arithmetic the graph records
+    monkeypatch.setattr(choose.cpu_step, "applies", lambda model, label_smoothing: False)
     monkeypatch.setattr(train_mod, "use_cuda_graphs", lambda cfg, device, world: cfg.cuda_graphs)
 
     def cfg(name, graphs):  # 2,500 training images: 19 full batches of 128 and a short one
@@ -154,9 +158,9 @@ def test_graph_mode_trains_and_resumes_as_plain_steps(tmp_path, mnist, monkeypat
     fit(cfg("part", True), mnist, resume=tmp_path / "part" / "last.pt", test=False)
     a, b, c = (load(tmp_path / name / "last.pt")["model"] for name in ("plain", "graphs", "part"))
     for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5), k  # lr as a float (CPU) or a tensor (graphs)
+        assert torch.equal(a[k], b[k]), k
         assert torch.equal(b[k], c[k]), k  # resumed: warm-up steps do the recorded arithmetic
     for p, g in zip(plain["history"], graphs["history"]):
         assert p["train_acc"] == g["train_acc"]  # every step counted, the short one included
-        assert p["train_loss"] == pytest.approx(g["train_loss"], rel=1e-4)
+        assert p["train_loss"] == g["train_loss"]
     assert graphs["history"][1]["train_loss"] < graphs["history"][0]["train_loss"]
