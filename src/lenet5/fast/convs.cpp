@@ -370,37 +370,48 @@ extern "C" void warp_images(const uint8_t *in, int n, const float *params, float
 // take_normalized: the same, written as data.normalize writes it, (v - sub) * mul in float (sub =
 // 255 mean, mul = 1 / (255 std)): two roundings, as torch's sub_ then mul_ make them.
 template <typename T, typename F>
-static void take(const uint8_t *images, const int64_t *idx, int n, const int64_t *offsets, T *out, F put) {
+static void take_one(const uint8_t *in, int dy, int dx, T *o, F put) {
     const T paper = put(0);
-    for (int b = 0; b < n; b++) {
-        const uint8_t *in = images + idx[b] * 784;
-        T *o = out + b * 784;
-        const int dy = offsets ? (int)offsets[2 * b] : 0, dx = offsets ? (int)offsets[2 * b + 1] : 0;
-        // the columns that come from the picture, [j0, j1); paper left and right of them
-        const int j0 = dx > 0 ? (dx < 28 ? dx : 28) : 0, j1 = dx < 0 ? (28 + dx > 0 ? 28 + dx : 0) : 28;
-        for (int i = 0; i < 28; i++, o += 28) {
-            const int si = i - dy;
-            if (si < 0 || si >= 28 || j0 >= j1) {
-                for (int j = 0; j < 28; j++) o[j] = paper;
-                continue;
-            }
-            const uint8_t *row = in + si * 28 - dx;
-            for (int j = 0; j < j0; j++) o[j] = paper;
-            for (int j = j0; j < j1; j++) o[j] = put(row[j]);
-            for (int j = j1; j < 28; j++) o[j] = paper;
+    if (dy == 0 && dx == 0) {  // no shift: one run of 784 pixels, in whole vectors
+        for (int k = 0; k < 784; k++) o[k] = put(in[k]);
+        return;
+    }
+    // the columns that come from the picture, [j0, j1); paper left and right of them
+    const int j0 = dx > 0 ? (dx < 28 ? dx : 28) : 0, j1 = dx < 0 ? (28 + dx > 0 ? 28 + dx : 0) : 28;
+    for (int i = 0; i < 28; i++, o += 28) {
+        const int si = i - dy;
+        if (si < 0 || si >= 28 || j0 >= j1) {
+            for (int j = 0; j < 28; j++) o[j] = paper;
+            continue;
         }
+        const uint8_t *row = in + si * 28 - dx;
+        for (int j = 0; j < j0; j++) o[j] = paper;
+        for (int j = j0; j < j1; j++) o[j] = put(row[j]);
+        for (int j = j1; j < 28; j++) o[j] = paper;
+    }
+}
+
+// Split over the threads when there are enough images to pay for waking them (the batches made
+// ahead, 2,048 at a time: half of this pass is waiting on memory, which a second core overlaps).
+template <typename T, typename F>
+static void take(const uint8_t *images, const int64_t *idx, int n, const int64_t *offsets, T *out, F put,
+                 int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (n >= 256)
+    for (int b = 0; b < n; b++) {
+        const int dy = offsets ? (int)offsets[2 * b] : 0, dx = offsets ? (int)offsets[2 * b + 1] : 0;
+        take_one(images + idx[b] * 784, dy, dx, out + (int64_t)b * 784, put);
     }
 }
 
 extern "C" void take_images(const uint8_t *images, const int64_t *idx, int n, const int64_t *offsets,
-                            uint8_t *out) {
-    take(images, idx, n, offsets, out, [](uint8_t v) { return v; });
+                            uint8_t *out, int threads) {
+    take(images, idx, n, offsets, out, [](uint8_t v) { return v; }, threads);
 }
 
 extern "C" void take_normalized(const uint8_t *images, const int64_t *idx, int n, const int64_t *offsets,
-                                float sub, float mul, float *out) {
+                                float sub, float mul, float *out, int threads) {
     // a difference then a product: no fused multiply-add can join them, so the roundings are torch's
-    take(images, idx, n, offsets, out, [=](uint8_t v) { return ((float)v - sub) * mul; });
+    take(images, idx, n, offsets, out, [=](uint8_t v) { return ((float)v - sub) * mul; }, threads);
 }
 
 // ---- Reading: the whole forward pass, one image at a time -------------------------------------

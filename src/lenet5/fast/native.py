@@ -64,9 +64,9 @@ class Kernels:
         self.lib.convs_backward.argtypes = [p, i, p, p, p, p, p, p, p, p, p, p, p, p, p, i]
         self.lib.convs_backward.restype = None
         self.lib.warp_images.argtypes, self.lib.warp_images.restype = [p, i, p, p, i], None
-        self.lib.take_images.argtypes, self.lib.take_images.restype = [p, p, i, p, p], None
+        self.lib.take_images.argtypes, self.lib.take_images.restype = [p, p, i, p, p, i], None
         self.lib.take_normalized.restype = None
-        self.lib.take_normalized.argtypes = [p, p, i, p, ctypes.c_float, ctypes.c_float, p]
+        self.lib.take_normalized.argtypes = [p, p, i, p, ctypes.c_float, ctypes.c_float, p, i]
         f = ctypes.c_float
         self.lib.lenet_read.argtypes, self.lib.lenet_read.restype = [p, p, i, f, f, p, p, p, i], None
         self.lib.lenet_packed_size.argtypes, self.lib.lenet_packed_size.restype = [], i
@@ -108,13 +108,15 @@ class Kernels:
         if norm is None:
             out = torch.empty((n, 28, 28), dtype=torch.uint8)
             if n:
-                self.lib.take_images(images.data_ptr(), idx.data_ptr(), n, shifts, out.data_ptr())
+                self.lib.take_images(images.data_ptr(), idx.data_ptr(), n, shifts, out.data_ptr(), self.threads())
             return out
         # the constants as data.normalize hands them to torch: float32 scalars of these doubles
         sub, mul = 255.0 * norm[0], 1.0 / (255.0 * norm[1])
         out = torch.empty((n, 1, 28, 28), dtype=torch.float32)
         if n:
-            self.lib.take_normalized(images.data_ptr(), idx.data_ptr(), n, shifts, sub, mul, out.data_ptr())
+            self.lib.take_normalized(
+                images.data_ptr(), idx.data_ptr(), n, shifts, sub, mul, out.data_ptr(), self.threads()
+            )
         return out
 
     def describe(self) -> str:
