@@ -82,6 +82,8 @@ def test_a_config_survives_plain_types_both_ways():
     ({"std": 0.0}, "--std must be positive"),
     ({"name": "a/b"}, "--name 'a/b' must be a plain folder name"),
     ({"shift": 9}, "--shift 9"),
+    ({"ema": 1.0}, "--ema must be a decay from 0"),
+    ({"ema": -0.5}, "--ema must be a decay from 0"),
 ])
 def test_wrong_values_are_refused_with_the_flag_named(values, message):
     with pytest.raises(ConfigError, match=message):

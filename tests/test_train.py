@@ -87,6 +87,47 @@ def test_ctrl_c_mid_epoch_saves_last_and_resume_is_exact(tmp_path, mnist):
         assert torch.equal(v, weights(info.value.path)[k]), k
 
 
+def test_the_run_keeps_the_weights_average_and_trains_exactly_as_without_it(tmp_path, mnist, monkeypatch):
+    """--ema: best.pt, last.pt and mnist_lenet5.pth hold the moving average of the weights after
+    each step (decay (1 + t) / (10 + t) at first, capped at --ema), and validation scores it; the
+    trained weights, from which a resume goes on, are those of the same run without --ema."""
+    trained, average, updates = {}, {}, [0]
+    make_step = train_mod.make_step
+
+    def watching(cfg, state, *a, **k):
+        trained["model"] = state.model
+        return make_step(cfg, state, *a, **k)
+
+    def follow(epoch, step):  # the average by hand, one tensor at a time
+        updates[0] += 1
+        decay = min(0.99, (1 + updates[0]) / (10 + updates[0]))
+        for name, p in trained["model"].named_parameters():
+            p = p.detach().contiguous()
+            average[name] = p.clone() if name not in average else torch.lerp(average[name], p, 1 - decay)
+
+    monkeypatch.setattr(train_mod, "make_step", watching)
+    rows = []
+    fit(cfg_for(tmp_path, name="ema", ema=0.99, limit=3000), mnist, on_step=follow, on_epoch=rows.append,
+        test=False)
+    plain = fit(cfg_for(tmp_path, name="plain", ema=0.0, limit=3000), mnist, test=False)
+    run = tmp_path / "runs" / "ema"
+    last = load(run / "last.pt")
+    for name, value in last["trained"].items():  # training itself is untouched by the average
+        assert torch.equal(value, weights(tmp_path / "runs" / "plain" / "last.pt")[name]), name
+    assert last["average_updates"] == updates[0] == 2 * 16  # 2,000 training images, batches of 128
+    for name, value in last["model"].items():
+        torch.testing.assert_close(value, average[name], msg=name)  # float32 rounding only
+        assert not torch.equal(value, last["trained"][name]), name
+    best = load(run / "best.pt")
+    assert rows[-1]["epoch"] == best["epoch"] and torch.equal(best["model"]["fc3.bias"], last["model"]["fc3.bias"])
+    assert all(torch.equal(v, torch.load(run / "mnist_lenet5.pth")[k]) for k, v in best["model"].items())
+    model = load_model(run / "best.pt")[0]
+    val = evaluate(model, *train_mod.training_data(cfg_for(tmp_path, limit=3000), mnist, torch.device("cpu"))[1],
+                   MEAN, STD)
+    assert val["loss"] == pytest.approx(rows[-1]["val_loss"], rel=1e-5)  # validated: the average
+    assert rows[-1]["val_loss"] != plain["history"][-1]["val_loss"]
+
+
 def test_nan_loss_stops_with_a_clear_message(tmp_path, mnist):
     cfg = cfg_for(tmp_path, name="nan", lr=1e6, schedule="constant", epochs=1)
     with pytest.raises(TrainingError, match="NaN/inf .* lower --lr"):
@@ -226,7 +267,7 @@ def test_a_full_disk_stops_training_at_the_next_step_naming_the_file(tmp_path, m
         steps[0] += 1
 
     monkeypatch.setattr(checkpoint_mod, "write", noting_failures)
-    with mounted_tmpfs(tmp_path / "disk", "1000k") as disk:
+    with mounted_tmpfs(tmp_path / "disk", "1400k") as disk:  # epoch 1: 3 files, 1.3 MB
         cfg = from_recipe("default", out_dir=str(disk), name="full",
                           **{**QUICK, "limit": 1000, "val_size": 200, "epochs": 3})
         rows = []

@@ -81,6 +81,12 @@ class Config:
     gamma: float = opt(0.1, "StepLR: decay factor", "schedule")
     warmup: float = opt(0.25, "onecycle: the share of steps spent rising to --lr", "schedule")
     label_smoothing: float = opt(0.0, "cross-entropy label smoothing (0: none)", "optimisation")
+    ema: float = opt(
+        0.9995,
+        "keep an exponential moving average of the weights with this decay per step, and validate, "
+        "keep and ship the average (0: the trained weights themselves)",
+        "schedule",
+    )
     # augmentation and data
     shift: int = opt(
         2, "random shifts of training images, up to this many pixels each way (0: none)", "augmentation"
@@ -204,6 +210,7 @@ NUMBERS = {
     "augment": (lambda v: 0 <= v <= 3, "a strength from 0 (none) to 3"),
     "outliers": (lambda v: 0 <= v <= 4, "a share of each batch, from 0 (none) to 4"),
     "outlier_weight": (lambda v: 0 <= v <= 10, "from 0 to 10"),
+    "ema": (lambda v: 0 <= v < 1, "a decay from 0 (none) to below 1, e.g. 0.9995"),
 }
 
 
@@ -228,13 +235,14 @@ RECIPES: dict[str, dict] = {
         patience=2,
         outliers=0.0,
         augment=0.0,
+        ema=0.0,
     ),
     # The default: the Config above, the unchanged architecture trained with OneCycle and shifts.
     "default": dict(),
     # Ten epochs more: a little better on a GPU, no better on the CPU (README).
     "best": dict(epochs=30),
     # Time to 99 %: big batches, five epochs of OneCycle, all 60,000 images, no validation pass.
-    "fast": dict(epochs=5, batch_size=256, lr=0.08, val_size=0, monitor="none", warmup=0.2),
+    "fast": dict(epochs=5, batch_size=256, lr=0.08, val_size=0, monitor="none", warmup=0.2, ema=0.0),
 }
 
 

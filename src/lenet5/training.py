@@ -36,7 +36,7 @@ from . import checkpoint
 from .config import RUN_ID, Config, choose_device, flag, from_dict, to_dict, usable_threads
 from .data import MNIST, EpochPlan, load_dataset, split_validation
 from .datasets import DATASETS
-from .errors import ConfigError, TrainingError
+from .errors import CheckpointError, ConfigError, TrainingError
 from .fast import choose
 from .fast.cuda_graph import GraphedStep
 from .files import DENIED, FULL, what_to_do
@@ -154,6 +154,8 @@ def _fit(cfg, job, device, data, resume, overwrite, hooks, cleanup, test) -> dic
                 x, y = batch(step)
                 with stops.peer_gone(stop, step, seen):
                     train_step(x, y, min(cfg.batch_size, n - step * cfg.batch_size))
+                if state.average is not None:
+                    state.average.update()
                 if state.sched_every == "step":
                     state.scheduler.step()
                 seen += len(y) - plan.outlier_rows(job.rank, job.world)
@@ -405,6 +407,8 @@ class State:
             stopper,
             generator,
         )
+        # --ema: the moving average of the weights, which the run validates and keeps (None: off)
+        self.average = Average(model, cfg.ema) if cfg.ema > 0 else None
         self.epoch, self.step = 0, 0  # the next step to take
         self.history: list[dict] = []  # metrics.csv's rows
         self.best_metrics: dict = {}
@@ -432,7 +436,9 @@ class State:
         return {
             "format": checkpoint.FORMAT,
             "version": checkpoint.VERSION,
-            "model": self.model.state_dict(),
+            # the weights the run's figures are of: with --ema the average, the trained ones beside
+            "model": self.kept_model.state_dict(),
+            **(self.average.state_dict(self.model) if self.average is not None else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "early_stopping": self.stopper.state_dict(),
@@ -451,8 +457,16 @@ class State:
             **({RUN_ID: self.run_id} if self.run_id else {}),  # a resume checks it is this run's
         }
 
+    @property
+    def kept_model(self) -> LeNet5:
+        """The model validated and saved as best.pt: the average with --ema, else the trained one."""
+        return self.average.model if self.average is not None else self.model
+
     def restore(self, saved: dict, path) -> None:
-        self.model.load_state_dict(checkpoint.model_state(saved, path))
+        if self.average is not None:
+            self.average.load_state_dict(saved, path, self.model)
+        else:
+            self.model.load_state_dict(checkpoint.model_state(saved, path))
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.stopper.load_state_dict(saved["early_stopping"])
@@ -468,6 +482,41 @@ class State:
         others start from zero (the epoch's reduction adds them up)."""
         running, self.running = self.running, None
         return running if job.primary else None
+
+
+class Average:
+    """An exponential moving average of a model's weights, updated after every step (--ema): the
+    average of the last few thousand steps' weights reads better than the last step's (README's
+    figures). Its decay starts low, (1 + t) / (10 + t) at update t, so that a short run's average is
+    not its initial weights. It does not change training: the steps see only the trained weights.
+    In a checkpoint, "model" holds the average and "trained" the weights training goes on from."""
+
+    def __init__(self, model: LeNet5, decay: float):
+        import copy
+
+        self.decay, self.updates = decay, 0
+        self.model = copy.deepcopy(model).requires_grad_(False)
+        self.live: list[torch.Tensor] = list(model.parameters())
+        self.kept: list[torch.Tensor] = list(self.model.parameters())
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self.kept, self.live, 1.0 - decay)
+
+    def state_dict(self, trained: torch.nn.Module) -> dict:
+        return {"trained": trained.state_dict(), "average_updates": self.updates}
+
+    def load_state_dict(self, saved: dict, path, trained: torch.nn.Module) -> None:
+        if not isinstance(saved.get("trained"), dict):
+            raise CheckpointError(
+                f"{path}: holds the weights' average (--ema) but not the trained weights beside it; "
+                "it is damaged: resume from an older copy or start again"
+            )
+        self.model.load_state_dict(checkpoint.model_state(saved, path))
+        trained.load_state_dict(checkpoint.model_state(saved["trained"], path))
+        self.updates = int(saved["average_updates"])
 
 
 def open_run(cfg: Config, resume, overwrite: bool, job: Dist, cleanup) -> RunDir:
@@ -701,7 +750,7 @@ def end_of_epoch(loop: Loop, seen: int, val, epoch: int, t0: float) -> dict:
         raise TrainingError(_nan_message(cfg, epoch, math.ceil(seen / cfg.batch_size) - 1, run))
     val_x, val_y = (val[0][:512], val[1][:512]) if cfg.dry_run else val
     scored = evaluate(
-        state.model,
+        state.kept_model,
         val_x,
         val_y,
         cfg.mean,
@@ -761,7 +810,7 @@ def resume_config(given: str | os.PathLike, overrides: dict) -> tuple[Config, Pa
             f"the config saved in {path}"
         )
     # A run saved before a field existed goes on as it was trained: without non-digit pictures.
-    older = {"outliers": 0.0, "augment": 0.0}
+    older = {"outliers": 0.0, "augment": 0.0, "ema": 0.0}
     return from_dict({**older, **saved["config"], **overrides}), path, saved
 
 

@@ -108,7 +108,9 @@ class Kernels:
         if norm is None:
             out = torch.empty((n, 28, 28), dtype=torch.uint8)
             if n:
-                self.lib.take_images(images.data_ptr(), idx.data_ptr(), n, shifts, out.data_ptr(), self.threads())
+                self.lib.take_images(
+                    images.data_ptr(), idx.data_ptr(), n, shifts, out.data_ptr(), self.threads()
+                )
             return out
         # the constants as data.normalize hands them to torch: float32 scalars of these doubles
         sub, mul = 255.0 * norm[0], 1.0 / (255.0 * norm[1])
