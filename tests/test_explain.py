@@ -61,7 +61,7 @@ def test_one_batch_equals_one_picture_and_one_digit_at_a_time(reader, mnist):
 
 def test_the_reader_explains_any_picture_it_reads(reader, mnist):
     why = reader.explain(mnist.test_images[0])
-    assert repr(why) == "Explanation(Prediction(7, >99.9 %); maps for 7, 3, 9)"
+    assert repr(why) == "Explanation(Prediction(7, >99.9 %); maps for 7, 1, 2)"
     seven = why.maps[0]
     assert seven.total > 0 and seven.pixels.shape == (28, 28) and seven.pixels.dtype == np.float32
     assert not seven.pixels[why.input == 0].any()  # no ink, no part: there the input is the blank picture

@@ -81,7 +81,7 @@ def test_a_five_with_its_top_bar_apart_is_one_five(reader):
 
 def test_touching_digits_are_split(mnist, sure, reader):
     rng = np.random.default_rng(2)
-    cases = numbers(mnist, sure, rng, 20, lengths=(2, 2), touching=True)
+    cases = numbers(mnist, sure, rng, 60, lengths=(2, 2), touching=True)
     got = []
     for data, _, _ in cases:
         try:
@@ -89,8 +89,9 @@ def test_touching_digits_are_split(mnist, sure, reader):
         except ImageError as e:  # said so, in one line naming the picture
             assert str(e).startswith("number.jpg: could not split: digits 1 and 2"), e
             got.append("")
-    # Each pair is one region of ink: the two digits come back only if it is cut right.
-    assert np.mean([len(g) == 2 for g in got]) >= 0.6, got
+    # Each pair is one region of ink: the two digits come back only if it is cut right (63-72 % of
+    # 60 pairs over three draws, with the shipped weights and the ones before them).
+    assert np.mean([len(g) == 2 for g in got]) >= 0.5, got
     assert np.mean([g == truth for g, (_, truth, _) in zip(got, cases)]) >= 0.4, got
 
 
