@@ -1,6 +1,7 @@
 """Training on real MNIST subsets: it learns, resumes exactly, stops cleanly, fails clearly."""
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -126,6 +127,41 @@ def test_the_run_keeps_the_weights_average_and_trains_exactly_as_without_it(tmp_
                    MEAN, STD)
     assert val["loss"] == pytest.approx(rows[-1]["val_loss"], rel=1e-5)  # validated: the average
     assert rows[-1]["val_loss"] != plain["history"][-1]["val_loss"]
+
+
+def test_a_run_saved_before_the_average_existed_resumes_as_it_was_trained(tmp_path, mnist):
+    """A last.pt and config.json written before --ema existed (no "ema" in the config, no
+    "trained" weights) go on without an average, exactly as such a run would have."""
+    full = fit(cfg_for(tmp_path, name="full", ema=0.0), mnist, test=False)
+    with pytest.raises(Crash):
+        fit(cfg_for(tmp_path, name="old", ema=0.0), mnist, on_epoch=crash_after_epoch_1, test=False)
+    run = tmp_path / "runs" / "old"
+    saved = load(run / "last.pt")
+    del saved["config"]["ema"]
+    checkpoint_mod.save(saved, run / "last.pt")
+    config = json.loads((run / "config.json").read_text())
+    del config["ema"]
+    (run / "config.json").write_text(json.dumps(config))
+    cfg, path, _ = train_mod.resume_config(run, {})
+    assert cfg.ema == 0.0
+    resumed = fit(cfg, mnist, resume=path, test=False)
+    assert "trained" not in load(path)
+    assert resumed["history"][-1]["val_loss"] == full["history"][-1]["val_loss"]
+    for k, v in weights(tmp_path / "runs" / "full" / "last.pt").items():
+        assert torch.equal(v, weights(path)[k]), k
+
+
+def test_a_last_pt_with_the_average_but_not_the_trained_weights_is_refused(tmp_path, mnist, capsys):
+    with pytest.raises(Crash):
+        fit(cfg_for(tmp_path, name="cut"), mnist, on_epoch=crash_after_epoch_1, test=False)
+    last = tmp_path / "runs" / "cut" / "last.pt"
+    saved = load(last)
+    del saved["trained"]
+    checkpoint_mod.save(saved, last)
+    assert main(["train", "--resume", str(last), "--data-dir", str(DATA)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"lenet5: error: {last}: holds the weights' average (--ema) but not the trained weights "
+                       "beside it; it is damaged: resume from an older copy or start again"), err
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path, mnist):
