@@ -2,8 +2,9 @@
 
     prepare      data on the device; the model, optimiser, schedule and early stopping (State);
                  the run folder; the step, on the compute path chosen once
-    each epoch   its plan (order, shifts); the steps; the epoch's end: figures across processes,
-                 validation, early stopping, the epoch's files
+    each epoch   its plan (order, shifts); the steps, each followed by the weights' moving average
+                 (--ema); the epoch's end: figures across processes, validation (of the average),
+                 early stopping, the epoch's files
     finish       every file on disk; the caller's final test and plots
 
 Under torchrun each process trains on its own slice of every global batch (DistributedDataParallel
