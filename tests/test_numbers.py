@@ -186,3 +186,20 @@ def test_the_fast_histogram_is_numpys_bin_for_bin():
         hist, e = _histogram(values)
         ref, ref_edges = np.histogram(values, bins=256, range=(0.0, 1.0))
         assert np.array_equal(hist, ref) and np.array_equal(e, ref_edges)
+
+
+def test_a_boundary_closer_than_the_numbers_usual_spacing_costs():
+    """Digits of a number stand about evenly apart: a boundary between parts much closer than the
+    usual gap (the two arcs of an open 0) costs in proportion to the shortfall; one at the usual
+    gap, and any in a number whose digits all touch, costs nothing."""
+    from lenet5.numbers import CLOSE, _close_costs, _Part
+
+    def part(left, right, cut=False):
+        return _Part(np.zeros((1, 1), bool), (0, 49, left, right), cut_left=cut, cut_right=cut)
+
+    apart = [part(0, 30), part(50, 80), part(100, 115), part(112, 130), part(150, 180)]
+    costs = _close_costs(apart, 50)
+    assert costs[:3] == [0.0, 0.0, 0.0] and costs[4] == 0.0  # the usual gap: 19 or 20 pixels
+    assert costs[3] == pytest.approx(CLOSE * (0.5 * 19 - (112 - 115 - 1)) / 50)  # overlapping arcs
+    touching = [part(0, 30), part(31, 60, cut=True), part(61, 90, cut=True)]
+    assert _close_costs(touching, 50) == [0.0, 0.0, 0.0]

@@ -45,6 +45,10 @@ PER_GAP = 8.0  # joining parts across a gap costs this per digit height of gap: 
 PER_CUT = 10.0  # a digit ending at a cut costs this per height of ink the cut crosses
 SHORT = 10.0  # a digit under half the tallest's height costs this per height it falls short
 NOT_DIGIT = 6.0  # a piece the reader calls "not a digit" costs this: a reading of digits is sought
+# People space the digits of a number about evenly: a digit boundary where two parts stand closer
+# than half the number's usual gap (its median) costs this per height of the shortfall; a digit
+# whose stroke broke (an open 0, a 5's bar) is then read whole, not as two digits.
+CLOSE = 10.0
 # Inside a number its neighbours say a part is meant as a digit: it is one at a score of this share
 # of the reader's threshold (a 1 written in two strokes, say). 87 % of tests/nondigits.py's
 # non-digits still fall under it, against 93 % under the threshold itself.
@@ -324,13 +328,14 @@ def _read_line(ink: np.ndarray, parts: list[_Part], tallest: int, reader, name: 
             candidates.append((i, j, digit[1], image, penalty))
     if not candidates:
         raise ImageError(f"{name}: no digits found, only specks of ink")
+    close = _close_costs(parts, tallest)
     readings = reader.read(torch.stack([c[3] for c in candidates]))
     lenient = reader.threshold * IN_A_NUMBER
     best = [0.0] + [-math.inf] * len(parts)
     back: list[int | None] = [None] * (len(parts) + 1)
     for k, (i, j, _, _, penalty) in enumerate(candidates):  # in order of i: best[i] is final
         unlike = 0.0 if readings[k].score >= lenient else NOT_DIGIT
-        score = best[i] + math.log(max(readings[k].probability, 1e-12)) - penalty - unlike
+        score = best[i] + math.log(max(readings[k].probability, 1e-12)) - penalty - unlike - close[i]
         if score > best[j]:
             best[j], back[j] = score, k
     if back[-1] is None:  # some part could be read in no way
@@ -350,6 +355,19 @@ def _read_line(ink: np.ndarray, parts: list[_Part], tallest: int, reader, name: 
                 "whole height; leave a gap between them"
             )
     return [(candidates[k][2], candidates[k][3], readings[k]) for k in chosen]
+
+
+def _close_costs(parts: list[_Part], tallest: int) -> list[float]:
+    """What a digit boundary costs before each part (CLOSE): nothing before the first part, or where
+    the gap is at least half the number's median gap between parts that are not cut apart (digits
+    that all touch have none: no cost)."""
+    reach = np.maximum.accumulate([p.box[3] for p in parts])  # the rightmost ink before each part
+    gaps = [parts[i].box[2] - int(reach[i - 1]) - 1 for i in range(1, len(parts))]
+    apart = [g for g, p in zip(gaps, parts[1:], strict=True) if g > 0 and not p.cut_left]
+    if not apart:
+        return [0.0] * len(parts)
+    usual = 0.5 * float(np.median(apart))
+    return [0.0] + [CLOSE * max(0.0, usual - g) / tallest for g in gaps]
 
 
 def _trim(mask: np.ndarray, box, cut_left: bool, cut_right: bool):
