@@ -190,9 +190,9 @@ def test_the_fast_histogram_is_numpys_bin_for_bin():
 
 def test_a_boundary_closer_than_the_numbers_usual_spacing_costs():
     """Digits of a number stand about evenly apart: a boundary between parts much closer than the
-    usual gap (the two arcs of an open 0) costs in proportion to the shortfall; one at the usual
-    gap, and any in a number whose digits all touch, costs nothing."""
-    from lenet5.numbers import CLOSE, _close_costs, _Part
+    usual gap (the two arcs of an open 0) costs in proportion to the shortfall, up to a bound; one
+    at the usual gap, and any in a number whose digits all touch, costs nothing."""
+    from lenet5.numbers import CLOSE, CLOSEST, _close_costs, _Part
 
     def part(left, right, cut=False):
         return _Part(np.zeros((1, 1), bool), (0, 49, left, right), cut_left=cut, cut_right=cut)
@@ -200,6 +200,8 @@ def test_a_boundary_closer_than_the_numbers_usual_spacing_costs():
     apart = [part(0, 30), part(50, 80), part(100, 115), part(112, 130), part(150, 180)]
     costs = _close_costs(apart, 50)
     assert costs[:3] == [0.0, 0.0, 0.0] and costs[4] == 0.0  # the usual gap: 19 or 20 pixels
-    assert costs[3] == pytest.approx(CLOSE * (0.5 * 19 - (112 - 115 - 1)) / 50)  # overlapping arcs
+    assert costs[3] == pytest.approx(CLOSE * min(CLOSEST, (0.5 * 19 - (112 - 115 - 1)) / 50))  # overlapping arcs
+    assert _close_costs([part(0, 30), part(50, 80), part(100, 130), part(140, 170)], 50)[3] == (
+        pytest.approx(CLOSE * (0.5 * 19 - 9) / 50))  # a little closer than usual: a little cost
     touching = [part(0, 30), part(31, 60, cut=True), part(61, 90, cut=True)]
     assert _close_costs(touching, 50) == [0.0, 0.0, 0.0]

@@ -49,6 +49,7 @@ NOT_DIGIT = 6.0  # a piece the reader calls "not a digit" costs this: a reading 
 # than half the number's usual gap (its median) costs this per height of the shortfall; a digit
 # whose stroke broke (an open 0, a 5's bar) is then read whole, not as two digits.
 CLOSE = 10.0
+CLOSEST = 0.25  # the shortfall counted at most (heights): specks far apart are no number to space
 # Inside a number its neighbours say a part is meant as a digit: it is one at a score of this share
 # of the reader's threshold (a 1 written in two strokes, say). 87 % of tests/nondigits.py's
 # non-digits still fall under it, against 93 % under the threshold itself.
@@ -367,7 +368,7 @@ def _close_costs(parts: list[_Part], tallest: int) -> list[float]:
     if not apart:
         return [0.0] * len(parts)
     usual = 0.5 * float(np.median(apart))
-    return [0.0] + [CLOSE * max(0.0, usual - g) / tallest for g in gaps]
+    return [0.0] + [CLOSE * min(CLOSEST, max(0.0, usual - g) / tallest) for g in gaps]
 
 
 def _trim(mask: np.ndarray, box, cut_left: bool, cut_right: bool):
