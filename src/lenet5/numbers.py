@@ -302,8 +302,8 @@ def _read_line(ink: np.ndarray, parts: list[_Part], tallest: int, reader, name: 
     """The digits, left to right, as (box, input, probabilities): the runs of consecutive parts
     that read best as digits, chosen by dynamic programming. A reading scores the log-probability
     of each digit, less what is unlikely: digits wider or narrower than digits are (`_width_prior`),
-    far shorter than the others, made of parts with gaps between them, or ending at a cut through
-    much ink."""
+    far shorter than the others, made of parts with gaps between them, ending at a cut through
+    much ink, or standing much closer to the digit before than the number's digits do (`_close_costs`)."""
     candidates = []  # (i, j, box, input, penalty): parts i..j-1 read as one digit
     for i in range(len(parts)):
         mask, (top, bottom, left, right), gaps = parts[i].mask.copy(), parts[i].box, 0.0
