@@ -96,7 +96,7 @@ def _train_command(sub, recipe: str) -> None:
         default=None,
         choices=list(RECIPES),
         help="seed: the seed's exact recipe; default: OneCycle with shifts; best: the "
-        "default for 30 epochs; fast: time to 99%%. What each reaches: the README "
+        "default for 60 epochs, averaged longer; fast: time to 99%%. What each reaches: the README "
         "(default: default)",
     )
     run.add_argument(
