@@ -300,7 +300,7 @@ def test_drawing_on_the_page_shows_a_prediction(live, browser, mnist):
     page.mouse.down()
     page.mouse.move(x, box["y"] + 0.85 * box["height"], steps=15)  # a vertical stroke: a one
     page.mouse.up()
-    page.wait_for_selector("body[data-state=answered]")
+    page.wait_for_selector("body[data-state=answered]:not([data-reading])")
     page.wait_for_function("document.querySelector('#status').textContent === ''")
     assert page.inner_text("#digit") == "1"
     # the bars as rendered, as fractions of their tracks: they add up to one, the longest is the 1
@@ -408,7 +408,7 @@ def test_page_layout_empty_state_and_model_line(live, browser, tmp_path, width, 
         for p in stroke[1:]:
             page.mouse.move(*p)
         page.mouse.up()
-    page.wait_for_selector("body[data-state=answered]")
+    page.wait_for_selector("body[data-state=answered]:not([data-reading])")
     assert page.inner_text("#digit") == "1"
     assert not page.locator("#hint").is_visible() and not page.locator("#seen-empty").is_visible()
     assert page.locator("#seen").is_visible()
@@ -470,7 +470,7 @@ def test_number_mode_reads_a_number_and_shows_its_boxes(live, browser):
     pad = page.locator("#pad").bounding_box()
     assert pad["width"] == pytest.approx(pad["height"], rel=0.02)
     draw(page, [[(0.5, 0.15), (0.5, 0.85)]])
-    page.wait_for_selector("body[data-state=answered]")
+    page.wait_for_selector("body[data-state=answered]:not([data-reading])")
     assert page.inner_text("#digit") == "1" and page.locator("#bars").is_visible()
     assert not page.locator("#number").is_visible() and page.locator("#boxes .box").count() == 0
     assert page.inner_text("#status") == ""  # the switch cleared the number mode's error

@@ -141,6 +141,7 @@ def test_the_page_from_disk_reads_as_the_served_page_and_asks_nothing_outside(ex
                     expect = f"document.querySelector('#digit').textContent === '{want['digit']}'"
                 # and both pages show it, the same way (the same boxes over the pad)
                 for page in (served, static):
+                    page.wait_for_selector("body:not([data-reading])")  # the last reading is shown
                     page.wait_for_function(expect)
                     page.wait_for_function("document.querySelectorAll('#boxes .box').length === "
                                            f"{len(want.get('digits', []))}")

@@ -226,7 +226,9 @@ const reader = model ? pageReader : serverReader;
 
 // One reading at a time; while one is out, only the newest waiting one is kept.
 // fromPad: the picture is the pad's, so boxes in its pixels can be drawn over it.
+// body[data-reading] stands while a reading is out or waiting: the shown answer may not be the last.
 async function send(read, fromPad) {
+  document.body.dataset.reading = "";
   if (inFlight) { queued = [read, fromPad]; return; }
   inFlight = true;
   const mine = generation;
@@ -241,7 +243,7 @@ async function send(read, fromPad) {
     setStatus(err.message, true);
   } finally {
     inFlight = false;
-    if (queued) { const next = queued; queued = null; send(...next); }
+    if (queued) { const next = queued; queued = null; send(...next); } else delete document.body.dataset.reading;
   }
 }
 
