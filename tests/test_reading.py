@@ -17,7 +17,7 @@ from lenet5.data import normalize, restyle, shift, take, warp, warp_params
 from lenet5.errors import CheckpointError, Lenet5Error
 from lenet5.fast import native as kernels
 from lenet5.fast.forward import Forward
-from lenet5.reader import Calibration, Reader, percent
+from lenet5.reader import Calibration, Reader, chance, percent
 
 LEVELS = kernels.levels()
 
@@ -131,6 +131,25 @@ def test_percent_never_rounds_up_to_a_certainty_it_is_not():
     assert percent(0.99996) == ">99.9 %" and percent(1.0) == "100.0 %" and percent(0.5) == "50.0 %"
     assert percent(0.00001) == "<0.1 %" and percent(0.0) == "0.0 %"
     assert repr(lenet5.Prediction(7, 0.991, [0.0] * 10)) == "Prediction(7, 99.1 %)"
+
+
+def test_a_probability_is_never_shown_as_a_certainty(reader, capsys, tmp_path):
+    """Softmax gives neither 1 nor 0, but float32 rounds a sure reading to exactly 1.0 and the digits
+    beside it to 0.0: shown as '>99.9 %' and '<0.1 %' wherever a reading is printed."""
+    from lenet5.cli import _answer
+    from lenet5.reader import verdict
+
+    assert chance(1.0) == ">99.9 %" and chance(0.0) == "<0.1 %" and chance(0.5) == percent(0.5)
+    sure = lenet5.Prediction(1, 1.0, [0.0, 1.0] + [0.0] * 8, top3=[(1, 1.0), (7, 0.0), (4, 0.0)])
+    assert repr(sure) == "Prediction(1, >99.9 %)" and verdict(sure) == "1 (>99.9 %)"
+    assert _answer(sure) == "1 (>99.9 %)   top 3: 1 >99.9 %  7 <0.1 %  4 <0.1 %"
+    # and a real picture read surely, through the CLI: no certainty in its line
+    one = np.full((112, 112), 255, np.uint8)
+    one[16:96, 52:64] = 0
+    Image.fromarray(one).save(tmp_path / "one.png")
+    assert main(["predict", str(tmp_path / "one.png")]) == 0
+    line = capsys.readouterr().out
+    assert "one.png: 1 (>99.9 %)" in line and "100.0" not in line and " 0.0 %" not in line
 
 
 def test_the_calibration_travels_with_exports_and_is_checked_on_load(reader, tmp_path):

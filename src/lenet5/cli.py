@@ -679,7 +679,7 @@ def _explain_folder(args: argparse.Namespace) -> tuple[str, str] | None:
 def _predict_indices(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .datasets import DIGITS
-    from .reader import percent, verdict
+    from .reader import chance, verdict
 
     path, reader = _load_for_inference(args, _explain_folder(args))
     data = load_dataset(reader.dataset, args.data_dir)  # the test set of the set it was trained on
@@ -713,7 +713,7 @@ def _predict_indices(args: argparse.Namespace) -> int:
             mark = "" if r["label"] == r["prediction"] else "   <- wrong"
             print(
                 f"test image {r['index']}: true label {r['label']} ({r['label_class']}), "
-                f"{r['prediction']} {r['class']} ({percent(p.probability)}){mark}"
+                f"{r['prediction']} {r['class']} ({chance(p.probability)}){mark}"
             )
             continue
         mark = "" if r["label"] == r["prediction"] and p.is_digit else "   <- wrong"
@@ -754,11 +754,11 @@ def _say_explained(args: argparse.Namespace, results: list[dict]) -> None:
 
 def _answer(p) -> str:
     """`7 (99.1 %)   top 3: 7 99.1 %  1 0.5 %  2 0.2 %`, or the not-a-digit answer with its top 3."""
-    from .reader import percent, verdict
+    from .reader import chance, verdict
 
     if not p.is_digit and p.reason != "unlike any digit":
         return verdict(p)
-    return f"{verdict(p)}   top 3: " + "  ".join(f"{d} {percent(v)}" for d, v in p.top3)
+    return f"{verdict(p)}   top 3: " + "  ".join(f"{d} {chance(v)}" for d, v in p.top3)
 
 
 def _digits_only(reader, path, why: str) -> None:
@@ -864,11 +864,11 @@ def _print_numbers(args: argparse.Namespace, path, results: list[dict], problems
         rows += [{"file": source, "error": message} for source, message in problems]
         print(json.dumps({"checkpoint": str(path), "results": rows}))
     else:
-        from .reader import percent
+        from .reader import chance
 
         for r in results:
             if "error" not in r:
-                sure = " ".join(percent(d["probability"]).replace(" ", "") for d in r["digits"])
+                sure = " ".join(chance(d["probability"]).replace(" ", "") for d in r["digits"])
                 problem = f"; could not read: {r['problem']}" if r["problem"] else ""
                 print(f"{r['file']}: {r['number']} ({sure}){problem}")
         if show and any(r.get("input_pngs") for r in results):

@@ -298,7 +298,7 @@ def plot_explanation(why, out: str | os.PathLike, title: str = "") -> Path:
     digit read and one for each runner-up: red where the ink spoke for that digit, blue where it
     spoke against, all on one colour scale (a runner-up's pale map is weak evidence), with the
     input's outline drawn over each."""
-    from .reader import percent
+    from .reader import chance
 
     plt = _figures()
     maps = why.maps
@@ -311,7 +311,7 @@ def plot_explanation(why, out: str | os.PathLike, title: str = "") -> Path:
         if why.input.max() > 0:
             ax.contour(why.input, levels=[64], colors="0.35", linewidths=0.6)
         what = "read" if k == 0 else "runner-up"
-        ax.set_title(f"{what}: {m.digit} ({percent(m.probability)})", fontsize=10)
+        ax.set_title(f"{what}: {m.digit} ({chance(m.probability)})", fontsize=10)
         # + 0.0: no "-0.0"
         ax.set_xlabel(
             f"logit {round(m.logit, 1) + 0.0:+.1f} (blank {round(m.blank, 1) + 0.0:+.1f})", fontsize=8

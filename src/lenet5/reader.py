@@ -89,8 +89,8 @@ class Prediction:
 
     def __repr__(self) -> str:
         if self.is_digit:
-            return f"Prediction({self.digit}, {percent(self.probability)})"
-        return f"Prediction(not a digit: {self.reason}; closest {self.digit}, {percent(self.probability)})"
+            return f"Prediction({self.digit}, {chance(self.probability)})"
+        return f"Prediction(not a digit: {self.reason}; closest {self.digit}, {chance(self.probability)})"
 
     def to_dict(self) -> dict:
         """The JSON shape every door answers with."""
@@ -116,13 +116,19 @@ def percent(p: float, decimals: int = 1) -> str:
     return f"{text} %"
 
 
+def chance(p: float, decimals: int = 1) -> str:
+    """A model's probability as a percentage: never a certainty either way. Softmax gives neither
+    1 nor 0; where float32 rounds it there, it is shown as '>99.9 %' or '<0.1 %'."""
+    return percent(min(max(p, 1e-12), 1 - 1e-12), decimals)
+
+
 def verdict(p: Prediction) -> str:
     """One line's answer: `7 (99.1 %)`, or `not a digit (closest: 4, 38.0 %)`."""
     if p.is_digit:
-        return f"{p.digit} ({percent(p.probability)})"
+        return f"{p.digit} ({chance(p.probability)})"
     if p.reason != UNLIKE:  # nothing to read: no ink, only a speck
         return f"no digit ({p.reason})"
-    return f"not a digit (closest: {p.digit}, {percent(p.probability)})"
+    return f"not a digit (closest: {p.digit}, {chance(p.probability)})"
 
 
 class Reader:

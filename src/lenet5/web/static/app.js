@@ -260,10 +260,11 @@ function show(answer, fromPad = true) {
   document.body.dataset.state = answer ? "answered" : "empty";
 }
 
-// A percentage that never rounds up to a certainty it is not (reader.py's percent).
+// A probability as a percentage that is never a certainty either way (reader.py's chance).
 function pct(p) {
   const text = (100 * p).toFixed(1);
-  if (p < 1 && Number(text) >= 100) return ">99.9 %";
+  if (Number(text) >= 100) return ">99.9 %";
+  if (Number(text) <= 0) return "<0.1 %";
   return `${text} %`;
 }
 
