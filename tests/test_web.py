@@ -198,6 +198,12 @@ def test_bad_requests_get_a_4xx_with_a_reason(client, request_kw, status, reason
     assert isinstance(detail, str) and reason in detail, detail
 
 
+def test_a_parameter_that_is_no_value_it_takes_is_one_line(client):
+    r = client.post("/api/predict?explain=maybe", files={"file": ("d.png", png(torch.zeros(28, 28, dtype=torch.uint8)))})
+    assert r.status_code == 422 and r.json() == {
+        "detail": "query explain: Input should be a valid boolean, unable to interpret input"}
+
+
 def test_the_model_is_loaded_once(ckpt, monkeypatch, mnist):
     import lenet5.checkpoint
 

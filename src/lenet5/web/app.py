@@ -61,6 +61,7 @@ from .readers import LIBC, Readers, release_memory
 try:
     import h11
     from fastapi import FastAPI, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
     from fastapi_offline import FastAPIOffline
@@ -377,7 +378,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in (
         (400, "empty body, or a form without the field `file`"),
         (413, "body over the upload limit, or an image with too many pixels"),
-        (422, "not a readable image, or no digit in it"),
+        (422, "not a readable image, no digit in it, or a query parameter that is no value it takes"),
     )
 }
 BODY_DOC = {
@@ -551,6 +552,13 @@ def create_app(
         version=__version__,
     )
     _routes(app, reading, health)
+
+    @app.exception_handler(RequestValidationError)
+    async def one_line(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # a query parameter that is no value it takes (?explain=maybe): one line, as every error here
+        said = [f"{' '.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse({"detail": "; ".join(said)}, status_code=422)
+
     return app
 
 
