@@ -434,10 +434,12 @@ def restyle(images: torch.Tensor, seed: int) -> torch.Tensor:
         out[i] = warp(images[i], p)
     if len(i := pick(3)):  # bent and turned further than training's augmentation
         out[i] = warp(images[i], warp_params(len(i), 1.7, gen))
-    if len(i := pick(4)):  # a coarse scan, scaled back up
-        size = int(torch.randint(8, 17, (1,), generator=gen))
-        small = F.interpolate(x[i].unsqueeze(1), size=(size, size), mode="area")
-        out[i] = F.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False).squeeze(1)
+    if len(i := pick(4)):  # a coarse scan, scaled back up: each its own scan size
+        sizes = torch.randint(8, 17, (len(i),), generator=gen)
+        for size in sizes.unique().tolist():
+            j = i[sizes == size]
+            small = F.interpolate(x[j].unsqueeze(1), size=(size, size), mode="area")
+            out[j] = F.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False).squeeze(1)
         out[i] = (out[i] * 255 / out[i].amax((1, 2), keepdim=True).clamp_min(1)).clamp(0, 255)
     return out.round().clamp(0, 255).to(torch.uint8)
 
