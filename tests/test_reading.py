@@ -84,7 +84,7 @@ def test_blank_and_inkless_inputs_are_no_digit_with_the_reason(reader, tmp_path,
             assert not p.is_digit and p.reason == "no ink"
     Image.new("L", (200, 120), 255).save(tmp_path / "blank.png")
     p = reader.predict(tmp_path / "blank.png")
-    assert not p.is_digit and p.reason == "no ink" and "not a digit" in repr(p)
+    assert not p.is_digit and p.reason == "no ink" and repr(p) == "Prediction(no digit: no ink)"
     assert main(["predict", str(tmp_path / "blank.png")]) == 0
     assert capsys.readouterr().out.strip().endswith("blank.png: no digit (no ink)")
     assert main(["predict", str(tmp_path / "blank.png"), "--json"]) == 0
@@ -155,6 +155,8 @@ def test_a_probability_is_never_shown_as_a_certainty(reader, capsys, tmp_path):
     assert chance(1.0) == ">99.9 %" and chance(0.0) == "<0.1 %" and chance(0.5) == percent(0.5)
     sure = lenet5.Prediction(1, 1.0, [0.0, 1.0] + [0.0] * 8, top3=[(1, 1.0), (7, 0.0), (4, 0.0)])
     assert repr(sure) == "Prediction(1, >99.9 %)" and verdict(sure) == "1 (>99.9 %)"
+    blank = lenet5.Prediction(1, 0.8, [0.02, 0.8] + [0.0225] * 8, is_digit=False, reason="no ink")
+    assert repr(blank) == "Prediction(no digit: no ink)" and verdict(blank) == "no digit (no ink)"
     assert _answer(sure) == "1 (>99.9 %)   top 3: 1 >99.9 %  7 <0.1 %  4 <0.1 %"
     # and a real picture read surely, through the CLI: no certainty in its line
     one = np.full((112, 112), 255, np.uint8)

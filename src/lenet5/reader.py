@@ -90,6 +90,8 @@ class Prediction:
     def __repr__(self) -> str:
         if self.is_digit:
             return f"Prediction({self.digit}, {chance(self.probability)})"
+        if self.reason != UNLIKE:  # nothing to read (no ink, a speck): no closest digit to speak of
+            return f"Prediction(no digit: {self.reason})"
         return f"Prediction(not a digit: {self.reason}; closest {self.digit}, {chance(self.probability)})"
 
     def to_dict(self) -> dict:
